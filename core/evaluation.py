@@ -1,0 +1,165 @@
+"""Metrics, operating points, calibration and curves for binary screening."""
+from __future__ import annotations
+
+import numpy as np
+from sklearn.metrics import confusion_matrix, precision_recall_curve, roc_auc_score, roc_curve
+
+# The screening operating point must miss at most 2% of pneumonia cases.
+SCREENING_SENSITIVITY = 0.98
+CALIBRATION_BINS = 10
+CURVE_POINTS = 200
+BOOTSTRAP_ROUNDS = 1000
+
+
+def confusion(labels: np.ndarray, probabilities: np.ndarray, threshold: float) -> list[list[int]]:
+    """[[tn, fp], [fn, tp]]; a probability at or above the threshold means pneumonia."""
+    predicted = (np.asarray(probabilities) >= threshold).astype(int)
+    return confusion_matrix(np.asarray(labels), predicted, labels=[0, 1]).tolist()
+
+
+def _ratio(numerator: float, denominator: float) -> float:
+    return float(numerator / denominator) if denominator else 0.0
+
+
+def metrics_at(labels: np.ndarray, probabilities: np.ndarray, threshold: float) -> dict:
+    (tn, fp), (fn, tp) = confusion(labels, probabilities, threshold)
+    precision = _ratio(tp, tp + fp)
+    sensitivity = _ratio(tp, tp + fn)
+    return {
+        "threshold": float(threshold),
+        "accuracy": _ratio(tp + tn, tn + fp + fn + tp),
+        "sensitivity": sensitivity,
+        "specificity": _ratio(tn, tn + fp),
+        "precision": precision,
+        "f1": _ratio(2 * precision * sensitivity, precision + sensitivity),
+        "confusion": [[tn, fp], [fn, tp]],
+    }
+
+
+def auc(labels: np.ndarray, probabilities: np.ndarray) -> float:
+    labels = np.asarray(labels)
+    if labels.min() == labels.max():
+        return float("nan")  # undefined with one class present
+    return float(roc_auc_score(labels, probabilities))
+
+
+def choose_operating_points(labels: np.ndarray, probabilities: np.ndarray) -> dict[str, float]:
+    """Thresholds chosen on validation data.
+
+    balanced: the maximum of Youden's J (sensitivity + specificity - 1).
+    screening: the highest threshold that still keeps sensitivity >= 0.98,
+    so the fewest healthy children are recalled for that sensitivity.
+    """
+    fpr, tpr, thresholds = roc_curve(labels, probabilities)
+    finite = np.isfinite(thresholds)
+    fpr, tpr, thresholds = fpr[finite], tpr[finite], thresholds[finite]
+    balanced = thresholds[int(np.argmax(tpr - fpr))]
+    meets = np.flatnonzero(tpr >= SCREENING_SENSITIVITY)
+    screening = thresholds[meets[0]] if meets.size else thresholds[-1]
+    return {"balanced": float(balanced), "screening": float(screening)}
+
+
+def expected_calibration_error(labels: np.ndarray, probabilities: np.ndarray,
+                               bins: int = CALIBRATION_BINS) -> tuple[float, list[dict]]:
+    """ECE over equal-width bins, with the bins for a reliability diagram."""
+    labels, probabilities = np.asarray(labels, float), np.asarray(probabilities, float)
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    which = np.clip(np.digitize(probabilities, edges[1:-1]), 0, bins - 1)
+    error, diagram = 0.0, []
+    for b in range(bins):
+        members = which == b
+        if not members.any():
+            continue
+        confidence, observed = probabilities[members].mean(), labels[members].mean()
+        error += members.mean() * abs(confidence - observed)
+        diagram.append({"bin_low": float(edges[b]), "bin_high": float(edges[b + 1]),
+                        "mean_probability": float(confidence), "fraction_positive": float(observed),
+                        "count": int(members.sum())})
+    return float(error), diagram
+
+
+def fit_temperature(labels: np.ndarray, probabilities: np.ndarray) -> float:
+    """The temperature T minimising log-loss of sigmoid(logit / T) (Guo et al. 2017)."""
+    logits = logit(probabilities)
+    labels = np.asarray(labels, float)
+    candidates = np.exp(np.linspace(np.log(0.25), np.log(8.0), 300))
+    losses = [log_loss(labels, sigmoid(logits / t)) for t in candidates]
+    return float(candidates[int(np.argmin(losses))])
+
+
+def logit(probabilities: np.ndarray) -> np.ndarray:
+    p = np.clip(np.asarray(probabilities, np.float64), 1e-7, 1 - 1e-7)
+    return np.log(p / (1 - p))
+
+
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-np.asarray(x, np.float64)))
+
+
+def log_loss(labels: np.ndarray, probabilities: np.ndarray) -> float:
+    return float(np.mean(binary_cross_entropy(labels, probabilities)))
+
+
+def binary_cross_entropy(labels: np.ndarray, probabilities: np.ndarray) -> np.ndarray:
+    """Per-example loss; also ranks the 'top losses' an analyst reviews."""
+    p = np.clip(np.asarray(probabilities, np.float64), 1e-7, 1 - 1e-7)
+    y = np.asarray(labels, np.float64)
+    return -(y * np.log(p) + (1 - y) * np.log(1 - p))
+
+
+def _thin(points: np.ndarray, n: int = CURVE_POINTS) -> np.ndarray:
+    if len(points) <= n:
+        return points
+    return points[np.unique(np.linspace(0, len(points) - 1, n).round().astype(int))]
+
+
+def curves(labels: np.ndarray, probabilities: np.ndarray) -> dict:
+    fpr, tpr, _ = roc_curve(labels, probabilities)
+    precision, recall, _ = precision_recall_curve(labels, probabilities)
+    roc = _thin(np.column_stack([fpr, tpr]))
+    pr = _thin(np.column_stack([recall, precision]))
+    return {"roc": {"fpr": roc[:, 0].round(5).tolist(), "tpr": roc[:, 1].round(5).tolist()},
+            "pr": {"recall": pr[:, 0].round(5).tolist(), "precision": pr[:, 1].round(5).tolist()}}
+
+
+def bootstrap_intervals(labels: np.ndarray, probabilities: np.ndarray, threshold: float,
+                        groups: list[str] | None = None, rounds: int = BOOTSTRAP_ROUNDS,
+                        seed: int = 0) -> dict[str, list[float]]:
+    """95% percentile intervals; resamples whole patients when groups are given,
+    because images of one patient are not independent."""
+    labels, probabilities = np.asarray(labels), np.asarray(probabilities)
+    groups = np.asarray(groups if groups is not None else np.arange(len(labels)))
+    unique, index = np.unique(groups, return_inverse=True)
+    members = [np.flatnonzero(index == g) for g in range(len(unique))]
+    rng = np.random.default_rng(seed)
+    samples: dict[str, list[float]] = {k: [] for k in ("auc", "accuracy", "sensitivity", "specificity")}
+    for _ in range(rounds):
+        chosen = np.concatenate([members[g] for g in rng.integers(0, len(unique), len(unique))])
+        y, p = labels[chosen], probabilities[chosen]
+        if y.min() == y.max():
+            continue
+        at = metrics_at(y, p, threshold)
+        samples["auc"].append(auc(y, p))
+        for key in ("accuracy", "sensitivity", "specificity"):
+            samples[key].append(at[key])
+    return {k: [float(np.percentile(v, 2.5)), float(np.percentile(v, 97.5))] for k, v in samples.items() if v}
+
+
+def report(labels: np.ndarray, probabilities: np.ndarray, operating_points: dict[str, float]) -> dict:
+    """The evaluation record: top-level metrics at the balanced operating point."""
+    labels, probabilities = np.asarray(labels), np.asarray(probabilities)
+    balanced = metrics_at(labels, probabilities, operating_points["balanced"])
+    ece, diagram = expected_calibration_error(labels, probabilities)
+    return {
+        "n": int(len(labels)),
+        "positives": int(labels.sum()),
+        **balanced,
+        "auc": auc(labels, probabilities),
+        "ece": ece,
+        "reliability": diagram,
+        "operating_points": {
+            name: {k: v for k, v in metrics_at(labels, probabilities, t).items()}
+            for name, t in operating_points.items()
+        },
+        "curves": curves(labels, probabilities),
+    }

@@ -1,0 +1,169 @@
+"""Image input and preprocessing: bytes in, model tensor out.
+
+Training (``core.data``) and serving (``core.predictor``) both call
+:func:`load_model_input`, so a model sees exactly the same tensor for the same
+file at training and at screening time.
+"""
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+# --- Configurable limits -------------------------------------------------------
+# A clinic upload is a few MB; anything far larger is refused before decoding.
+MAX_FILE_BYTES = 50 * 1024 * 1024
+# Checked from the header, before the pixels are decoded: a 30,000 x 30,000
+# "decompression bomb" would need gigabytes of memory.
+MAX_PIXELS = 40_000_000
+# Smaller than this cannot hold a readable chest X-ray.
+MIN_SIDE = 32
+
+DICOM_MAGIC_OFFSET = 128
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+JPEG_MAGIC = b"\xff\xd8\xff"
+
+# Pillow refuses (rather than warns about) images above this many pixels.
+Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+
+
+class ImageError(ValueError):
+    """An input that cannot be screened; the message says why, for a person."""
+
+
+@dataclass(frozen=True)
+class PreprocessSpec:
+    """How a grayscale image becomes a model input; stored in each model card."""
+
+    size: int = 160
+    clahe: bool = False
+
+    def to_dict(self) -> dict:
+        return {"size": self.size, "clahe": self.clahe, "channels": 1, "range": [0.0, 1.0]}
+
+    @classmethod
+    def from_dict(cls, spec: dict) -> "PreprocessSpec":
+        return cls(size=int(spec["size"]), clahe=bool(spec.get("clahe", False)))
+
+
+@dataclass
+class DecodedImage:
+    """A decoded image as 8-bit grayscale, with what was learnt while decoding."""
+
+    pixels: np.ndarray  # (H, W) uint8
+    format: str  # "JPEG", "PNG" or "DICOM"
+    bit_depth: int
+    # Mean chroma of the original pixels (Hasler & Suesstrunk 2003): zero for a
+    # gray X-ray saved as RGB, large for a colour photo.
+    colourfulness: float = 0.0
+    # DICOM tags that can identify a patient: kept apart so nothing shows or
+    # exports them unless a user asks for them on purpose.
+    private_tags: dict = field(default_factory=dict, repr=False)
+
+
+def sniff_format(data: bytes) -> str:
+    """The container format from the magic bytes, never from the file name."""
+    if data.startswith(JPEG_MAGIC):
+        return "JPEG"
+    if data.startswith(PNG_MAGIC):
+        return "PNG"
+    if len(data) > DICOM_MAGIC_OFFSET + 4 and data[DICOM_MAGIC_OFFSET:DICOM_MAGIC_OFFSET + 4] == b"DICM":
+        return "DICOM"
+    raise ImageError("not a supported image: expected a JPEG, PNG or DICOM file")
+
+
+def decode_image(data: bytes) -> DecodedImage:
+    """Decode JPEG, PNG or DICOM bytes into 8-bit grayscale; raise ImageError otherwise."""
+    if not data:
+        raise ImageError("the file is empty")
+    if len(data) > MAX_FILE_BYTES:
+        raise ImageError(f"the file is larger than the {MAX_FILE_BYTES // 2**20} MB limit")
+    kind = sniff_format(data)
+    if kind == "DICOM":
+        from core.dicom import decode_dicom  # pydicom is only imported when needed
+
+        pixels, bit_depth, tags = decode_dicom(data)
+        decoded = DecodedImage(to_uint8(pixels), kind, bit_depth, tags)
+    else:
+        pixels, bit_depth, colourfulness = _decode_raster(data)
+        decoded = DecodedImage(to_uint8(pixels), kind, bit_depth, colourfulness)
+    if min(decoded.pixels.shape) < MIN_SIDE:
+        raise ImageError(f"the image is too small ({decoded.pixels.shape[1]}x{decoded.pixels.shape[0]} pixels)")
+    return decoded
+
+
+def _decode_raster(data: bytes) -> tuple[np.ndarray, int, float]:
+    try:
+        image = Image.open(io.BytesIO(data))
+        width, height = image.size
+        # The header is read; the pixels are not yet: refuse bombs here.
+        if width * height > MAX_PIXELS:
+            raise ImageError(f"the image is too large ({width}x{height} pixels)")
+        image = ImageOps.exif_transpose(image)  # phone photos carry their rotation in EXIF
+        image.load()
+    except ImageError:
+        raise
+    except Image.DecompressionBombError as exc:
+        raise ImageError("the image is too large (decompression bomb)") from exc
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise ImageError("the image is truncated or corrupt") from exc
+    return _raster_to_gray(image)
+
+
+def _raster_to_gray(image: Image.Image) -> tuple[np.ndarray, int, float]:
+    """Grayscale intensities with their bit depth and colourfulness, whatever Pillow's mode."""
+    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+        return np.asarray(image, dtype=np.float64), 16, 0.0
+    if image.mode == "F":
+        return np.asarray(image, dtype=np.float64), 32, 0.0
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        # Transparent areas are shown on black, as a viewer would.
+        rgba = image.convert("RGBA")
+        canvas = Image.new("RGBA", rgba.size, (0, 0, 0, 255))
+        image = Image.alpha_composite(canvas, rgba)
+    colourfulness = 0.0 if image.mode in ("L", "1", "LA") else _colourfulness(image.convert("RGB"))
+    return np.asarray(image.convert("L"), dtype=np.float64), 8, colourfulness
+
+
+def _colourfulness(image: Image.Image) -> float:
+    rgb = np.asarray(image.reduce(max(1, min(image.size) // 256)), dtype=np.float64)
+    red_green = rgb[..., 0] - rgb[..., 1]
+    yellow_blue = 0.5 * (rgb[..., 0] + rgb[..., 1]) - rgb[..., 2]
+    return float(np.hypot(red_green.std(), yellow_blue.std()) + 0.3 * np.hypot(red_green.mean(), yellow_blue.mean()))
+
+
+def to_uint8(pixels: np.ndarray) -> np.ndarray:
+    """Stretch intensities to the full 8-bit range.
+
+    Every format (8-bit JPEG, 16-bit PNG, windowed DICOM) ends on the same
+    scale, so the same X-ray gets the same tensor whatever file it came in.
+    """
+    pixels = np.asarray(pixels, dtype=np.float64)
+    if pixels.ndim != 2:
+        raise ImageError("the image has an unexpected shape")
+    if not np.isfinite(pixels).all():
+        raise ImageError("the image holds invalid pixel values")
+    low, high = float(pixels.min()), float(pixels.max())
+    if high - low < 1e-9:
+        raise ImageError("the image is blank (all pixels have the same value)")
+    return np.round((pixels - low) * (255.0 / (high - low))).astype(np.uint8)
+
+
+def preprocess(gray: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
+    """The model input for an 8-bit grayscale image: (size, size, 1) float32 in [0, 1]."""
+    # INTER_AREA averages pixels when shrinking, so fine texture does not alias.
+    resized = cv2.resize(gray, (spec.size, spec.size), interpolation=cv2.INTER_AREA)
+    if spec.clahe:
+        # Local contrast equalisation evens out exposure differences between
+        # machines and hospital periods, the main shift between data sets.
+        clip = cv2.createCLAHE(clipLimit=2.0, tileGridSize=(8, 8))
+        resized = clip.apply(resized)
+    return (resized.astype(np.float32) / 255.0)[..., np.newaxis]
+
+
+def load_model_input(data: bytes, spec: PreprocessSpec) -> np.ndarray:
+    """Bytes to model input: the one path shared by training and serving."""
+    return preprocess(decode_image(data).pixels, spec)

@@ -1,0 +1,96 @@
+"""The Predictor: a loaded model with its card, turning image bytes into a result."""
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from core import registry
+from core.evaluation import logit, sigmoid
+from core.imaging import PreprocessSpec, decode_image, preprocess
+from core.quality import check_chest_xray
+
+LABELS = ("NORMAL", "PNEUMONIA")
+
+
+@dataclass
+class ScreeningResult:
+    """One screened image. A screening aid: a clinician makes the diagnosis."""
+
+    probability: float  # calibrated probability of pneumonia
+    label: str  # at the operating point below
+    operating_point: str
+    threshold: float
+    model: str
+    timings_ms: dict[str, float] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def calibrate(probabilities: np.ndarray, temperature: float) -> np.ndarray:
+    """Temperature scaling of the model's output, fitted on validation data."""
+    if temperature == 1.0:
+        return np.asarray(probabilities, np.float64)
+    return sigmoid(logit(probabilities) / temperature)
+
+
+class Predictor:
+    """Thread-safe: one model, shared by every session of the dashboard."""
+
+    def __init__(self, model: keras.Model, card: dict):
+        self.model = model
+        self.card = card
+        self.name: str = card["name"]
+        self.spec = PreprocessSpec.from_dict(card["preprocess"])
+        self.temperature = float(card.get("temperature", 1.0))
+        self.operating_points: dict[str, float] = card["operating_points"]
+        signature = tf.TensorSpec([None, self.spec.size, self.spec.size, 1], tf.float32)
+        # One traced graph for every batch size: no retracing, no per-call
+        # overhead of Model.predict, and no state shared between threads.
+        self._forward = tf.function(lambda x: self.model(x, training=False), input_signature=[signature])
+        self._lock = threading.Lock()
+
+    @classmethod
+    def load(cls, name: str | None = None, directory: Path | None = None) -> "Predictor":
+        model, card = registry.load_model(name or registry.default_model_name(directory), directory)
+        return cls(model, card)
+
+    def probabilities(self, inputs: np.ndarray) -> np.ndarray:
+        """Calibrated pneumonia probabilities for a batch of preprocessed inputs."""
+        with self._lock:
+            raw = self._forward(tf.convert_to_tensor(inputs, tf.float32)).numpy()
+        return calibrate(raw.reshape(-1), self.temperature)
+
+    def label_for(self, probability: float, operating_point: str = "balanced") -> str:
+        return LABELS[int(probability >= self.operating_points[operating_point])]
+
+    def screen(self, data: bytes, operating_point: str = "balanced") -> ScreeningResult:
+        """Screen one image given as bytes; raises ImageError for input that cannot be screened."""
+        if operating_point not in self.operating_points:
+            raise ValueError(f"unknown operating point '{operating_point}'; "
+                             f"choose from {', '.join(self.operating_points)}")
+        started = time.perf_counter()
+        decoded = decode_image(data)
+        decoded_at = time.perf_counter()
+        warnings = check_chest_xray(decoded)
+        inputs = preprocess(decoded.pixels, self.spec)[np.newaxis]
+        prepared_at = time.perf_counter()
+        probability = float(self.probabilities(inputs)[0])
+        finished = time.perf_counter()
+        return ScreeningResult(
+            probability=probability,
+            label=self.label_for(probability, operating_point),
+            operating_point=operating_point,
+            threshold=float(self.operating_points[operating_point]),
+            model=self.name,
+            timings_ms={"decode": 1e3 * (decoded_at - started), "preprocess": 1e3 * (prepared_at - decoded_at),
+                        "inference": 1e3 * (finished - prepared_at), "total": 1e3 * (finished - started)},
+            warnings=warnings,
+        )

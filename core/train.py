@@ -1,0 +1,245 @@
+"""Training: strategy, input pipeline with augmentation, fit, calibration and the model card."""
+from __future__ import annotations
+
+import datetime as dt
+import os
+import platform
+import random
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+from tqdm import tqdm
+
+from core import data, evaluation, registry
+from core.predictor import calibrate
+from core.zoo import Recipe, get_architecture
+
+AUTOTUNE = tf.data.AUTOTUNE
+
+
+@dataclass
+class TrainConfig:
+    arch: str
+    data_dir: Path
+    name: str | None = None
+    epochs: int | None = None
+    batch_size: int | None = None
+    learning_rate: float | None = None
+    size: int | None = None
+    seed: int = 42
+    weights: str = "none"
+    max_train_images: int | None = None  # for quick experiments and tests
+    models_dir: Path | None = None
+
+
+def pick_strategy() -> tuple[tf.distribute.Strategy, str]:
+    """TPU when a resolver connects, all GPUs with mixed precision, else the default (CPU)."""
+    try:
+        resolver = tf.distribute.cluster_resolver.TPUClusterResolver()
+        tf.config.experimental_connect_to_cluster(resolver)
+        tf.tpu.experimental.initialize_tpu_system(resolver)
+        return tf.distribute.TPUStrategy(resolver), "TPU"
+    except (ValueError, RuntimeError, tf.errors.NotFoundError):
+        pass  # no TPU here: the usual case
+    gpus = tf.config.list_physical_devices("GPU")
+    if gpus:
+        # Half-precision matmuls on tensor cores; outputs stay float32 (see zoo).
+        keras.mixed_precision.set_global_policy("mixed_float16")
+        return tf.distribute.MirroredStrategy(), f"{len(gpus)} GPU(s), mixed precision"
+    return tf.distribute.get_strategy(), "CPU"
+
+
+def set_seeds(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    keras.utils.set_random_seed(seed)
+
+
+# --- Augmentation ------------------------------------------------------------
+# Geometry: small rotations, shifts and zoom, as positioning varies. Intensity:
+# gamma, contrast and brightness, because exposure is what differs most
+# between hospital periods and machines (the withheld test set among them).
+_AUGMENT = {
+    "light": {"rotate": 0.03, "shift": 0.05, "zoom": 0.08, "gamma": 0.0, "contrast": 0.1, "brightness": 0.05},
+    "strong": {"rotate": 0.05, "shift": 0.08, "zoom": 0.15, "gamma": 0.35, "contrast": 0.3, "brightness": 0.1},
+}
+
+
+def augmenter(level: str, seed: int):
+    """A function from a batch of [0, 1] images to an augmented batch, or None."""
+    if level == "none":
+        return None
+    p = _AUGMENT[level]
+    geometry = keras.Sequential([
+        keras.layers.RandomRotation(p["rotate"], fill_mode="constant", seed=seed),
+        keras.layers.RandomTranslation(p["shift"], p["shift"], fill_mode="constant", seed=seed + 1),
+        keras.layers.RandomZoom((-p["zoom"], p["zoom"]), fill_mode="constant", seed=seed + 2),
+    ])
+
+    def apply(images):
+        images = geometry(images, training=True)
+        n = tf.shape(images)[0]
+        shape = tf.stack([n, 1, 1, 1])
+        if p["gamma"]:
+            gamma = tf.exp(tf.random.uniform(shape, -p["gamma"], p["gamma"]))
+            images = tf.pow(tf.clip_by_value(images, 1e-6, 1.0), gamma)
+        mean = tf.reduce_mean(images, axis=(1, 2, 3), keepdims=True)
+        contrast = tf.random.uniform(shape, 1 - p["contrast"], 1 + p["contrast"])
+        brightness = tf.random.uniform(shape, -p["brightness"], p["brightness"])
+        return tf.clip_by_value((images - mean) * contrast + mean + brightness, 0.0, 1.0)
+
+    return apply
+
+
+def make_dataset(inputs: np.ndarray, labels: np.ndarray, batch_size: int, shuffle: bool,
+                 augment: str = "none", seed: int = 42) -> tf.data.Dataset:
+    ds = tf.data.Dataset.from_tensor_slices((inputs, labels.astype(np.float32)))
+    if shuffle:
+        ds = ds.shuffle(len(labels), seed=seed, reshuffle_each_iteration=True)
+    ds = ds.batch(batch_size)
+    transform = augmenter(augment, seed)
+    if transform is not None:
+        ds = ds.map(lambda x, y: (transform(x), y), num_parallel_calls=AUTOTUNE)
+    return ds.prefetch(AUTOTUNE)
+
+
+def learning_rate(recipe: Recipe, base: float, steps_per_epoch: int, epochs: int):
+    if recipe.lr_schedule == "exponential":  # as in the keras.io example
+        return keras.optimizers.schedules.ExponentialDecay(base, decay_steps=100000, decay_rate=0.96,
+                                                           staircase=True)
+    if recipe.lr_schedule == "cosine":
+        return keras.optimizers.schedules.CosineDecay(base, decay_steps=max(1, steps_per_epoch * epochs),
+                                                      alpha=0.02)
+    return base
+
+
+class LearningRateLog(keras.callbacks.Callback):
+    """Adds the learning rate in force to each epoch's logs (for the training curves)."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            optimizer = self.model.optimizer
+            logs["learning_rate"] = float(keras.ops.convert_to_numpy(optimizer.learning_rate))
+
+
+def hardware() -> str:
+    gpus = tf.config.list_physical_devices("GPU")
+    devices = f"{len(gpus)} GPU" if gpus else "CPU only"
+    return f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, {devices}"
+
+
+def train(config: TrainConfig, log=print) -> dict:
+    """Train one architecture on the patient-level split and write model, card and reports."""
+    set_seeds(config.seed)
+    arch = get_architecture(config.arch, config.size)
+    recipe = replace(arch.recipe, **{k: v for k, v in {
+        "epochs": config.epochs, "batch_size": config.batch_size, "learning_rate": config.learning_rate,
+    }.items() if v is not None})
+    name = config.name or config.arch
+    strategy, strategy_name = pick_strategy()
+    log(f"strategy: {strategy_name} ({type(strategy).__name__}), replicas: {strategy.num_replicas_in_sync}")
+
+    examples = data.list_examples(config.data_dir, "train")
+    train_examples, val_examples = data.split_by_patient(examples, seed=config.seed)
+    if config.max_train_images:
+        train_examples = random.Random(config.seed).sample(train_examples,
+                                                           min(config.max_train_images, len(train_examples)))
+    log(f"data: {len(train_examples)} training and {len(val_examples)} validation images "
+        f"({len({e.patient for e in val_examples})} validation patients)")
+    loading = time.perf_counter()
+    with tqdm(total=len(train_examples) + len(val_examples), desc="reading images", file=sys.stderr) as bar:
+        train_set = data.load_set(train_examples, arch.preprocess, progress=bar)
+        val_set = data.load_set(val_examples, arch.preprocess, progress=bar)
+    log(f"read in {time.perf_counter() - loading:.0f} s")
+
+    batch = recipe.batch_size * strategy.num_replicas_in_sync
+    train_ds = make_dataset(train_set.inputs, train_set.labels, batch, True, recipe.augment, config.seed)
+    val_ds = make_dataset(val_set.inputs, val_set.labels, batch, False)
+    steps = int(np.ceil(len(train_set.labels) / batch))
+    with strategy.scope():
+        model = arch.build(arch.preprocess, config.weights)
+        schedule = learning_rate(recipe, recipe.learning_rate, steps, recipe.epochs)
+        optimizer = (keras.optimizers.AdamW(schedule, weight_decay=recipe.weight_decay)
+                     if recipe.weight_decay else keras.optimizers.Adam(schedule))
+        model.compile(
+            optimizer=optimizer,
+            loss=keras.losses.BinaryCrossentropy(label_smoothing=recipe.label_smoothing),
+            metrics=["accuracy", keras.metrics.AUC(name="auc"),
+                     keras.metrics.Precision(name="precision"), keras.metrics.Recall(name="recall")],
+        )
+    weights = data.class_weights(train_set.labels)
+    with tempfile.TemporaryDirectory() as scratch:
+        best = Path(scratch) / "best.weights.h5"
+        callbacks = [
+            LearningRateLog(),
+            keras.callbacks.ModelCheckpoint(best, monitor="val_auc", mode="max", save_best_only=True,
+                                            save_weights_only=True),
+            keras.callbacks.EarlyStopping(monitor="val_auc", mode="max", patience=recipe.patience),
+        ]
+        started = time.perf_counter()
+        history = model.fit(train_ds, validation_data=val_ds, epochs=recipe.epochs, class_weight=weights,
+                            callbacks=callbacks, verbose=1 if sys.stderr.isatty() else 2)
+        seconds = time.perf_counter() - started
+        model.load_weights(best)
+
+    raw = model.predict(val_ds, verbose=0).reshape(-1)
+    temperature = evaluation.fit_temperature(val_set.labels, raw)
+    probabilities = calibrate(raw, temperature)
+    points = evaluation.choose_operating_points(val_set.labels, probabilities)
+    validation = evaluation.report(val_set.labels, probabilities, points)
+    groups = [e.patient for e in val_set.examples]
+    validation["bootstrap_95ci"] = evaluation.bootstrap_intervals(val_set.labels, probabilities,
+                                                                  points["balanced"], groups)
+    validation["ece_uncalibrated"] = evaluation.expected_calibration_error(val_set.labels, raw)[0]
+    epochs_run = len(history.history["loss"])
+    card = {
+        "name": name,
+        "architecture": arch.name,
+        "description": arch.description,
+        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "preprocess": arch.preprocess.to_dict(),
+        "parameters": int(model.count_params()),
+        "labels": list(data.CLASS_NAMES),
+        "output": "sigmoid probability of PNEUMONIA, then temperature scaling",
+        "temperature": temperature,
+        "operating_points": points,
+        "training": {
+            "command": "python -m core " + " ".join(sys.argv[1:]) if sys.argv[0].endswith("core") else None,
+            "recipe": asdict(recipe),
+            "weights": config.weights,
+            "hyperparameters_from": "hand-set recipe in core/zoo.py",
+            "class_weights": {data.CLASS_NAMES[k]: v for k, v in weights.items()},
+            "data_dir": Path(config.data_dir).name,
+            "split": {"by": "patient", "validation_fraction": data.VALIDATION_FRACTION, "seed": config.seed},
+            "counts": {
+                "train": {c: int((train_set.labels == i).sum()) for i, c in enumerate(data.CLASS_NAMES)},
+                "validation": {c: int((val_set.labels == i).sum()) for i, c in enumerate(data.CLASS_NAMES)},
+            },
+            "epochs_run": epochs_run,
+            "best_epoch": int(np.argmax(history.history["val_auc"])) + 1,
+            "seconds": round(seconds, 1),
+            "strategy": strategy_name,
+            "hardware": hardware(),
+            "tensorflow": tf.__version__,
+            "keras": keras.__version__,
+        },
+        "validation": {k: validation[k] for k in ("n", "accuracy", "sensitivity", "specificity", "precision",
+                                                  "f1", "auc", "ece", "ece_uncalibrated", "bootstrap_95ci")},
+        "intended_use": "Screening aid for paediatric chest X-rays; a clinician makes the diagnosis.",
+    }
+    card = registry.save_model(model, card, config.models_dir)
+    registry.save_report(name, "validation", {"model": name, "split": "validation (patient-level)", **validation},
+                         config.models_dir)
+    registry.save_report(name, "history", {k: [float(v) for v in vals] for k, vals in history.history.items()},
+                         config.models_dir)
+    registry.save_profile(data.profile({"train": train_set, "validation": val_set}, config.seed), config.models_dir)
+    log(f"saved {card['file']} ({card['file_bytes'] / 1e6:.1f} MB) in {seconds / 60:.1f} min: "
+        f"validation AUC {validation['auc']:.4f}, accuracy {validation['accuracy']:.4f}, "
+        f"sensitivity {validation['sensitivity']:.4f}, specificity {validation['specificity']:.4f}")
+    return card

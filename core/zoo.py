@@ -1,0 +1,217 @@
+"""The model zoo: every architecture by name, with its input and training recipe.
+
+All models take ``(size, size, 1)`` grayscale in [0, 1] (see ``core.imaging``)
+and end in one sigmoid unit: the probability of pneumonia.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Callable
+
+import keras
+from keras import layers, regularizers
+
+from core.imaging import PreprocessSpec
+
+
+@keras.saving.register_keras_serializable(package="core")
+class PerImageStandardization(layers.Layer):
+    """Zero mean, unit variance per image.
+
+    Exposure and contrast differ between X-ray machines and hospital periods;
+    standardising inside the model makes it blind to such global changes.
+    """
+
+    def call(self, inputs):
+        mean = keras.ops.mean(inputs, axis=(1, 2, 3), keepdims=True)
+        std = keras.ops.std(inputs, axis=(1, 2, 3), keepdims=True)
+        return (inputs - mean) / keras.ops.maximum(std, 1e-3)
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How an architecture is trained by default; CLI flags override it."""
+
+    epochs: int = 15
+    batch_size: int = 32
+    learning_rate: float = 1e-3
+    lr_schedule: str = "cosine"  # "cosine", "exponential" (keras.io) or "constant"
+    weight_decay: float = 0.0
+    augment: str = "none"  # "none", "light" or "strong" (see core.train)
+    label_smoothing: float = 0.0
+    patience: int = 5
+
+
+@dataclass(frozen=True)
+class Architecture:
+    name: str
+    description: str
+    build: Callable[[PreprocessSpec, str], keras.Model]
+    preprocess: PreprocessSpec
+    recipe: Recipe = field(default_factory=Recipe)
+
+
+def _gray_input(spec: PreprocessSpec) -> keras.KerasTensor:
+    return keras.Input(shape=(spec.size, spec.size, 1), name="image")
+
+
+def _to_rgb(x):
+    # Networks designed for colour get the gray channel three times; done in the
+    # model so that every architecture shares one preprocessing function.
+    return layers.Concatenate(name="gray_to_rgb")([x, x, x])
+
+
+def _probability(x):
+    # float32 output even under mixed precision, so probabilities stay exact.
+    return layers.Dense(1, activation="sigmoid", dtype="float32", name="probability")(x)
+
+
+def build_mlp(spec: PreprocessSpec, weights: str = "none") -> keras.Model:
+    """The notebooks' dense baseline: flattened pixels into small Dense layers."""
+    inputs = _gray_input(spec)
+    x = layers.Flatten()(inputs)
+    x = layers.Dense(128, activation="relu")(x)
+    x = layers.Dense(64, activation="relu")(x)
+    return keras.Model(inputs, _probability(x), name="mlp")
+
+
+def _three_stage_cnn(spec: PreprocessSpec, name: str, dropout: float, l2: float) -> keras.Model:
+    regulariser = regularizers.L2(l2) if l2 else None
+    inputs = _gray_input(spec)
+    x = inputs
+    for filters in (32, 64, 64):
+        x = layers.Conv2D(filters, 3, activation="relu", kernel_regularizer=regulariser)(x)
+        x = layers.MaxPooling2D()(x)
+        if dropout:
+            x = layers.Dropout(dropout / 2)(x)
+    x = layers.Flatten()(x)
+    x = layers.Dense(64, activation="relu", kernel_regularizer=regulariser)(x)
+    if dropout:
+        x = layers.Dropout(dropout)(x)
+    return keras.Model(inputs, _probability(x), name=name)
+
+
+def build_cnn_small(spec: PreprocessSpec, weights: str = "none") -> keras.Model:
+    """Three Conv2D/MaxPool stages and a Dense head, no regularisation."""
+    return _three_stage_cnn(spec, "cnn_small", dropout=0.0, l2=0.0)
+
+
+def build_cnn_reg(spec: PreprocessSpec, weights: str = "none") -> keras.Model:
+    """The same CNN with Dropout and L2: the notebook's chosen final model."""
+    return _three_stage_cnn(spec, "cnn_reg", dropout=0.5, l2=1e-4)
+
+
+def build_keras_io(spec: PreprocessSpec, weights: str = "none") -> keras.Model:
+    """keras.io "Pneumonia Classification on TPU" (Amy MiHyun Jang), layer for layer.
+
+    The example's Rescaling(1/255) is left out: our inputs are already in [0, 1].
+    """
+
+    def conv_block(filters, x):
+        x = layers.SeparableConv2D(filters, 3, activation="relu", padding="same")(x)
+        x = layers.SeparableConv2D(filters, 3, activation="relu", padding="same")(x)
+        x = layers.BatchNormalization()(x)
+        return layers.MaxPool2D()(x)
+
+    def dense_block(units, dropout_rate, x):
+        x = layers.Dense(units, activation="relu")(x)
+        x = layers.BatchNormalization()(x)
+        return layers.Dropout(dropout_rate)(x)
+
+    inputs = _gray_input(spec)
+    x = _to_rgb(inputs)
+    x = layers.Conv2D(16, 3, activation="relu", padding="same")(x)
+    x = layers.Conv2D(16, 3, activation="relu", padding="same")(x)
+    x = layers.MaxPool2D()(x)
+    x = conv_block(32, x)
+    x = conv_block(64, x)
+    x = conv_block(128, x)
+    x = layers.Dropout(0.2)(x)
+    x = conv_block(256, x)
+    x = layers.Dropout(0.2)(x)
+    x = layers.Flatten()(x)
+    x = dense_block(512, 0.7, x)
+    x = dense_block(128, 0.5, x)
+    x = dense_block(64, 0.3, x)
+    return keras.Model(inputs, _probability(x), name="keras_io")
+
+
+def build_backbone(spec: PreprocessSpec, weights: str = "none") -> keras.Model:
+    """MobileNetV3-Small from keras.applications, nested, with a new sigmoid head.
+
+    ``weights="imagenet"`` fetches Keras' published ImageNet weights (needs the
+    internet); a path to a weights file loads that file instead.
+    """
+    backbone = keras.applications.MobileNetV3Small(
+        input_shape=(spec.size, spec.size, 3), include_top=False,
+        weights=None if weights == "none" else weights,
+        include_preprocessing=False, pooling="avg")
+    inputs = _gray_input(spec)
+    # ImageNet weights expect [-1, 1] inputs.
+    x = layers.Rescaling(2.0, offset=-1.0)(_to_rgb(inputs))
+    x = backbone(x)
+    x = layers.Dropout(0.2)(x)
+    return keras.Model(inputs, _probability(x), name="backbone")
+
+
+def build_cxrnet(spec: PreprocessSpec, weights: str = "none") -> keras.Model:
+    """Our own: a compact residual CNN with per-image standardisation.
+
+    Built for generalising to other machines rather than fitting this one:
+    standardised inputs, batch norm, global average pooling (few parameters,
+    no position-specific head) and dropout, trained with strong augmentation.
+    """
+    inputs = _gray_input(spec)
+    x = PerImageStandardization(name="standardize")(inputs)
+    # A strided stem and a pooling step, as in ResNet: lung opacities are coarse
+    # structures, and a quarter-resolution trunk keeps CPU training short.
+    x = layers.Conv2D(24, 5, strides=2, padding="same", use_bias=False)(x)
+    x = layers.BatchNormalization()(x)
+    x = layers.ReLU()(x)
+    x = layers.MaxPooling2D()(x)
+    for stage, filters in enumerate((32, 64, 128, 192)):
+        shortcut = layers.Conv2D(filters, 1, use_bias=False, name=f"stage{stage}_shortcut")(x)
+        y = layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"stage{stage}_conv1")(x)
+        y = layers.BatchNormalization()(y)
+        y = layers.ReLU()(y)
+        y = layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"stage{stage}_conv2")(y)
+        y = layers.BatchNormalization()(y)
+        x = layers.ReLU(name=f"stage{stage}_out")(layers.Add()([shortcut, y]))
+        x = layers.MaxPooling2D()(x)
+    x = layers.GlobalAveragePooling2D()(x)
+    x = layers.Dropout(0.3)(x)
+    return keras.Model(inputs, _probability(x), name="cxrnet")
+
+
+ARCHITECTURES: dict[str, Architecture] = {
+    a.name: a
+    for a in (
+        Architecture("mlp", "Dense baseline on 64x64 pixels", build_mlp, PreprocessSpec(64),
+                     Recipe(epochs=20, batch_size=64, learning_rate=1e-3, lr_schedule="constant")),
+        Architecture("cnn_small", "Three Conv2D/MaxPool stages, no regularisation", build_cnn_small,
+                     PreprocessSpec(96), Recipe(epochs=10, lr_schedule="constant")),
+        Architecture("cnn_reg", "Three Conv2D/MaxPool stages with Dropout and L2, light augmentation",
+                     build_cnn_reg, PreprocessSpec(96),
+                     Recipe(epochs=12, lr_schedule="constant", augment="light")),
+        Architecture("keras_io", "keras.io Pneumonia Classification on TPU network", build_keras_io,
+                     PreprocessSpec(128),
+                     Recipe(epochs=6, batch_size=32, learning_rate=0.015, lr_schedule="exponential",
+                            patience=10)),
+        Architecture("backbone", "keras.applications MobileNetV3-Small trained from scratch",
+                     build_backbone, PreprocessSpec(128),
+                     Recipe(epochs=12, learning_rate=2e-3, weight_decay=1e-4, augment="light")),
+        Architecture("cxrnet", "Our residual CNN: CLAHE, per-image standardisation, strong augmentation",
+                     build_cxrnet, PreprocessSpec(160, clahe=True),
+                     Recipe(epochs=20, learning_rate=2e-3, weight_decay=1e-4, augment="strong",
+                            label_smoothing=0.05, patience=6)),
+    )
+}
+
+
+def get_architecture(name: str, size: int | None = None) -> Architecture:
+    if name not in ARCHITECTURES:
+        raise KeyError(f"unknown architecture '{name}'; choose from {', '.join(ARCHITECTURES)}")
+    arch = ARCHITECTURES[name]
+    if size:
+        arch = replace(arch, preprocess=replace(arch.preprocess, size=size))
+    return arch
