@@ -25,6 +25,139 @@ def cmd_train(args) -> int:
     return 0
 
 
+def _model_names(choice: str | None) -> list[str]:
+    from core import registry
+
+    if choice in (None, "default"):
+        return [registry.default_model_name()]
+    return registry.model_names() if choice == "all" else [choice]
+
+
+def _bar(total: int, desc: str):
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, file=sys.stderr, leave=False)
+
+
+def cmd_evaluate(args) -> int:
+    import json
+
+    from core import data, registry, reports
+    from core.predictor import Predictor
+
+    data_dir = _data_dir(args.data)
+    default = registry.default_model_name()
+    records = []
+    for name in _model_names(args.model):
+        predictor = Predictor.load(name)
+        with _bar(len(data.list_examples(data_dir, args.split)), f"evaluating {name}") as bar:
+            scored = reports.score_split(predictor, data_dir, args.split, progress=bar)
+        record = reports.evaluate(predictor, scored, args.split, name == default)
+        if args.top_losses:
+            record["top_losses"] = reports.top_losses(scored, args.top_losses)
+        records.append(record)
+    print(f"{'model':<12}{'n':>6}{'thr':>7}{'acc':>7}{'sens':>7}{'spec':>7}{'prec':>7}{'f1':>7}{'auc':>7}"
+          f"  screening sens/spec")
+    for r in records:
+        s = r["operating_points"]["screening"]
+        print(f"{r['model'] + ('*' if r['default'] else ''):<12}{r['n']:>6}{r['threshold']:>7.3f}{r['accuracy']:>7.3f}"
+              f"{r['sensitivity']:>7.3f}{r['specificity']:>7.3f}{r['precision']:>7.3f}{r['f1']:>7.3f}"
+              f"{r['auc']:>7.3f}  {s['sensitivity']:.3f}/{s['specificity']:.3f}")
+        for loss in r.get("top_losses", []):
+            print(f"    loss {loss['loss']:.3f}  p={loss['probability']:.3f}  {loss['label']:<9} {loss['file']}")
+        if r["unreadable"]:
+            print(f"    {len(r['unreadable'])} unreadable file(s) left out")
+    print("* default model; metrics at the balanced operating point")
+    if args.json:
+        Path(args.json).write_text(json.dumps(records, indent=1))
+    return 0
+
+
+def cmd_screen(args) -> int:
+    from core import screening
+    from core.predictor import Predictor
+
+    predictor = Predictor.load(args.model)
+    rows = screening.screen_paths(predictor, args.paths, args.operating_point)
+    if args.heatmaps:
+        _write_heatmaps(predictor, rows, Path(args.heatmaps))
+    print(screening.rows_to_json(rows) if args.format == "json" else screening.rows_to_csv(rows), end="")
+    return 0 if all(row.status == "ok" for row in rows) else 1
+
+
+def _write_heatmaps(predictor, rows, folder: Path) -> None:
+    from core import explain
+    from core.imaging import decode_image, preprocess
+
+    folder.mkdir(parents=True, exist_ok=True)
+    method = explain.best_method(predictor.model)
+    for row in rows:
+        if row.status != "ok":
+            continue
+        decoded = decode_image(Path(row.file).read_bytes())
+        heat = explain.explain(predictor.model, preprocess(decoded.pixels, predictor.spec), method)
+        (folder / f"{Path(row.file).stem}.png").write_bytes(explain.to_png(explain.overlay(decoded.pixels, heat)))
+
+
+def cmd_bench(args) -> int:
+    from core import bench
+
+    rows = bench.run(args.model and [args.model], runs=args.runs)
+    print(f"{'model':<12}{'params':>10}{'MB':>7}{'p50 ms':>8}{'p95 ms':>8}{'img/s':>8}{'explain ms':>11}{'vs keras_io':>12}")
+    for r in rows:
+        ratio = f"{r['p50_vs_keras_io']:.2f}x" if r["p50_vs_keras_io"] else "-"
+        print(f"{r['model']:<12}{r['parameters']:>10,}{r['file_mb']:>7.1f}{r['p50_ms']:>8.1f}{r['p95_ms']:>8.1f}"
+              f"{r['throughput_per_s']:>8.0f}{r['explain_ms']:>11.1f}{ratio:>12}")
+    return 0
+
+
+def cmd_download(args) -> int:
+    from core.download import DEFAULT_BASE_URL, DownloadError, download
+
+    bars = {}
+
+    def progress(done, total, label):
+        bar = bars.get(label) or bars.setdefault(label, _bar(total if total > 0 else None, label))
+        bar.n = done
+        bar.refresh()
+
+    try:
+        summary = download(args.dest, args.base_url or DEFAULT_BASE_URL, args.splits, progress)
+    except DownloadError as exc:
+        print(f"download failed: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        for bar in bars.values():
+            bar.close()
+    for split, counts in summary.counts.items():
+        print(f"{split}: " + ", ".join(f"{n} {c}" for c, n in counts.items()))
+    print(f"written to {Path(args.dest) / 'chest_xray'}" + (f"; {summary.skipped} records skipped" if summary.skipped else ""))
+    return 0
+
+
+def cmd_explain(args) -> int:
+    import json
+
+    from core import data, registry, reports
+    from core.predictor import Predictor
+
+    data_dir = _data_dir(args.data)
+    predictor = Predictor.load(args.model)
+    with _bar(len(data.list_examples(data_dir, args.split)), "reading images") as bar:
+        scored = reports.score_split(predictor, data_dir, args.split, progress=bar)
+    report = reports.lung_focus(predictor, scored, args.limit)
+    print(f"lung focus of {report['model']} ({report['method']}) on {args.split}; thorax box covers "
+          f"{report['thorax_area_share']:.0%} of the image")
+    for name, shares in report["classes"].items():
+        print(f"  {name:<10} inside {shares['inside']:.1%}  outside {shares['outside']:.1%}  "
+              f"top band {shares['top_band']:.1%}  ({shares['images']} images)")
+    if args.save_to_card:
+        registry.save_report(predictor.name, "lung_focus", {"split": args.split, **report})
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=1))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m core", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -42,6 +175,45 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--max-train-images", type=int, help="subsample the training split (quick runs)")
     train.add_argument("--models-dir", help="where to write the model (default: models/)")
     train.set_defaults(run=cmd_train)
+
+    evaluate = commands.add_parser("evaluate", help="metrics of models on a data set split")
+    evaluate.add_argument("--data", help="data folder in Kaggle layout")
+    evaluate.add_argument("--split", default="test")
+    evaluate.add_argument("--model", help="a model name, 'all', or the default model when left out")
+    evaluate.add_argument("--json", help="write the records as a JSON list to this file")
+    evaluate.add_argument("--top-losses", type=int, default=0, metavar="N", help="list the N worst images")
+    evaluate.set_defaults(run=cmd_evaluate)
+
+    screen = commands.add_parser(
+        "screen", help="screen image files or folders",
+        description="One row per file. Exit code: 0 when every file was screened, 1 when any file was "
+                    "rejected or could not be read (the others are still screened), 2 for usage errors.")
+    screen.add_argument("paths", nargs="+")
+    screen.add_argument("--model", help="model name (default: the manifest's default)")
+    screen.add_argument("--operating-point", default="balanced", choices=("balanced", "screening"))
+    screen.add_argument("--format", default="csv", choices=("csv", "json"))
+    screen.add_argument("--heatmaps", metavar="DIR", help="write one heat-map overlay PNG per screened image")
+    screen.set_defaults(run=cmd_screen)
+
+    bench = commands.add_parser("bench", help="latency, throughput and explanation cost per model")
+    bench.add_argument("--model", help="one model (default: all)")
+    bench.add_argument("--runs", type=int, default=50)
+    bench.set_defaults(run=cmd_bench)
+
+    download = commands.add_parser("download", help="fetch the public chest X-ray set (Kaggle layout)")
+    download.add_argument("--dest", required=True)
+    download.add_argument("--base-url", default=None, help="mirror of the TFRecords (default: TensorFlow's storage)")
+    download.add_argument("--splits", nargs="+", default=["train", "test"])
+    download.set_defaults(run=cmd_download)
+
+    explain = commands.add_parser("explain", help="lung-focus report: where the heat maps fall, per class")
+    explain.add_argument("--data", help="data folder in Kaggle layout")
+    explain.add_argument("--split", default="train")
+    explain.add_argument("--model", help="model name (default: the manifest's default)")
+    explain.add_argument("--limit", type=int, default=200, help="images per report (an even sample)")
+    explain.add_argument("--json", help="write the report to this file")
+    explain.add_argument("--save-to-card", action="store_true", help="store it beside the model card")
+    explain.set_defaults(run=cmd_explain)
     return parser
 
 

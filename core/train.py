@@ -210,7 +210,7 @@ def train(config: TrainConfig, log=print) -> dict:
         "temperature": temperature,
         "operating_points": points,
         "training": {
-            "command": "python -m core " + " ".join(sys.argv[1:]) if sys.argv[0].endswith("core") else None,
+            "command": "python -m core " + " ".join(sys.argv[1:]),
             "recipe": asdict(recipe),
             "weights": config.weights,
             "hyperparameters_from": "hand-set recipe in core/zoo.py",

@@ -1,0 +1,229 @@
+"""Explanations: Grad-CAM, occlusion sensitivity, activation maps and overlays.
+
+Every heat map answers one question: where does the model see evidence of
+pneumonia? Values are in [0, 1] at the model's input resolution.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import keras
+import numpy as np
+import tensorflow as tf
+
+# Layers whose 4-D output is a spatial feature map worth explaining; pooling,
+# dropout and padding only move the same features around.
+_SKIPPED = (keras.layers.Dropout, keras.layers.ZeroPadding2D, keras.layers.InputLayer, keras.layers.Concatenate,
+            keras.layers.Rescaling)
+OCCLUSION_PATCH_FRACTION = 1 / 8
+OCCLUSION_STRIDE_FRACTION = 1 / 16
+OVERLAY_COLORMAP = cv2.COLORMAP_JET
+# Central thorax box as fractions of width and height; outside it lie the
+# borders, corners and the top band where letters and markers sit.
+THORAX_BOX = (0.12, 0.10, 0.88, 0.92)  # left, top, right, bottom
+
+
+class ExplanationUnavailable(ValueError):
+    """The method cannot apply to this model (for example Grad-CAM without spatial layers)."""
+
+
+@dataclass(frozen=True)
+class LayerRef:
+    """A layer, possibly inside a nested model such as a keras.applications backbone."""
+
+    name: str  # "layer" or "nested_model/layer"
+    layer: keras.layers.Layer
+    parent: keras.Model | None  # the nested model holding it, if any
+
+
+def spatial_layers(model: keras.Model) -> list[LayerRef]:
+    """Every layer with a (batch, height, width, channels) output, nested models included, in order."""
+    found = []
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            found += [LayerRef(f"{layer.name}/{ref.name}", ref.layer, layer) for ref in spatial_layers(layer)]
+        elif not isinstance(layer, _SKIPPED) and len(layer.output.shape) == 4:
+            found.append(LayerRef(layer.name, layer, None))
+    return found
+
+
+def default_layer(model: keras.Model) -> LayerRef:
+    """The last spatial layer, as Grad-CAM prescribes (coarse but most semantic)."""
+    layers = [ref for ref in spatial_layers(model) if not isinstance(ref.layer, keras.layers.MaxPooling2D)]
+    if not layers:
+        raise ExplanationUnavailable(f"model '{model.name}' has no spatial (convolutional) layers: "
+                                     "Grad-CAM and activation maps do not apply; use occlusion")
+    return layers[-1]
+
+
+def find_layer(model: keras.Model, name: str | None) -> LayerRef:
+    if name is None:
+        return default_layer(model)
+    for ref in spatial_layers(model):
+        if ref.name == name:
+            return ref
+    raise ExplanationUnavailable(f"no spatial layer '{name}' in model '{model.name}'")
+
+
+def _head(model: keras.Model) -> keras.layers.Dense:
+    head = model.layers[-1]
+    if not isinstance(head, keras.layers.Dense):
+        raise ExplanationUnavailable("the model does not end in a Dense sigmoid unit")
+    return head
+
+
+def _feature_model(model: keras.Model, ref: LayerRef):
+    """A function x -> (feature map at ref, input of the final Dense unit).
+
+    The keras-io recipe builds Model(inputs, [layer.output, model.output]); that
+    fails for layers inside a nested model, whose tensors belong to the nested
+    graph. Then the model is cut in three: before, inside and after the nested one.
+    """
+    head_input = _head(model).input
+    if ref.parent is None:
+        whole = keras.Model(model.inputs, [ref.layer.output, head_input])
+        return lambda x: whole(x, training=False)
+    node = ref.parent._inbound_nodes[0]
+    before = keras.Model(model.inputs, node.input_tensors[0])
+    inside = keras.Model(ref.parent.inputs, [ref.layer.output, ref.parent.output])
+    after = keras.Model(node.output_tensors[0], head_input)
+
+    def run(x):
+        features, nested_output = inside(before(x, training=False), training=False)
+        return features, after(nested_output, training=False)
+
+    return run
+
+
+def _logit(model: keras.Model, head_input):
+    # The logit, not the probability: a saturated sigmoid has no gradient left.
+    head = _head(model)
+    return keras.ops.matmul(keras.ops.cast(head_input, "float32"), head.kernel)[:, 0] + head.bias[0]
+
+
+def normalise(heat: np.ndarray) -> np.ndarray:
+    heat = np.maximum(np.asarray(heat, np.float32), 0.0)
+    peak = float(heat.max())
+    return heat / peak if peak > 0 else heat
+
+
+def gradcam(model: keras.Model, inputs: np.ndarray, layer: str | None = None) -> np.ndarray:
+    """Grad-CAM heat maps (batch, H, W) at the input's resolution (Selvaraju et al. 2017)."""
+    ref = find_layer(model, layer)
+    forward = _feature_model(model, ref)
+    x = tf.convert_to_tensor(inputs, tf.float32)
+    with tf.GradientTape() as tape:
+        features, head_input = forward(x)
+        tape.watch(features)
+        logit = _logit(model, head_input)
+    grads = tape.gradient(logit, features)
+    if grads is None:
+        raise ExplanationUnavailable(f"layer '{ref.name}' does not influence the output")
+    weights = tf.reduce_mean(tf.cast(grads, tf.float32), axis=(1, 2), keepdims=True)
+    cams = tf.nn.relu(tf.reduce_sum(weights * tf.cast(features, tf.float32), axis=-1)).numpy()
+    size = inputs.shape[1:3]
+    return np.stack([normalise(cv2.resize(cam, (size[1], size[0]), interpolation=cv2.INTER_LINEAR))
+                     for cam in cams])
+
+
+def occlusion(model: keras.Model, image: np.ndarray, patch_fraction: float = OCCLUSION_PATCH_FRACTION,
+              stride_fraction: float = OCCLUSION_STRIDE_FRACTION, batch_size: int = 64) -> np.ndarray:
+    """Occlusion sensitivity (Zeiler & Fergus 2014) for one (H, W, 1) input: how much
+    the pneumonia probability falls when each region is hidden. Works for any model."""
+    height, width = image.shape[:2]
+    patch = max(1, round(height * patch_fraction))
+    stride = max(1, round(height * stride_fraction))
+    fill = float(image.mean())  # a neutral gray, not black, which is itself a feature
+    corners = [(y, x) for y in range(0, height - patch + 1, stride) for x in range(0, width - patch + 1, stride)]
+    base = float(model(image[np.newaxis], training=False).numpy().reshape(-1)[0])
+    drops = np.zeros((height, width), np.float32)
+    counts = np.zeros((height, width), np.float32)
+    for start in range(0, len(corners), batch_size):
+        chunk = corners[start:start + batch_size]
+        batch = np.repeat(image[np.newaxis], len(chunk), axis=0)
+        for i, (y, x) in enumerate(chunk):
+            batch[i, y:y + patch, x:x + patch] = fill
+        probabilities = model(batch, training=False).numpy().reshape(-1)
+        for (y, x), p in zip(chunk, probabilities):
+            drops[y:y + patch, x:x + patch] += base - p
+            counts[y:y + patch, x:x + patch] += 1
+    return normalise(drops / np.maximum(counts, 1))
+
+
+def explain(model: keras.Model, image: np.ndarray, method: str = "gradcam", layer: str | None = None) -> np.ndarray:
+    """One (H, W) heat map for one (H, W, 1) input by the named method."""
+    if method == "gradcam":
+        return gradcam(model, image[np.newaxis], layer)[0]
+    if method == "occlusion":
+        return occlusion(model, image)
+    raise ValueError(f"unknown method '{method}'; choose gradcam or occlusion")
+
+
+def best_method(model: keras.Model) -> str:
+    """Grad-CAM where the model has spatial layers, occlusion otherwise (the dense baseline)."""
+    try:
+        default_layer(model)
+        return "gradcam"
+    except ExplanationUnavailable:
+        return "occlusion"
+
+
+def activations(model: keras.Model, image: np.ndarray, layer: str | None = None) -> np.ndarray:
+    """The feature maps (H', W', C) of one layer for one (H, W, 1) input."""
+    ref = find_layer(model, layer)
+    features, _ = _feature_model(model, ref)(tf.convert_to_tensor(image[np.newaxis], tf.float32))
+    return np.asarray(features[0], np.float32)
+
+
+def activation_grid(maps: np.ndarray, max_channels: int = 32, columns: int = 8, tile: int = 64) -> np.ndarray:
+    """Feature maps side by side as one uint8 image, each channel scaled on its own."""
+    count = min(max_channels, maps.shape[-1])
+    rows = int(np.ceil(count / columns))
+    grid = np.zeros((rows * (tile + 2), columns * (tile + 2)), np.uint8)
+    for c in range(count):
+        channel = maps[..., c]
+        low, high = float(channel.min()), float(channel.max())
+        scaled = ((channel - low) / (high - low) * 255 if high > low else np.zeros_like(channel)).astype(np.uint8)
+        r, col = divmod(c, columns)
+        grid[r * (tile + 2):r * (tile + 2) + tile, col * (tile + 2):col * (tile + 2) + tile] = cv2.resize(
+            scaled, (tile, tile), interpolation=cv2.INTER_NEAREST)
+    return grid
+
+
+def overlay(gray: np.ndarray, heat: np.ndarray, opacity: float = 0.4) -> np.ndarray:
+    """The heat map, resized to the image and colour-mapped, blended over it: (H, W, 3) RGB uint8."""
+    height, width = gray.shape[:2]
+    heat = cv2.resize(np.asarray(heat, np.float32), (width, height), interpolation=cv2.INTER_LINEAR)
+    coloured = cv2.applyColorMap(np.uint8(np.clip(heat, 0, 1) * 255), OVERLAY_COLORMAP)
+    base = cv2.cvtColor(np.asarray(gray, np.uint8), cv2.COLOR_GRAY2BGR)
+    blended = cv2.addWeighted(coloured, float(opacity), base, 1.0 - float(opacity), 0.0)
+    return cv2.cvtColor(blended, cv2.COLOR_BGR2RGB)
+
+
+def to_png(image: np.ndarray) -> bytes:
+    """PNG bytes of an RGB or gray uint8 array."""
+    if image.ndim == 3:
+        image = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
+    ok, encoded = cv2.imencode(".png", image)
+    if not ok:
+        raise ValueError("could not encode PNG")
+    return encoded.tobytes()
+
+
+def thorax_mask(height: int, width: int) -> np.ndarray:
+    left, top, right, bottom = THORAX_BOX
+    mask = np.zeros((height, width), bool)
+    mask[round(top * height):round(bottom * height), round(left * width):round(right * width)] = True
+    return mask
+
+
+def focus_shares(heat: np.ndarray) -> dict[str, float]:
+    """Share of heat-map mass inside the central thorax box, outside it, and in the top band."""
+    heat = np.asarray(heat, np.float64)
+    total = heat.sum()
+    if total <= 0:
+        return {"inside": 0.0, "outside": 0.0, "top_band": 0.0}
+    inside = heat[thorax_mask(*heat.shape)].sum() / total
+    top_band = heat[: round(THORAX_BOX[1] * heat.shape[0])].sum() / total
+    return {"inside": float(inside), "outside": float(1 - inside), "top_band": float(top_band)}

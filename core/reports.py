@@ -1,0 +1,66 @@
+"""Reports on a data set folder: evaluation, top losses and the lung-focus report."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from core import data, evaluation, explain
+from core.predictor import Predictor
+
+BATCH_SIZE = 64
+
+
+@dataclass
+class Scored:
+    """A model's probabilities for the readable images of one split."""
+
+    examples: list[data.Example]
+    inputs: np.ndarray
+    labels: np.ndarray
+    probabilities: np.ndarray
+    unreadable: list[tuple[str, str]]
+
+
+def score_split(predictor: Predictor, data_dir, split: str, progress=None) -> Scored:
+    examples = data.list_examples(data_dir, split)
+    loaded = data.load_set(examples, predictor.spec, progress=progress)
+    probabilities = np.concatenate([predictor.probabilities(loaded.inputs[i:i + BATCH_SIZE])
+                                    for i in range(0, len(loaded.labels), BATCH_SIZE)] or [np.zeros(0)])
+    return Scored(loaded.examples, loaded.inputs, loaded.labels, probabilities,
+                  [(str(p), reason) for p, reason in loaded.errors])
+
+
+def evaluate(predictor: Predictor, scored: Scored, split: str, is_default: bool) -> dict:
+    """The evaluation record of one model on one split (see ``evaluation.report``)."""
+    record = evaluation.report(scored.labels, scored.probabilities, predictor.operating_points)
+    return {"model": predictor.name, "default": is_default, "split": split, **record,
+            "unreadable": scored.unreadable}
+
+
+def top_losses(scored: Scored, count: int) -> list[dict]:
+    """The images with the highest binary cross-entropy, worst first."""
+    losses = evaluation.binary_cross_entropy(scored.labels, scored.probabilities)
+    order = np.argsort(-losses, kind="stable")[:count]
+    return [{"file": str(scored.examples[i].path), "label": data.CLASS_NAMES[scored.labels[i]],
+             "probability": float(scored.probabilities[i]), "loss": float(losses[i])} for i in order]
+
+
+def lung_focus(predictor: Predictor, scored: Scored, limit: int | None = 200) -> dict:
+    """Per class, the mean share of heat-map mass inside and outside the thorax box."""
+    method = explain.best_method(predictor.model)
+    chosen = np.arange(len(scored.labels))
+    if limit and len(chosen) > limit:  # an even sample keeps the report quick on a CPU
+        chosen = np.random.default_rng(0).choice(chosen, limit, replace=False)
+    shares: dict[str, list[dict]] = {name: [] for name in data.CLASS_NAMES}
+    for i in chosen:
+        heat = explain.explain(predictor.model, scored.inputs[i], method)
+        shares[data.CLASS_NAMES[scored.labels[i]]].append(explain.focus_shares(heat))
+    summary = {
+        name: {key: float(np.mean([s[key] for s in values])) for key in ("inside", "outside", "top_band")}
+        | {"images": len(values)}
+        for name, values in shares.items() if values
+    }
+    inside_area = float(explain.thorax_mask(100, 100).mean())
+    return {"model": predictor.name, "method": method, "thorax_box": list(explain.THORAX_BOX),
+            "thorax_area_share": inside_area, "classes": summary}

@@ -1,0 +1,79 @@
+"""Shared fixtures: synthetic images and data sets (never the real X-rays), a tiny trained model."""
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from core import data
+
+TINY_SIZE = 32
+
+
+def xray_like(seed: int, pneumonia: bool, size: int = 96) -> np.ndarray:
+    """A gray, chest-like picture; pneumonia adds a bright patch in the right lung."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:size, 0:size] / size
+    lungs = np.exp(-((x - 0.3) ** 2 + (y - 0.5) ** 2) / 0.02) + np.exp(-((x - 0.7) ** 2 + (y - 0.5) ** 2) / 0.02)
+    pixels = 190 - 120 * lungs + rng.normal(0, 8, (size, size))
+    if pneumonia:
+        pixels += 110 * np.exp(-((x - 0.7) ** 2 + (y - 0.55) ** 2) / 0.01)
+    return np.clip(pixels, 0, 255).astype(np.uint8)
+
+
+def encode(pixels: np.ndarray, fmt: str = "JPEG", **options) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format=fmt, **options)
+    return buffer.getvalue()
+
+
+def make_dataset(root: Path, split: str = "train", per_class: int = 24, size: int = 96) -> Path:
+    """Kaggle layout with patient-style names: two images per patient."""
+    for label, name in enumerate(data.CLASS_NAMES):
+        folder = root / split / name
+        folder.mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            patient, view = divmod(i, 2)
+            file = (f"person{patient}_bacteria_{i}.jpeg" if label else f"IM-{patient:04d}-{view + 1:04d}.jpeg")
+            (folder / file).write_bytes(encode(xray_like(1000 * label + i, bool(label), size)))
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("data")
+    make_dataset(root, "train", per_class=30)
+    make_dataset(root, "test", per_class=10)
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tiny_data, tmp_path_factory) -> Path:
+    """A models folder holding one cnn_small trained for one epoch at 32 px."""
+    from core.train import TrainConfig, train
+
+    folder = tmp_path_factory.mktemp("models")
+    train(TrainConfig(arch="cnn_small", data_dir=tiny_data, epochs=1, size=TINY_SIZE, models_dir=folder),
+          log=lambda *_: None)
+    return folder
+
+
+@pytest.fixture
+def sample_jpeg() -> bytes:
+    return encode(xray_like(7, True, 128))
+
+
+def real_data_dir() -> Path | None:
+    folder = data.default_data_dir()
+    return folder if folder and data.available_splits(folder) else None
+
+
+requires_real_data = pytest.mark.skipif(
+    real_data_dir() is None,
+    reason=f"real chest X-ray data not found: set ${data.DATA_ENV} or provide ../shared/data")

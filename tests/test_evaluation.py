@@ -1,0 +1,65 @@
+"""Metrics against confusion matrices worked out by hand."""
+import numpy as np
+import pytest
+
+from core import evaluation
+
+LABELS = np.array([0, 0, 0, 0, 1, 1, 1, 1, 1, 1])
+PROBS = np.array([0.1, 0.4, 0.6, 0.2, 0.9, 0.8, 0.3, 0.7, 0.55, 0.95])
+
+
+def test_metrics_match_a_hand_counted_confusion_matrix():
+    # threshold 0.5: negatives 0.1 0.4 0.6 0.2 -> tn=3 fp=1; positives 0.9 0.8 0.3 0.7 0.55 0.95 -> fn=1 tp=5
+    m = evaluation.metrics_at(LABELS, PROBS, 0.5)
+    assert m["confusion"] == [[3, 1], [1, 5]]
+    assert m["accuracy"] == pytest.approx(8 / 10)
+    assert m["sensitivity"] == pytest.approx(5 / 6)
+    assert m["specificity"] == pytest.approx(3 / 4)
+    assert m["precision"] == pytest.approx(5 / 6)
+    assert m["f1"] == pytest.approx(5 / 6)
+
+
+def test_threshold_is_inclusive():
+    assert evaluation.confusion([0, 1], [0.5, 0.5], 0.5) == [[0, 1], [0, 1]]
+
+
+def test_auc_counts_ordered_pairs():
+    # 24 positive-negative pairs; misordered: 0.3 below 0.4 and 0.6; 0.55 below 0.6 -> 3 of 24
+    assert evaluation.auc(LABELS, PROBS) == pytest.approx(21 / 24)
+
+
+def test_operating_points():
+    points = evaluation.choose_operating_points(LABELS, PROBS)
+    # Youden's J is best at 0.55 (sens 5/6, spec 3/4) ... or 0.7 (4/6, 4/4): J = 0.583 vs 0.667
+    assert points["balanced"] == pytest.approx(0.7)
+    # sensitivity >= 0.98 needs every positive, so the threshold is the lowest positive, 0.3
+    assert points["screening"] == pytest.approx(0.3)
+    at = evaluation.metrics_at(LABELS, PROBS, points["screening"])
+    assert at["sensitivity"] == 1.0 and at["specificity"] == pytest.approx(2 / 4)
+
+
+def test_expected_calibration_error_by_hand():
+    labels = np.array([1, 0, 1, 1])
+    probs = np.array([0.05, 0.05, 0.95, 0.95])
+    # bin 0: mean p 0.05, positives 1/2 -> |0.05-0.5| * 2/4; bin 9: 0.95 vs 1 -> 0.05 * 2/4
+    ece, diagram = evaluation.expected_calibration_error(labels, probs)
+    assert ece == pytest.approx(0.45 * 0.5 + 0.05 * 0.5)
+    assert [b["count"] for b in diagram] == [2, 2]
+
+
+def test_temperature_scaling_softens_overconfidence():
+    rng = np.random.default_rng(0)
+    true_p = np.where(rng.random(4000) < 0.5, 0.75, 0.25)
+    labels = (rng.random(4000) < true_p).astype(int)  # the truth is 75% sure...
+    overconfident = evaluation.sigmoid(evaluation.logit(true_p) * 3)  # ...the model says 97%
+    temperature = evaluation.fit_temperature(labels, overconfident)
+    assert temperature == pytest.approx(3.0, rel=0.1)
+
+
+def test_bootstrap_interval_contains_the_estimate():
+    rng = np.random.default_rng(1)
+    labels = rng.integers(0, 2, 300)
+    probs = np.clip(labels * 0.4 + rng.random(300) * 0.6, 0, 1)
+    intervals = evaluation.bootstrap_intervals(labels, probs, 0.5, rounds=200)
+    auc = evaluation.auc(labels, probs)
+    assert intervals["auc"][0] < auc < intervals["auc"][1]

@@ -1,0 +1,90 @@
+"""Decoding every common format, refusals, and one preprocessing path for training and serving."""
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import encode, xray_like
+from core import data
+from core.imaging import ImageError, PreprocessSpec, decode_image, load_model_input, preprocess
+from core.predictor import Predictor
+
+SPEC = PreprocessSpec(64)
+
+
+def test_training_and_serving_give_the_same_tensor(tiny_data, tiny_models):
+    predictor = Predictor.load(directory=tiny_models)
+    example = data.list_examples(tiny_data, "train")[5]
+    training_tensor = data.load_set([example], predictor.spec).inputs[0]
+    raw = example.path.read_bytes()
+    serving_tensor = load_model_input(raw, predictor.spec)
+    np.testing.assert_array_equal(training_tensor, serving_tensor)
+    assert serving_tensor.shape == (predictor.spec.size, predictor.spec.size, 1)
+    # And the predictor's own path gives the probability of that tensor.
+    expected = predictor.probabilities(training_tensor[np.newaxis])[0]
+    assert predictor.screen(raw).probability == pytest.approx(expected, abs=1e-6)
+
+
+@pytest.mark.parametrize("mode", ["L", "RGB", "RGBA", "P", "CMYK", "I;16"])
+def test_common_modes_decode_to_the_same_picture(mode):
+    gray = xray_like(1, False, 128)
+    if mode == "I;16":
+        image = Image.fromarray(gray.astype(np.uint16) * 257)
+    else:
+        image = Image.fromarray(gray).convert(mode)
+    fmt = "JPEG" if mode == "CMYK" else "PNG"
+    decoded = decode_image(encode(np.asarray(image), fmt) if mode != "CMYK" else _save(image, fmt))
+    reference = preprocess(decode_image(encode(gray, "PNG")).pixels, SPEC)
+    tolerance = 0.03 if fmt == "JPEG" else 0.01
+    assert np.abs(preprocess(decoded.pixels, SPEC) - reference).mean() < tolerance
+
+
+def _save(image, fmt):
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt)
+    return buffer.getvalue()
+
+
+def test_exif_rotation_is_applied():
+    gray = np.zeros((60, 100), np.uint8)
+    gray[:, :50] = 255
+    image = Image.fromarray(gray)
+    exif = image.getexif()
+    exif[0x0112] = 6  # "rotate 90 CW to display"
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", exif=exif)
+    decoded = decode_image(buffer.getvalue())
+    assert decoded.pixels.shape == (100, 60)
+    assert decoded.pixels[:50].mean() > 200 and decoded.pixels[50:].mean() < 50  # left half went to the top
+
+
+@pytest.mark.parametrize("payload, reason", [
+    (b"", "empty"),
+    (b"hello, this is a text file", "not a supported image"),
+    (encode(xray_like(2, True))[:400], "truncated or corrupt"),
+    (encode(np.full((64, 64), 80, np.uint8), "PNG"), "blank"),
+    (encode(np.zeros((8, 8), np.uint8) + np.eye(8, dtype=np.uint8), "PNG"), "too small"),
+])
+def test_bad_inputs_are_refused_with_a_reason(payload, reason):
+    with pytest.raises(ImageError, match=reason):
+        decode_image(payload)
+
+
+def test_decompression_bomb_is_refused_from_the_header():
+    # A 30,000 x 30,000 PNG compresses to a few hundred KB but would need 900 MB decoded.
+    import struct
+    import zlib
+
+    def chunk(kind, body):
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    header = chunk(b"IHDR", struct.pack(">IIBBBBB", 30000, 30000, 8, 0, 0, 0, 0))
+    bomb = b"\x89PNG\r\n\x1a\n" + header + chunk(b"IDAT", zlib.compress(b"\0" * 30001 * 16)) + chunk(b"IEND", b"")
+    with pytest.raises(ImageError, match="too large"):
+        decode_image(bomb)
+
+
+def test_a_jpeg_named_png_is_judged_by_its_content():
+    decoded = decode_image(encode(xray_like(3, False), "JPEG"))
+    assert decoded.format == "JPEG"

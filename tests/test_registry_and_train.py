@@ -1,0 +1,56 @@
+"""Training on a tiny generated set, the card it writes, and the registry's hash check."""
+import json
+import shutil
+
+import keras
+import pytest
+
+from core import registry
+from core.predictor import Predictor
+
+CARD_KEYS = {"name", "architecture", "preprocess", "parameters", "temperature", "operating_points", "training",
+             "validation", "file", "file_bytes", "sha256"}
+
+
+def test_one_epoch_writes_model_card_reports_and_profile(tiny_models):
+    card = registry.load_card("cnn_small", tiny_models)
+    assert CARD_KEYS <= set(card)
+    assert card["preprocess"]["size"] == 32
+    assert set(card["operating_points"]) == {"balanced", "screening"}
+    assert card["training"]["epochs_run"] == 1
+    assert card["training"]["split"]["by"] == "patient"
+    assert card["sha256"] == registry.sha256_of(tiny_models / card["file"])
+    assert registry.manifest(tiny_models) == {"default": "cnn_small", "models": ["cnn_small"]}
+    history = registry.load_report("cnn_small", "history", tiny_models)
+    for key in ("loss", "accuracy", "auc", "val_loss", "val_accuracy", "val_auc", "learning_rate"):
+        assert len(history[key]) == 1, key
+    profile = registry.load_profile(tiny_models)
+    train_counts = profile["splits"]["train"]["counts"]
+    validation_counts = profile["splits"]["validation"]["counts"]
+    assert train_counts["NORMAL"] + validation_counts["NORMAL"] == 30
+    assert len(profile["splits"]["train"]["pixel_histograms"]["NORMAL"]) == profile["splits"]["train"]["histogram_bins"]
+
+
+def test_model_loads_in_safe_mode_and_predicts(tiny_models):
+    model = keras.saving.load_model(tiny_models / "cnn_small.keras", safe_mode=True)
+    assert model.output.shape == (None, 1)
+
+
+def test_tampered_model_is_refused(tiny_models, tmp_path):
+    shutil.copytree(tiny_models, tmp_path / "m")
+    folder = tmp_path / "m"
+    Predictor.load("cnn_small", folder)  # intact: loads
+    with open(folder / "cnn_small.keras", "ab") as handle:
+        handle.write(b"tampered")
+    with pytest.raises(registry.ModelIntegrityError, match="does not match its card"):
+        Predictor.load("cnn_small", folder)
+
+
+def test_manifest_default_is_the_best_validation_auc(tiny_models, tmp_path):
+    folder = tmp_path / "m"
+    shutil.copytree(tiny_models, folder)
+    card = json.loads((folder / "cnn_small.json").read_text())
+    shutil.copy(folder / "cnn_small.keras", folder / "better.keras")
+    better = {**card, "name": "better", "file": "better.keras", "validation": {**card["validation"], "auc": 2.0}}
+    (folder / "better.json").write_text(json.dumps(better))
+    assert registry.update_manifest(folder) == {"default": "better", "models": ["better", "cnn_small"]}
