@@ -10,6 +10,7 @@ from PIL import Image
 from core import explain, registry
 from core.imaging import decode_image, preprocess
 from core.predictor import Predictor
+from core.train import hardware  # noqa: F401  re-exported: benchmarks record where they ran
 
 REFERENCE_MODEL = "keras_io"
 

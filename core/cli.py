@@ -42,7 +42,7 @@ def _bar(total: int, desc: str):
 def cmd_evaluate(args) -> int:
     import json
 
-    from core import data, registry, reports
+    from core import registry, reports
     from core.predictor import Predictor
 
     data_dir = _data_dir(args.data)
@@ -50,12 +50,14 @@ def cmd_evaluate(args) -> int:
     records = []
     for name in _model_names(args.model):
         predictor = Predictor.load(name)
-        with _bar(len(data.list_examples(data_dir, args.split)), f"evaluating {name}") as bar:
+        with _bar(None, f"evaluating {name}") as bar:
             scored = reports.score_split(predictor, data_dir, args.split, progress=bar)
-        record = reports.evaluate(predictor, scored, args.split, name == default)
+        record = reports.evaluate(predictor, scored, args.split, name == default, args.save_report)
         if args.top_losses:
             record["top_losses"] = reports.top_losses(scored, args.top_losses)
         records.append(record)
+        if args.save_report:
+            registry.save_report(name, args.split, record)
     print(f"{'model':<12}{'n':>6}{'thr':>7}{'acc':>7}{'sens':>7}{'spec':>7}{'prec':>7}{'f1':>7}{'auc':>7}"
           f"  screening sens/spec")
     for r in records:
@@ -87,22 +89,21 @@ def cmd_screen(args) -> int:
 
 def _write_heatmaps(predictor, rows, folder: Path) -> None:
     from core import explain
-    from core.imaging import decode_image, preprocess
 
     folder.mkdir(parents=True, exist_ok=True)
-    method = explain.best_method(predictor.model)
     for row in rows:
         if row.status != "ok":
             continue
-        decoded = decode_image(Path(row.file).read_bytes())
-        heat = explain.explain(predictor.model, preprocess(decoded.pixels, predictor.spec), method)
-        (folder / f"{Path(row.file).stem}.png").write_bytes(explain.to_png(explain.overlay(decoded.pixels, heat)))
+        gray, heat = explain.explain_bytes(predictor.model, predictor.spec, Path(row.file).read_bytes())
+        (folder / f"{Path(row.file).stem}.png").write_bytes(explain.to_png(explain.overlay(gray, heat)))
 
 
 def cmd_bench(args) -> int:
-    from core import bench
+    from core import bench, registry
 
     rows = bench.run(args.model and [args.model], runs=args.runs)
+    if args.save:
+        registry.save_shared(registry.BENCHMARK, {"hardware": bench.hardware(), "rows": rows})
     print(f"{'model':<12}{'params':>10}{'MB':>7}{'p50 ms':>8}{'p95 ms':>8}{'img/s':>8}{'explain ms':>11}{'vs keras_io':>12}")
     for r in rows:
         ratio = f"{r['p50_vs_keras_io']:.2f}x" if r["p50_vs_keras_io"] else "-"
@@ -138,12 +139,12 @@ def cmd_download(args) -> int:
 def cmd_explain(args) -> int:
     import json
 
-    from core import data, registry, reports
+    from core import registry, reports
     from core.predictor import Predictor
 
     data_dir = _data_dir(args.data)
     predictor = Predictor.load(args.model)
-    with _bar(len(data.list_examples(data_dir, args.split)), "reading images") as bar:
+    with _bar(None, "reading images") as bar:
         scored = reports.score_split(predictor, data_dir, args.split, progress=bar)
     report = reports.lung_focus(predictor, scored, args.limit)
     print(f"lung focus of {report['model']} ({report['method']}) on {args.split}; thorax box covers "
@@ -178,10 +179,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     evaluate = commands.add_parser("evaluate", help="metrics of models on a data set split")
     evaluate.add_argument("--data", help="data folder in Kaggle layout")
-    evaluate.add_argument("--split", default="test")
+    evaluate.add_argument("--split", default="test", help="a folder split, or 'validation': the patient-level "
+                          "hold-out of train that training used")
     evaluate.add_argument("--model", help="a model name, 'all', or the default model when left out")
     evaluate.add_argument("--json", help="write the records as a JSON list to this file")
     evaluate.add_argument("--top-losses", type=int, default=0, metavar="N", help="list the N worst images")
+    evaluate.add_argument("--save-report", action="store_true",
+                          help="store the record, predictions included, as models/NAME.SPLIT.json")
     evaluate.set_defaults(run=cmd_evaluate)
 
     screen = commands.add_parser(
@@ -198,6 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench = commands.add_parser("bench", help="latency, throughput and explanation cost per model")
     bench.add_argument("--model", help="one model (default: all)")
     bench.add_argument("--runs", type=int, default=50)
+    bench.add_argument("--save", action="store_true", help="store the numbers in models/bench.json for the dashboard")
     bench.set_defaults(run=cmd_bench)
 
     download = commands.add_parser("download", help="fetch the public chest X-ray set (Kaggle layout)")
@@ -208,7 +213,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     explain = commands.add_parser("explain", help="lung-focus report: where the heat maps fall, per class")
     explain.add_argument("--data", help="data folder in Kaggle layout")
-    explain.add_argument("--split", default="train")
+    explain.add_argument("--split", default="validation", help="a folder split, or 'validation' (the default): "
+                         "the patient-level hold-out of train")
     explain.add_argument("--model", help="model name (default: the manifest's default)")
     explain.add_argument("--limit", type=int, default=200, help="images per report (an even sample)")
     explain.add_argument("--json", help="write the report to this file")

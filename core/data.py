@@ -196,3 +196,20 @@ def _size_summary(widths: list[int], heights: list[int]) -> dict:
         "height": {"min": int(min(heights)), "median": float(np.median(heights)), "max": int(max(heights))},
         "most_common": [{"width": w, "height": h, "count": c} for (w, h), c in pairs],
     }
+
+
+def profile_folder(data_dir: str | Path, size: int = 64, progress=None) -> dict:
+    """The profile of every split in a folder, as training writes it (at a small size, for speed)."""
+    spec = PreprocessSpec(size)
+    sets = {split: load_set(list_examples(data_dir, split), spec, progress=progress)
+            for split in available_splits(data_dir)}
+    return profile(sets, seed=0)
+
+
+def sample_files(data_dir: str | Path, split: str, per_class: int = 8, seed: int = 0) -> dict[str, list[Path]]:
+    """A few files per class, chosen at random but reproducibly, for a sample grid."""
+    examples = list_examples(data_dir, split)
+    rng = random.Random(seed)
+    return {name: sorted(rng.sample([e.path for e in examples if e.label == label],
+                                    min(per_class, sum(e.label == label for e in examples))))
+            for label, name in enumerate(CLASS_NAMES)}

@@ -145,8 +145,12 @@ def bootstrap_intervals(labels: np.ndarray, probabilities: np.ndarray, threshold
     return {k: [float(np.percentile(v, 2.5)), float(np.percentile(v, 97.5))] for k, v in samples.items() if v}
 
 
-def report(labels: np.ndarray, probabilities: np.ndarray, operating_points: dict[str, float]) -> dict:
-    """The evaluation record: top-level metrics at the balanced operating point."""
+def report(labels: np.ndarray, probabilities: np.ndarray, operating_points: dict[str, float],
+           include_predictions: bool = False) -> dict:
+    """The evaluation record: top-level metrics at the balanced operating point.
+
+    With include_predictions, the labels and probabilities themselves, so that
+    any threshold can be explored later without the images."""
     labels, probabilities = np.asarray(labels), np.asarray(probabilities)
     balanced = metrics_at(labels, probabilities, operating_points["balanced"])
     ece, diagram = expected_calibration_error(labels, probabilities)
@@ -162,4 +166,5 @@ def report(labels: np.ndarray, probabilities: np.ndarray, operating_points: dict
             for name, t in operating_points.items()
         },
         "curves": curves(labels, probabilities),
-    }
+    } | ({"predictions": {"labels": labels.astype(int).tolist(),
+                          "probabilities": np.round(probabilities, 6).tolist()}} if include_predictions else {})

@@ -5,6 +5,7 @@ pneumonia? Values are in [0, 1] at the model's input resolution.
 """
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 
 import cv2
@@ -73,6 +74,31 @@ def _head(model: keras.Model) -> keras.layers.Dense:
     return head
 
 
+_GRADIENT_FUNCTIONS: dict[tuple[int, str], tuple] = {}
+_CACHE_LOCK = threading.Lock()
+
+
+def _features_and_gradients(model: keras.Model, ref: LayerRef):
+    """x -> (feature maps at ref, d logit / d feature maps), traced once per model and layer:
+    building and tracing cost far more than running."""
+    key = (id(model), ref.name)
+    with _CACHE_LOCK:
+        if key not in _GRADIENT_FUNCTIONS:
+            forward = _feature_model(model, ref)
+
+            @tf.function
+            def run(x):
+                with tf.GradientTape() as tape:
+                    features, head_input = forward(x)
+                    tape.watch(features)
+                    logit = _logit(model, head_input)
+                return features, tape.gradient(logit, features)
+
+            # The model is kept alongside so its id cannot be reused while cached.
+            _GRADIENT_FUNCTIONS[key] = (model, run)
+        return _GRADIENT_FUNCTIONS[key][1]
+
+
 def _feature_model(model: keras.Model, ref: LayerRef):
     """A function x -> (feature map at ref, input of the final Dense unit).
 
@@ -111,15 +137,7 @@ def normalise(heat: np.ndarray) -> np.ndarray:
 def gradcam(model: keras.Model, inputs: np.ndarray, layer: str | None = None) -> np.ndarray:
     """Grad-CAM heat maps (batch, H, W) at the input's resolution (Selvaraju et al. 2017)."""
     ref = find_layer(model, layer)
-    forward = _feature_model(model, ref)
-    x = tf.convert_to_tensor(inputs, tf.float32)
-    with tf.GradientTape() as tape:
-        features, head_input = forward(x)
-        tape.watch(features)
-        logit = _logit(model, head_input)
-    grads = tape.gradient(logit, features)
-    if grads is None:
-        raise ExplanationUnavailable(f"layer '{ref.name}' does not influence the output")
+    features, grads = _features_and_gradients(model, ref)(tf.convert_to_tensor(inputs, tf.float32))
     weights = tf.reduce_mean(tf.cast(grads, tf.float32), axis=(1, 2), keepdims=True)
     cams = tf.nn.relu(tf.reduce_sum(weights * tf.cast(features, tf.float32), axis=-1)).numpy()
     size = inputs.shape[1:3]
@@ -160,6 +178,16 @@ def explain(model: keras.Model, image: np.ndarray, method: str = "gradcam", laye
     raise ValueError(f"unknown method '{method}'; choose gradcam or occlusion")
 
 
+def explain_bytes(model: keras.Model, spec, data: bytes, method: str | None = None, layer: str | None = None
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """(8-bit grayscale image, heat map) for image bytes: what the Screen and Explain pages show."""
+    from core.imaging import decode_image, preprocess
+
+    gray = decode_image(data).pixels
+    heat = explain(model, preprocess(gray, spec), method or best_method(model), layer)
+    return gray, heat
+
+
 def best_method(model: keras.Model) -> str:
     """Grad-CAM where the model has spatial layers, occlusion otherwise (the dense baseline)."""
     try:
@@ -172,7 +200,7 @@ def best_method(model: keras.Model) -> str:
 def activations(model: keras.Model, image: np.ndarray, layer: str | None = None) -> np.ndarray:
     """The feature maps (H', W', C) of one layer for one (H, W, 1) input."""
     ref = find_layer(model, layer)
-    features, _ = _feature_model(model, ref)(tf.convert_to_tensor(image[np.newaxis], tf.float32))
+    features, _ = _features_and_gradients(model, ref)(tf.convert_to_tensor(image[np.newaxis], tf.float32))
     return np.asarray(features[0], np.float32)
 
 

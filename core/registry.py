@@ -19,6 +19,7 @@ from core.data import PROJECT_ROOT
 MODELS_ENV = "CXR_MODELS_DIR"
 MANIFEST = "manifest.json"
 PROFILE = "dataset_profile.json"
+BENCHMARK = "bench.json"
 
 
 class ModelIntegrityError(RuntimeError):
@@ -124,10 +125,11 @@ def load_report(name: str, kind: str, directory: Path | None = None):
     return _read_json(path) if path.exists() else None
 
 
-def save_profile(profile: dict, directory: Path | None = None) -> None:
-    _write_json((directory or models_dir()) / PROFILE, profile)
+def save_shared(file_name: str, value, directory: Path | None = None) -> None:
+    """A JSON file about all models together (PROFILE, BENCHMARK)."""
+    _write_json((directory or models_dir()) / file_name, value)
 
 
-def load_profile(directory: Path | None = None) -> dict | None:
-    path = (directory or models_dir()) / PROFILE
+def load_shared(file_name: str, directory: Path | None = None):
+    path = (directory or models_dir()) / file_name
     return _read_json(path) if path.exists() else None

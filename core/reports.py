@@ -22,8 +22,15 @@ class Scored:
     unreadable: list[tuple[str, str]]
 
 
+def split_examples(data_dir, split: str, seed: int = 42) -> list[data.Example]:
+    """A folder's split; "validation" is the patient-level hold-out of "train" that training used."""
+    if split == "validation":
+        return data.split_by_patient(data.list_examples(data_dir, "train"), seed=seed)[1]
+    return data.list_examples(data_dir, split)
+
+
 def score_split(predictor: Predictor, data_dir, split: str, progress=None) -> Scored:
-    examples = data.list_examples(data_dir, split)
+    examples = split_examples(data_dir, split, predictor.card["training"]["split"]["seed"])
     loaded = data.load_set(examples, predictor.spec, progress=progress)
     probabilities = np.concatenate([predictor.probabilities(loaded.inputs[i:i + BATCH_SIZE])
                                     for i in range(0, len(loaded.labels), BATCH_SIZE)] or [np.zeros(0)])
@@ -31,9 +38,10 @@ def score_split(predictor: Predictor, data_dir, split: str, progress=None) -> Sc
                   [(str(p), reason) for p, reason in loaded.errors])
 
 
-def evaluate(predictor: Predictor, scored: Scored, split: str, is_default: bool) -> dict:
+def evaluate(predictor: Predictor, scored: Scored, split: str, is_default: bool,
+             include_predictions: bool = False) -> dict:
     """The evaluation record of one model on one split (see ``evaluation.report``)."""
-    record = evaluation.report(scored.labels, scored.probabilities, predictor.operating_points)
+    record = evaluation.report(scored.labels, scored.probabilities, predictor.operating_points, include_predictions)
     return {"model": predictor.name, "default": is_default, "split": split, **record,
             "unreadable": scored.unreadable}
 
@@ -42,7 +50,7 @@ def top_losses(scored: Scored, count: int) -> list[dict]:
     """The images with the highest binary cross-entropy, worst first."""
     losses = evaluation.binary_cross_entropy(scored.labels, scored.probabilities)
     order = np.argsort(-losses, kind="stable")[:count]
-    return [{"file": str(scored.examples[i].path), "label": data.CLASS_NAMES[scored.labels[i]],
+    return [{"index": int(i), "file": str(scored.examples[i].path), "label": data.CLASS_NAMES[scored.labels[i]],
              "probability": float(scored.probabilities[i]), "loss": float(losses[i])} for i in order]
 
 

@@ -192,7 +192,7 @@ def train(config: TrainConfig, log=print) -> dict:
     temperature = evaluation.fit_temperature(val_set.labels, raw)
     probabilities = calibrate(raw, temperature)
     points = evaluation.choose_operating_points(val_set.labels, probabilities)
-    validation = evaluation.report(val_set.labels, probabilities, points)
+    validation = evaluation.report(val_set.labels, probabilities, points, include_predictions=True)
     groups = [e.patient for e in val_set.examples]
     validation["bootstrap_95ci"] = evaluation.bootstrap_intervals(val_set.labels, probabilities,
                                                                   points["balanced"], groups)
@@ -229,8 +229,8 @@ def train(config: TrainConfig, log=print) -> dict:
             "tensorflow": tf.__version__,
             "keras": keras.__version__,
         },
-        "validation": {k: validation[k] for k in ("n", "accuracy", "sensitivity", "specificity", "precision",
-                                                  "f1", "auc", "ece", "ece_uncalibrated", "bootstrap_95ci")},
+        "validation": {"split": "validation (patient-level)", **{k: validation[k] for k in ("n", "accuracy", "sensitivity", "specificity", "precision",
+                                                  "f1", "auc", "ece", "ece_uncalibrated", "bootstrap_95ci")}},
         "intended_use": "Screening aid for paediatric chest X-rays; a clinician makes the diagnosis.",
     }
     card = registry.save_model(model, card, config.models_dir)
@@ -238,7 +238,8 @@ def train(config: TrainConfig, log=print) -> dict:
                          config.models_dir)
     registry.save_report(name, "history", {k: [float(v) for v in vals] for k, vals in history.history.items()},
                          config.models_dir)
-    registry.save_profile(data.profile({"train": train_set, "validation": val_set}, config.seed), config.models_dir)
+    registry.save_shared(registry.PROFILE, data.profile({"train": train_set, "validation": val_set}, config.seed),
+                         config.models_dir)
     log(f"saved {card['file']} ({card['file_bytes'] / 1e6:.1f} MB) in {seconds / 60:.1f} min: "
         f"validation AUC {validation['auc']:.4f}, accuracy {validation['accuracy']:.4f}, "
         f"sensitivity {validation['sensitivity']:.4f}, specificity {validation['specificity']:.4f}")

@@ -24,7 +24,7 @@ def test_one_epoch_writes_model_card_reports_and_profile(tiny_models):
     history = registry.load_report("cnn_small", "history", tiny_models)
     for key in ("loss", "accuracy", "auc", "val_loss", "val_accuracy", "val_auc", "learning_rate"):
         assert len(history[key]) == 1, key
-    profile = registry.load_profile(tiny_models)
+    profile = registry.load_shared(registry.PROFILE, tiny_models)
     train_counts = profile["splits"]["train"]["counts"]
     validation_counts = profile["splits"]["validation"]["counts"]
     assert train_counts["NORMAL"] + validation_counts["NORMAL"] == 30

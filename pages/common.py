@@ -1,0 +1,87 @@
+"""Shared UI pieces: cached models and reports, pickers and Plotly figures."""
+from __future__ import annotations
+
+import numpy as np
+import plotly.graph_objects as go
+import streamlit as st
+
+from core import registry
+from core.predictor import Predictor
+
+DISCLAIMER = ("**A screening aid, not a diagnosis.** It flags chest X-rays that may show pneumonia "
+              "so that a clinician looks at them first; a clinician makes the diagnosis.")
+OPERATING_POINT_HELP = ("screening: misses at most 2% of pneumonia on validation data, at the cost of more "
+                        "false alarms. balanced: the best sum of sensitivity and specificity.")
+
+
+@st.cache_resource(show_spinner="Loading the model…")
+def predictor(name: str) -> Predictor:
+    """One Predictor per model for the whole server: loading is slow, predicting is thread-safe."""
+    return Predictor.load(name)
+
+
+@st.cache_data
+def cards() -> list[dict]:
+    return registry.cards()
+
+
+@st.cache_data
+def default_model() -> str:
+    return registry.default_model_name()
+
+
+@st.cache_data
+def report(name: str, kind: str):
+    return registry.load_report(name, kind)
+
+
+@st.cache_data
+def shipped_profile() -> dict | None:
+    return registry.load_shared(registry.PROFILE)
+
+
+def model_picker(label: str = "Model", key: str = "model") -> str:
+    names = [card["name"] for card in cards()]
+    default = default_model()
+    return st.selectbox(label, names, index=names.index(default), key=key,
+                        format_func=lambda n: f"{n} (default)" if n == default else n)
+
+
+def card_summary(card: dict) -> dict:
+    """The card's headline facts as a flat row."""
+    validation, training = card["validation"], card["training"]
+    return {
+        "model": card["name"],
+        "architecture": card["description"],
+        "input": f"{card['preprocess']['size']} px" + (" + CLAHE" if card["preprocess"].get("clahe") else ""),
+        "AUC": validation["auc"], "accuracy": validation["accuracy"], "sensitivity": validation["sensitivity"],
+        "specificity": validation["specificity"], "precision": validation["precision"], "F1": validation["f1"],
+        "ECE": validation.get("ece"), "parameters": card["parameters"], "file MB": card["file_bytes"] / 1e6,
+        "training min": training["seconds"] / 60, "hardware": training["hardware"],
+    }
+
+
+def gray_image(array: np.ndarray) -> np.ndarray:
+    """Arrays in [0, 1] or uint8 as uint8 for st.image."""
+    array = np.asarray(array)
+    if array.dtype != np.uint8:
+        array = (np.clip(array, 0, 1) * 255).astype(np.uint8)
+    return array.squeeze()
+
+
+def line_figure(title: str, x_title: str, y_title: str, diagonal: bool = False) -> go.Figure:
+    figure = go.Figure()
+    if diagonal:
+        figure.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", line={"dash": "dot", "color": "gray"},
+                                    name="chance" if x_title.startswith("False") else "perfect calibration"))
+    figure.update_layout(title=title, xaxis_title=x_title, yaxis_title=y_title, height=380,
+                         margin={"l": 10, "r": 10, "t": 40, "b": 10}, legend={"orientation": "h"})
+    return figure
+
+
+def confusion_figure(matrix: list[list[int]], title: str) -> go.Figure:
+    figure = go.Figure(go.Heatmap(z=matrix, x=["NORMAL", "PNEUMONIA"], y=["NORMAL", "PNEUMONIA"],
+                                  text=matrix, texttemplate="%{text}", colorscale="Blues", showscale=False))
+    figure.update_layout(title=title, xaxis_title="predicted", yaxis_title="true", height=300,
+                         yaxis={"autorange": "reversed"}, margin={"l": 10, "r": 10, "t": 40, "b": 10})
+    return figure

@@ -1,0 +1,112 @@
+"""Model comparison: metrics side by side, curves, calibration, thresholds, training and top losses."""
+import numpy as np
+import plotly.graph_objects as go
+import streamlit as st
+
+from core import data, evaluation, explain, registry, reports
+from pages.common import card_summary, cards, confusion_figure, line_figure, predictor, report
+
+st.title("Model comparison")
+st.caption("Validation numbers come from each model's patient-level validation split (patients never seen in "
+           "training). Expect lower numbers on X-rays from other hospitals or periods.")
+
+all_cards = cards()
+names = [card["name"] for card in all_cards]
+benchmark = {row["model"]: row for row in (registry.load_shared(registry.BENCHMARK) or {"rows": []})["rows"]}
+rows = []
+for card in all_cards:
+    row = card_summary(card)
+    bench = benchmark.get(card["name"], {})
+    row["latency p50 ms"] = bench.get("p50_ms")
+    row["heat map ms"] = bench.get("explain_ms")
+    rows.append(row)
+st.dataframe(rows, hide_index=True, width="stretch",
+             column_config={k: st.column_config.NumberColumn(format="%.3f")
+                            for k in ("AUC", "accuracy", "sensitivity", "specificity", "precision", "F1", "ECE")})
+st.caption("Metrics at each model's balanced operating point. Latency: `python -m core bench --save`.")
+
+chosen = st.multiselect("Models in the charts", names, default=names)
+validation = {name: report(name, "validation") for name in chosen}
+validation = {name: value for name, value in validation.items() if value}
+
+roc_tab, pr_tab, calibration_tab, curves_tab = st.tabs(["ROC", "Precision-recall", "Calibration", "Training curves"])
+with roc_tab:
+    figure = line_figure("ROC on validation", "False positive rate (1 - specificity)", "Sensitivity", diagonal=True)
+    for name, value in validation.items():
+        roc = value["curves"]["roc"]
+        figure.add_trace(go.Scatter(x=roc["fpr"], y=roc["tpr"], mode="lines", name=f"{name} (AUC {value['auc']:.3f})"))
+    st.plotly_chart(figure, width="stretch")
+with pr_tab:
+    figure = line_figure("Precision-recall on validation", "Recall (sensitivity)", "Precision")
+    for name, value in validation.items():
+        pr = value["curves"]["pr"]
+        figure.add_trace(go.Scatter(x=pr["recall"], y=pr["precision"], mode="lines", name=name))
+    st.plotly_chart(figure, width="stretch")
+with calibration_tab:
+    figure = line_figure("Reliability diagram (validation)", "Predicted probability", "Observed share of pneumonia",
+                         diagonal=True)
+    for name, value in validation.items():
+        bins = value["reliability"]
+        figure.add_trace(go.Scatter(x=[b["mean_probability"] for b in bins], y=[b["fraction_positive"] for b in bins],
+                                    mode="lines+markers", name=f"{name} (ECE {value['ece']:.3f})"))
+    st.plotly_chart(figure, width="stretch")
+with curves_tab:
+    metric = st.selectbox("Metric", ["loss", "accuracy", "auc", "learning_rate"])
+    figure = line_figure(f"{metric} per epoch", "epoch", metric)
+    for name in chosen:
+        history = report(name, "history")
+        if not history or metric not in history:
+            continue
+        epochs = list(range(1, len(history[metric]) + 1))
+        figure.add_trace(go.Scatter(x=epochs, y=history[metric], mode="lines+markers", name=f"{name} train"))
+        if f"val_{metric}" in history:
+            figure.add_trace(go.Scatter(x=epochs, y=history[f"val_{metric}"], mode="lines+markers",
+                                        line={"dash": "dash"}, name=f"{name} validation"))
+    st.plotly_chart(figure, width="stretch")
+
+st.subheader("Threshold trade-off")
+focus = st.selectbox("Model", names, key="threshold_model")
+value = report(focus, "validation") or {}
+if "predictions" in value:
+    labels = np.array(value["predictions"]["labels"])
+    probabilities = np.array(value["predictions"]["probabilities"])
+    card = next(c for c in all_cards if c["name"] == focus)
+    threshold = st.slider("Threshold", 0.0, 1.0, float(card["operating_points"]["balanced"]), 0.005)
+    at = evaluation.metrics_at(labels, probabilities, threshold)
+    columns = st.columns(4)
+    for column, key in zip(columns, ("sensitivity", "specificity", "accuracy", "precision")):
+        column.metric(key, f"{at[key]:.3f}")
+    st.plotly_chart(confusion_figure(at["confusion"], f"{focus} at threshold {threshold:.3f}"), width="stretch")
+    st.caption("Operating points from the card: " + ", ".join(
+        f"{k} = {v:.3f}" for k, v in card["operating_points"].items()))
+else:
+    st.info("This model's validation report holds no per-image predictions; refresh it with "
+            f"`python -m core evaluate --split validation --model {focus} --save-report`.")
+
+st.subheader("Evaluate on a data folder")
+folder = st.text_input("Data folder (Kaggle layout)", str(data.default_data_dir() or ""))
+splits = ["validation"] + data.available_splits(folder) if folder else []
+if folder and not data.available_splits(folder):
+    st.warning(f"No NORMAL/PNEUMONIA split folders under {folder}.")
+elif folder:
+    left, right = st.columns(2)
+    split = left.selectbox("Split", splits, help="validation: the patient-level hold-out of train")
+    top_count = right.number_input("Top losses to show", 0, 48, 8)
+    if st.button("Evaluate", type="primary"):
+        model = predictor(focus)
+        with st.spinner(f"Scoring {split} with {focus}…"):
+            scored = reports.score_split(model, folder, split)
+            record = reports.evaluate(model, scored, split, False)
+        st.dataframe([{k: record[k] for k in ("model", "n", "accuracy", "sensitivity", "specificity", "precision",
+                                              "f1", "auc", "ece")}], hide_index=True, width="stretch")
+        st.plotly_chart(confusion_figure(record["confusion"], f"{focus} on {split} (balanced)"), width="stretch")
+        if top_count:
+            st.markdown(f"**Top {top_count} losses**: the images the model got most wrong")
+            columns = st.columns(4)
+            for i, worst in enumerate(reports.top_losses(scored, int(top_count))):
+                index = worst["index"]
+                heat = explain.explain(model.model, scored.inputs[index], explain.best_method(model.model))
+                image = explain.overlay((scored.inputs[index][..., 0] * 255).astype(np.uint8), heat)
+                columns[i % 4].image(image, width="stretch", caption=(
+                    f"{worst['label']}, p={worst['probability']:.2f}, loss {worst['loss']:.2f}: "
+                    f"{worst['file'].rsplit('/', 1)[-1]}"))

@@ -1,0 +1,77 @@
+"""Explain: Grad-CAM or occlusion heat maps and per-layer activation maps."""
+from pathlib import Path
+
+import streamlit as st
+
+from core import data, explain
+from core.imaging import ImageError, decode_image, preprocess
+from pages.common import gray_image, model_picker, predictor
+
+st.title("Explain a prediction")
+st.caption("Heat maps show where the model finds evidence of pneumonia. A model that looks at borders, "
+           "letters or markers instead of the lungs has learnt a shortcut.")
+
+with st.sidebar:
+    model_name = model_picker()
+    opacity = st.slider("Heat-map opacity", 0.0, 1.0, 0.45, 0.05)
+model = predictor(model_name)
+
+source = st.radio("Image", ["Upload", "From a data folder"], horizontal=True)
+image_bytes, image_name = None, None
+if source == "Upload":
+    upload = st.file_uploader("A chest X-ray", type=["jpg", "jpeg", "png", "dcm", "dicom"])
+    if upload:
+        image_bytes, image_name = upload.getvalue(), upload.name
+else:
+    folder = st.text_input("Data folder (Kaggle layout)", str(data.default_data_dir() or ""))
+    splits = data.available_splits(folder) if folder else []
+    if splits:
+        split = st.selectbox("Split", splits)
+        files = data.sample_files(folder, split, per_class=20)
+        choices = [path for paths in files.values() for path in paths]
+        path = st.selectbox("File", choices, format_func=lambda p: f"{Path(p).parent.name}/{Path(p).name}")
+        image_bytes, image_name = Path(path).read_bytes(), Path(path).name
+    elif folder:
+        st.warning(f"No NORMAL/PNEUMONIA split folders under {folder}.")
+if image_bytes is None:
+    st.info("Choose an image to explain.")
+    st.stop()
+
+try:
+    gray = decode_image(image_bytes).pixels
+except ImageError as exc:
+    st.error(f"{image_name}: {exc}")
+    st.stop()
+inputs = preprocess(gray, model.spec)
+probability = float(model.probabilities(inputs[None])[0])
+st.metric("Probability of pneumonia", f"{probability:.1%}", help=f"model {model.name}")
+
+layers = [ref.name for ref in explain.spatial_layers(model.model)]
+methods = ["gradcam", "occlusion"] if layers else ["occlusion"]
+left, right = st.columns(2)
+method = left.radio("Method", methods, horizontal=True,
+                    format_func={"gradcam": "Grad-CAM", "occlusion": "Occlusion sensitivity"}.get)
+layer = None
+if layers:
+    default = explain.default_layer(model.model).name
+    layer = right.selectbox("Layer", layers, index=layers.index(default),
+                            help="Grad-CAM and activation maps at this layer; the default is the last one")
+else:
+    right.info("This model has no convolutional layers: Grad-CAM and activation maps do not apply, "
+               "occlusion sensitivity does.")
+
+with st.spinner("Computing the heat map…"):
+    heat = explain.explain(model.model, inputs, method, layer if method == "gradcam" else None)
+shares = explain.focus_shares(heat)
+image_column, heat_column = st.columns(2)
+image_column.image(gray_image(gray), caption=image_name, width="stretch")
+heat_column.image(explain.overlay(gray, heat, opacity), width="stretch",
+                  caption=f"{method}: {shares['inside']:.0%} of the heat inside the central thorax region")
+
+if layers:
+    st.subheader("Activation maps")
+    count = st.slider("Channels", 4, 64, 16, 4)
+    maps = explain.activations(model.model, inputs, layer)
+    st.image(explain.activation_grid(maps, max_channels=count), width="stretch",
+             caption=f"{layer}: {maps.shape[0]}x{maps.shape[1]} feature maps, first {min(count, maps.shape[-1])} "
+                     f"of {maps.shape[-1]} channels")
