@@ -5,13 +5,13 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import streamlit as st  # noqa: E402
 
-st.set_page_config(page_title="Chest X-ray pneumonia screening", page_icon="🫁", layout="wide")
+st.set_page_config(page_title="Chest X-ray pneumonia screening", page_icon=":material/pulmonology:", layout="wide")
 
 navigation = st.navigation([
-    st.Page("pages/home.py", title="Home", icon="🏠", default=True),
-    st.Page("pages/screen.py", title="Screen", icon="🩻"),
-    st.Page("pages/explorer.py", title="Dataset explorer", icon="📊"),
-    st.Page("pages/compare.py", title="Model comparison", icon="⚖️"),
-    st.Page("pages/explain.py", title="Explain", icon="🔍"),
+    st.Page("pages/home.py", title="Home", icon=":material/home:", default=True),
+    st.Page("pages/screen.py", title="Screen", icon=":material/radiology:"),
+    st.Page("pages/explorer.py", title="Dataset explorer", icon=":material/bar_chart:"),
+    st.Page("pages/compare.py", title="Model comparison", icon=":material/compare:"),
+    st.Page("pages/explain.py", title="Explain", icon=":material/search_insights:"),
 ])
 navigation.run()

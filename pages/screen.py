@@ -52,7 +52,7 @@ for index, (upload, row) in enumerate(zip(uploads, rows)):
             st.error(f"Possible pneumonia at the {operating_point} operating point: refer for clinical review.")
         else:
             st.success(f"No pneumonia flagged at the {operating_point} operating point.")
-        st.caption(f"threshold {row.result.threshold:.3f}, model {row.model}, "
+        st.caption(f"{operating_point} threshold {row.result.threshold:.3f}, model {row.model}, "
                    f"{row.result.timings_ms['total']:.0f} ms")
         for warning in row.result.warnings:
             st.warning(f"Image quality: {warning}")
