@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import io
+import logging
+import warnings
 
 import numpy as np
 import pydicom
@@ -9,6 +11,11 @@ from pydicom.errors import InvalidDicomError
 from pydicom.pixels import apply_modality_lut, apply_voi_lut
 
 from core.imaging import MAX_PIXELS, ImageError
+
+# pydicom's validation warnings quote tag values, which can be a patient's name:
+# nothing of a file may reach a log, so they are silenced.
+pydicom.config.settings.reading_validation_mode = pydicom.config.IGNORE
+logging.getLogger("pydicom").setLevel(logging.CRITICAL)
 
 # Tags that can identify a patient or a visit. They are returned separately and
 # are never shown or exported unless a user opens them on purpose.
@@ -21,12 +28,18 @@ PATIENT_TAGS = (
 
 def decode_dicom(data: bytes) -> tuple[np.ndarray, int, dict]:
     """Pixels as displayed (modality LUT, VOI window, MONOCHROME1 inverted)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return _decode(data)
+
+
+def _decode(data: bytes) -> tuple[np.ndarray, int, dict]:
     try:
         dataset = pydicom.dcmread(io.BytesIO(data))
     except (InvalidDicomError, EOFError, OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
         raise ImageError("the DICOM file is corrupt") from exc
     if "PixelData" not in dataset:
-        raise ImageError("the DICOM file holds no image")
+        raise ImageError("the DICOM file holds no image (it may be truncated or corrupt)")
     try:
         frames = int(dataset.get("NumberOfFrames", 1) or 1)
         rows, columns = int(dataset.Rows), int(dataset.Columns)

@@ -86,10 +86,10 @@ def decode_image(data: bytes) -> DecodedImage:
         from core.dicom import decode_dicom  # pydicom is only imported when needed
 
         pixels, bit_depth, tags = decode_dicom(data)
-        decoded = DecodedImage(to_uint8(pixels), kind, bit_depth, tags)
+        decoded = DecodedImage(to_uint8(pixels), kind, bit_depth, private_tags=tags)
     else:
         pixels, bit_depth, colourfulness = _decode_raster(data)
-        decoded = DecodedImage(to_uint8(pixels), kind, bit_depth, colourfulness)
+        decoded = DecodedImage(to_uint8(pixels), kind, bit_depth, colourfulness=colourfulness)
     if min(decoded.pixels.shape) < MIN_SIDE:
         raise ImageError(f"the image is too small ({decoded.pixels.shape[1]}x{decoded.pixels.shape[0]} pixels)")
     return decoded
