@@ -36,7 +36,7 @@ def _model_names(choice: str | None) -> list[str]:
 def _bar(total: int, desc: str):
     from tqdm import tqdm
 
-    return tqdm(total=total, desc=desc, file=sys.stderr, leave=False)
+    return tqdm(total=total, desc=desc, file=sys.stderr, leave=False, disable=None)  # silent when not a terminal
 
 
 def cmd_evaluate(args) -> int:
@@ -159,6 +159,21 @@ def cmd_explain(args) -> int:
     return 0
 
 
+def cmd_fit_detector(args) -> int:
+    from core import data, registry
+    from core.quality import DETECTOR_FILE, DETECTOR_SPEC, XrayDetector
+
+    train, held_out = data.split_by_patient(data.list_examples(_data_dir(args.data), "train"), seed=args.seed)
+    with _bar(len(train) + len(held_out), "reading images") as bar:
+        train_set = data.load_set(train, DETECTOR_SPEC, progress=bar)
+        held_out_set = data.load_set(held_out, DETECTOR_SPEC, progress=bar)
+    detector = XrayDetector.fit(train_set.inputs, held_out_set.inputs)
+    rejected = float((detector.residuals(held_out_set.inputs) > detector.threshold).mean())
+    detector.save(registry.models_dir() / DETECTOR_FILE)
+    print(f"threshold {detector.threshold:.4f}; held-out X-rays rejected: {rejected:.2%} of {len(held_out_set.labels)}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m core", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -210,6 +225,11 @@ def build_parser() -> argparse.ArgumentParser:
     download.add_argument("--base-url", default=None, help="mirror of the TFRecords (default: TensorFlow's storage)")
     download.add_argument("--splits", nargs="+", default=["train", "test"])
     download.set_defaults(run=cmd_download)
+
+    detector = commands.add_parser("fit-detector", help="fit the not-a-chest-X-ray check on real X-rays")
+    detector.add_argument("--data", help="data folder in Kaggle layout")
+    detector.add_argument("--seed", type=int, default=42, help="patient split seed (as in training)")
+    detector.set_defaults(run=cmd_fit_detector)
 
     explain = commands.add_parser("explain", help="lung-focus report: where the heat maps fall, per class")
     explain.add_argument("--data", help="data folder in Kaggle layout")

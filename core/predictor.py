@@ -13,7 +13,7 @@ import tensorflow as tf
 from core import registry
 from core.evaluation import logit, sigmoid
 from core.imaging import PreprocessSpec, decode_image, preprocess
-from core.quality import check_chest_xray
+from core.quality import XrayDetector, check_chest_xray
 
 LABELS = ("NORMAL", "PNEUMONIA")
 
@@ -44,8 +44,9 @@ def calibrate(probabilities: np.ndarray, temperature: float) -> np.ndarray:
 class Predictor:
     """Thread-safe: one model, shared by every session of the dashboard."""
 
-    def __init__(self, model: keras.Model, card: dict):
+    def __init__(self, model: keras.Model, card: dict, detector: XrayDetector | None = None):
         self.model = model
+        self.detector = detector
         self.card = card
         self.name: str = card["name"]
         self.spec = PreprocessSpec.from_dict(card["preprocess"])
@@ -60,7 +61,7 @@ class Predictor:
     @classmethod
     def load(cls, name: str | None = None, directory: Path | None = None) -> "Predictor":
         model, card = registry.load_model(name or registry.default_model_name(directory), directory)
-        return cls(model, card)
+        return cls(model, card, registry.load_detector(directory))
 
     def probabilities(self, inputs: np.ndarray) -> np.ndarray:
         """Calibrated pneumonia probabilities for a batch of preprocessed inputs."""
@@ -79,7 +80,7 @@ class Predictor:
         started = time.perf_counter()
         decoded = decode_image(data)
         decoded_at = time.perf_counter()
-        warnings = check_chest_xray(decoded)
+        warnings = check_chest_xray(decoded, self.detector)
         inputs = preprocess(decoded.pixels, self.spec)[np.newaxis]
         prepared_at = time.perf_counter()
         probability = float(self.probabilities(inputs)[0])

@@ -69,6 +69,13 @@ def load_card(name: str, directory: Path | None = None) -> dict:
     return _read_json(path)
 
 
+def update_card(name: str, section: str, value, directory: Path | None = None) -> dict:
+    """Add or replace one section of a card (the model file, and so its hash, is untouched)."""
+    card = {**load_card(name, directory), section: value}
+    _write_json((directory or models_dir()) / f"{name}.json", card)
+    return card
+
+
 def cards(directory: Path | None = None) -> list[dict]:
     return [load_card(name, directory) for name in model_names(directory)]
 
@@ -111,6 +118,14 @@ def update_manifest(directory: Path | None = None) -> dict:
     value = {"default": max(found, key=lambda n: scores[n]) if found else None, "models": found}
     _write_json(directory / MANIFEST, value)
     return value
+
+
+def load_detector(directory: Path | None = None):
+    """The fitted not-a-chest-X-ray detector of this models folder, or None."""
+    from core.quality import DETECTOR_FILE, XrayDetector
+
+    path = (directory or models_dir()) / DETECTOR_FILE
+    return XrayDetector.load(path) if path.exists() else None
 
 
 def save_report(name: str, kind: str, value, directory: Path | None = None) -> Path:

@@ -153,7 +153,8 @@ def train(config: TrainConfig, log=print) -> dict:
     log(f"data: {len(train_examples)} training and {len(val_examples)} validation images "
         f"({len({e.patient for e in val_examples})} validation patients)")
     loading = time.perf_counter()
-    with tqdm(total=len(train_examples) + len(val_examples), desc="reading images", file=sys.stderr) as bar:
+    with tqdm(total=len(train_examples) + len(val_examples), desc="reading images", file=sys.stderr,
+              disable=None) as bar:
         train_set = data.load_set(train_examples, arch.preprocess, progress=bar)
         val_set = data.load_set(val_examples, arch.preprocess, progress=bar)
     log(f"read in {time.perf_counter() - loading:.0f} s")

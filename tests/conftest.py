@@ -17,13 +17,18 @@ TINY_SIZE = 32
 
 
 def xray_like(seed: int, pneumonia: bool, size: int = 96) -> np.ndarray:
-    """A gray, chest-like picture; pneumonia adds a bright patch in the right lung."""
+    """A drawn chest-like radiograph: torso, two dark lung fields, spine, abdomen;
+    pneumonia adds an opacity in the right lung. Passes the chest-layout check."""
     rng = np.random.default_rng(seed)
     y, x = np.mgrid[0:size, 0:size] / size
-    lungs = np.exp(-((x - 0.3) ** 2 + (y - 0.5) ** 2) / 0.02) + np.exp(-((x - 0.7) ** 2 + (y - 0.5) ** 2) / 0.02)
-    pixels = 190 - 120 * lungs + rng.normal(0, 8, (size, size))
+    half_width = 0.30 + 0.16 * np.clip(y / 0.3, 0, 1)  # shoulders widen the torso below the neck
+    body = 1 / (1 + np.exp(-(half_width - np.abs(x - 0.5)) * 30))
+    lungs = sum(np.exp(-(((x - cx) / 0.12) ** 2 + ((y - 0.47) / 0.24) ** 4)) for cx in (0.31, 0.69))
+    spine = np.exp(-((x - 0.5) / 0.08) ** 2)
+    abdomen = 1 / (1 + np.exp(-(y - 0.8) * 25))
+    pixels = 30 + 160 * body - 110 * lungs * body + 50 * spine * body + 40 * abdomen + rng.normal(0, 6, (size, size))
     if pneumonia:
-        pixels += 110 * np.exp(-((x - 0.7) ** 2 + (y - 0.55) ** 2) / 0.01)
+        pixels += 80 * np.exp(-(((x - 0.68) / 0.08) ** 2 + ((y - 0.55) / 0.1) ** 2))
     return np.clip(pixels, 0, 255).astype(np.uint8)
 
 
