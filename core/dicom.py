@@ -30,7 +30,12 @@ def decode_dicom(data: bytes) -> tuple[np.ndarray, int, dict]:
     """Pixels as displayed (modality LUT, VOI window, MONOCHROME1 inverted)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return _decode(data)
+        try:
+            return _decode(data)
+        except ImageError:
+            raise
+        except Exception as exc:  # noqa: BLE001  pydicom parses lazily and raises many types on damaged files
+            raise ImageError("the DICOM file is corrupt") from exc
 
 
 def _decode(data: bytes) -> tuple[np.ndarray, int, dict]:
