@@ -1,29 +1,17 @@
 """Benchmarks that print numbers: latency from bytes to result, throughput, explanation cost."""
 from __future__ import annotations
 
-import io
 import time
 
 import numpy as np
-from PIL import Image
 
 from core import explain, registry
 from core.imaging import decode_image, preprocess
 from core.predictor import Predictor
+from core.synthetic import chest_jpeg
 from core.train import hardware  # noqa: F401  re-exported: benchmarks record where they ran
 
 REFERENCE_MODEL = "keras_io"
-
-
-def sample_jpeg(size: int = 1024, seed: int = 0) -> bytes:
-    """A synthetic, X-ray-like grayscale JPEG at a clinic's typical resolution."""
-    rng = np.random.default_rng(seed)
-    y, x = np.mgrid[0:size, 0:size] / size
-    lungs = np.exp(-((x - 0.3) ** 2 + (y - 0.5) ** 2) / 0.03) + np.exp(-((x - 0.7) ** 2 + (y - 0.5) ** 2) / 0.03)
-    pixels = np.clip(200 - 120 * lungs + rng.normal(0, 12, (size, size)), 0, 255).astype(np.uint8)
-    buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, format="JPEG", quality=90)
-    return buffer.getvalue()
 
 
 def _percentiles(samples_ms: list[float]) -> tuple[float, float]:
@@ -67,7 +55,7 @@ def bench_explanation(predictor: Predictor, image: bytes, runs: int = 10) -> flo
 
 def run(names: list[str] | None = None, runs: int = 50) -> list[dict]:
     names = names or registry.model_names()
-    image = sample_jpeg()
+    image = chest_jpeg()  # a clinic's typical 1024 px upload
     rows = [bench_model(Predictor.load(name), image, runs) for name in names]
     reference = next((r for r in rows if r["model"] == REFERENCE_MODEL), None)
     for row in rows:

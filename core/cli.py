@@ -159,6 +159,19 @@ def cmd_explain(args) -> int:
     return 0
 
 
+def cmd_calibrate(args) -> int:
+    from core import reports
+    from core.predictor import Predictor
+
+    for name in _model_names(args.model):
+        with _bar(None, f"calibrating {name}") as bar:
+            card = reports.recalibrate(Predictor.load(name), _data_dir(args.data), progress=bar)
+        v = card["validation"]
+        print(f"{name}: calibration {card['calibration']}, operating points {card['operating_points']}; "
+              f"validation AUC {v['auc']:.4f}, accuracy {v['accuracy']:.4f}, ECE {v['ece']:.4f}")
+    return 0
+
+
 def cmd_fit_detector(args) -> int:
     from core import data, registry
     from core.quality import DETECTOR_FILE, DETECTOR_SPEC, XrayDetector
@@ -225,6 +238,11 @@ def build_parser() -> argparse.ArgumentParser:
     download.add_argument("--base-url", default=None, help="mirror of the TFRecords (default: TensorFlow's storage)")
     download.add_argument("--splits", nargs="+", default=["train", "test"])
     download.set_defaults(run=cmd_download)
+
+    calibrate = commands.add_parser("calibrate", help="refit calibration and operating points on validation")
+    calibrate.add_argument("--data", help="data folder in Kaggle layout")
+    calibrate.add_argument("--model", help="a model name, 'all', or the default model when left out")
+    calibrate.set_defaults(run=cmd_calibrate)
 
     detector = commands.add_parser("fit-detector", help="fit the not-a-chest-X-ray check on real X-rays")
     detector.add_argument("--data", help="data folder in Kaggle layout")

@@ -6,6 +6,7 @@ from sklearn.metrics import confusion_matrix, precision_recall_curve, roc_auc_sc
 
 # The screening operating point must miss at most 2% of pneumonia cases.
 SCREENING_SENSITIVITY = 0.98
+BALANCED_TOLERANCE = 0.01
 CALIBRATION_BINS = 10
 CURVE_POINTS = 200
 BOOTSTRAP_ROUNDS = 1000
@@ -46,14 +47,18 @@ def auc(labels: np.ndarray, probabilities: np.ndarray) -> float:
 def choose_operating_points(labels: np.ndarray, probabilities: np.ndarray) -> dict[str, float]:
     """Thresholds chosen on validation data.
 
-    balanced: the maximum of Youden's J (sensitivity + specificity - 1).
+    balanced: the middle of the thresholds whose Youden's J (sensitivity +
+    specificity - 1) is within BALANCED_TOLERANCE of the best. With a near-perfect
+    validation ROC many thresholds tie; the single argmax sits at an edge of that
+    plateau, while its middle leaves room on both sides for data from elsewhere.
     screening: the highest threshold that still keeps sensitivity >= 0.98,
     so the fewest healthy children are recalled for that sensitivity.
     """
     fpr, tpr, thresholds = roc_curve(labels, probabilities)
     finite = np.isfinite(thresholds)
     fpr, tpr, thresholds = fpr[finite], tpr[finite], thresholds[finite]
-    balanced = thresholds[int(np.argmax(tpr - fpr))]
+    youden = tpr - fpr
+    balanced = float(np.median(thresholds[youden >= youden.max() - BALANCED_TOLERANCE]))
     meets = np.flatnonzero(tpr >= SCREENING_SENSITIVITY)
     screening = thresholds[meets[0]] if meets.size else thresholds[-1]
     return {"balanced": float(balanced), "screening": float(screening)}
@@ -78,13 +83,21 @@ def expected_calibration_error(labels: np.ndarray, probabilities: np.ndarray,
     return float(error), diagram
 
 
-def fit_temperature(labels: np.ndarray, probabilities: np.ndarray) -> float:
-    """The temperature T minimising log-loss of sigmoid(logit / T) (Guo et al. 2017)."""
-    logits = logit(probabilities)
-    labels = np.asarray(labels, float)
-    candidates = np.exp(np.linspace(np.log(0.25), np.log(8.0), 300))
-    losses = [log_loss(labels, sigmoid(logits / t)) for t in candidates]
-    return float(candidates[int(np.argmin(losses))])
+def fit_calibration(labels: np.ndarray, raw: np.ndarray) -> dict:
+    """Platt scaling on the logit: p = sigmoid(slope * logit(raw) + intercept).
+
+    Unlike a temperature alone, the intercept also undoes the shift that class
+    weights put into a model's outputs."""
+    from sklearn.linear_model import LogisticRegression
+
+    fitted = LogisticRegression(C=1e6).fit(logit(raw).reshape(-1, 1), np.asarray(labels))
+    return {"method": "platt", "slope": float(fitted.coef_[0, 0]), "intercept": float(fitted.intercept_[0])}
+
+
+def apply_calibration(raw: np.ndarray, calibration: dict | None) -> np.ndarray:
+    if not calibration:
+        return np.asarray(raw, np.float64)
+    return sigmoid(calibration["slope"] * logit(raw) + calibration["intercept"])
 
 
 def logit(probabilities: np.ndarray) -> np.ndarray:
@@ -168,3 +181,21 @@ def report(labels: np.ndarray, probabilities: np.ndarray, operating_points: dict
         "curves": curves(labels, probabilities),
     } | ({"predictions": {"labels": labels.astype(int).tolist(),
                           "probabilities": np.round(probabilities, 6).tolist()}} if include_predictions else {})
+
+
+def validation_evidence(labels: np.ndarray, raw: np.ndarray, groups: list[str]) -> tuple[dict, dict, dict]:
+    """Calibration, operating points and the validation report, all from one validation split."""
+    calibration = fit_calibration(labels, raw)
+    probabilities = apply_calibration(raw, calibration)
+    points = choose_operating_points(labels, probabilities)
+    validation = report(labels, probabilities, points, include_predictions=True)
+    validation["bootstrap_95ci"] = bootstrap_intervals(labels, probabilities, points["balanced"], groups)
+    validation["ece_uncalibrated"] = expected_calibration_error(labels, raw)[0]
+    return calibration, points, validation
+
+
+def card_summary(validation: dict) -> dict:
+    """The headline validation numbers that a model card carries."""
+    keys = ("n", "accuracy", "sensitivity", "specificity", "precision", "f1", "auc", "ece", "ece_uncalibrated",
+            "bootstrap_95ci")
+    return {"split": "validation (patient-level)", **{k: validation[k] for k in keys}}

@@ -11,7 +11,7 @@ import numpy as np
 import tensorflow as tf
 
 from core import registry
-from core.evaluation import logit, sigmoid
+from core.evaluation import apply_calibration
 from core.imaging import PreprocessSpec, decode_image, preprocess
 from core.quality import XrayDetector, check_chest_xray
 
@@ -34,13 +34,6 @@ class ScreeningResult:
         return asdict(self)
 
 
-def calibrate(probabilities: np.ndarray, temperature: float) -> np.ndarray:
-    """Temperature scaling of the model's output, fitted on validation data."""
-    if temperature == 1.0:
-        return np.asarray(probabilities, np.float64)
-    return sigmoid(logit(probabilities) / temperature)
-
-
 class Predictor:
     """Thread-safe: one model, shared by every session of the dashboard."""
 
@@ -50,7 +43,7 @@ class Predictor:
         self.card = card
         self.name: str = card["name"]
         self.spec = PreprocessSpec.from_dict(card["preprocess"])
-        self.temperature = float(card.get("temperature", 1.0))
+        self.calibration: dict | None = card.get("calibration")
         self.operating_points: dict[str, float] = card["operating_points"]
         signature = tf.TensorSpec([None, self.spec.size, self.spec.size, 1], tf.float32)
         # One traced graph for every batch size: no retracing, no per-call
@@ -63,11 +56,14 @@ class Predictor:
         model, card = registry.load_model(name or registry.default_model_name(directory), directory)
         return cls(model, card, registry.load_detector(directory))
 
+    def raw_probabilities(self, inputs: np.ndarray) -> np.ndarray:
+        """The model's own sigmoid outputs for a batch of preprocessed inputs."""
+        with self._lock:
+            return self._forward(tf.convert_to_tensor(inputs, tf.float32)).numpy().reshape(-1)
+
     def probabilities(self, inputs: np.ndarray) -> np.ndarray:
         """Calibrated pneumonia probabilities for a batch of preprocessed inputs."""
-        with self._lock:
-            raw = self._forward(tf.convert_to_tensor(inputs, tf.float32)).numpy()
-        return calibrate(raw.reshape(-1), self.temperature)
+        return apply_calibration(self.raw_probabilities(inputs), self.calibration)
 
     def label_for(self, probability: float, operating_point: str = "balanced") -> str:
         return LABELS[int(probability >= self.operating_points[operating_point])]

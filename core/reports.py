@@ -5,7 +5,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from core import data, evaluation, explain
+from core import data, evaluation, explain, registry
 from core.predictor import Predictor
 
 BATCH_SIZE = 64
@@ -44,6 +44,23 @@ def evaluate(predictor: Predictor, scored: Scored, split: str, is_default: bool,
     record = evaluation.report(scored.labels, scored.probabilities, predictor.operating_points, include_predictions)
     return {"model": predictor.name, "default": is_default, "split": split, **record,
             "unreadable": scored.unreadable}
+
+
+def recalibrate(predictor: Predictor, data_dir, progress=None) -> dict:
+    """Refit calibration and operating points of a trained model on its validation split,
+    as training does, and store them in its card and validation report."""
+    seed = predictor.card["training"]["split"]["seed"]
+    loaded = data.load_set(split_examples(data_dir, "validation", seed), predictor.spec, progress=progress)
+    raw = np.concatenate([predictor.raw_probabilities(loaded.inputs[i:i + BATCH_SIZE])
+                          for i in range(0, len(loaded.labels), BATCH_SIZE)])
+    calibration, points, validation = evaluation.validation_evidence(
+        loaded.labels, raw, [e.patient for e in loaded.examples])
+    name = predictor.name
+    for section, value in (("calibration", calibration), ("operating_points", points),
+                           ("validation", evaluation.card_summary(validation))):
+        card = registry.update_card(name, section, value)
+    registry.save_report(name, "validation", {"model": name, "split": "validation (patient-level)", **validation})
+    return card
 
 
 def top_losses(scored: Scored, count: int) -> list[dict]:

@@ -17,7 +17,6 @@ import tensorflow as tf
 from tqdm import tqdm
 
 from core import data, evaluation, registry
-from core.predictor import calibrate
 from core.zoo import Recipe, get_architecture
 
 AUTOTUNE = tf.data.AUTOTUNE
@@ -190,14 +189,8 @@ def train(config: TrainConfig, log=print) -> dict:
         model.load_weights(best)
 
     raw = model.predict(val_ds, verbose=0).reshape(-1)
-    temperature = evaluation.fit_temperature(val_set.labels, raw)
-    probabilities = calibrate(raw, temperature)
-    points = evaluation.choose_operating_points(val_set.labels, probabilities)
-    validation = evaluation.report(val_set.labels, probabilities, points, include_predictions=True)
-    groups = [e.patient for e in val_set.examples]
-    validation["bootstrap_95ci"] = evaluation.bootstrap_intervals(val_set.labels, probabilities,
-                                                                  points["balanced"], groups)
-    validation["ece_uncalibrated"] = evaluation.expected_calibration_error(val_set.labels, raw)[0]
+    calibration, points, validation = evaluation.validation_evidence(
+        val_set.labels, raw, [e.patient for e in val_set.examples])
     epochs_run = len(history.history["loss"])
     card = {
         "name": name,
@@ -207,8 +200,8 @@ def train(config: TrainConfig, log=print) -> dict:
         "preprocess": arch.preprocess.to_dict(),
         "parameters": int(model.count_params()),
         "labels": list(data.CLASS_NAMES),
-        "output": "sigmoid probability of PNEUMONIA, then temperature scaling",
-        "temperature": temperature,
+        "output": "sigmoid probability of PNEUMONIA, then Platt calibration fitted on validation",
+        "calibration": calibration,
         "operating_points": points,
         "training": {
             "command": "python -m core " + " ".join(sys.argv[1:]),
@@ -230,8 +223,7 @@ def train(config: TrainConfig, log=print) -> dict:
             "tensorflow": tf.__version__,
             "keras": keras.__version__,
         },
-        "validation": {"split": "validation (patient-level)", **{k: validation[k] for k in ("n", "accuracy", "sensitivity", "specificity", "precision",
-                                                  "f1", "auc", "ece", "ece_uncalibrated", "bootstrap_95ci")}},
+        "validation": evaluation.card_summary(validation),
         "intended_use": "Screening aid for paediatric chest X-rays; a clinician makes the diagnosis.",
     }
     card = registry.save_model(model, card, config.models_dir)

@@ -1,41 +1,18 @@
 """Shared fixtures: synthetic images and data sets (never the real X-rays), a tiny trained model."""
 from __future__ import annotations
 
-import io
 import os
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import numpy as np
 import pytest
-from PIL import Image
 
 from core import data
+from core.synthetic import chest_xray as xray_like  # noqa: F401  shared by the test modules
+from core.synthetic import encode
 
 TINY_SIZE = 32
-
-
-def xray_like(seed: int, pneumonia: bool, size: int = 96) -> np.ndarray:
-    """A drawn chest-like radiograph: torso, two dark lung fields, spine, abdomen;
-    pneumonia adds an opacity in the right lung. Passes the chest-layout check."""
-    rng = np.random.default_rng(seed)
-    y, x = np.mgrid[0:size, 0:size] / size
-    half_width = 0.30 + 0.16 * np.clip(y / 0.3, 0, 1)  # shoulders widen the torso below the neck
-    body = 1 / (1 + np.exp(-(half_width - np.abs(x - 0.5)) * 30))
-    lungs = sum(np.exp(-(((x - cx) / 0.12) ** 2 + ((y - 0.47) / 0.24) ** 4)) for cx in (0.31, 0.69))
-    spine = np.exp(-((x - 0.5) / 0.08) ** 2)
-    abdomen = 1 / (1 + np.exp(-(y - 0.8) * 25))
-    pixels = 30 + 160 * body - 110 * lungs * body + 50 * spine * body + 40 * abdomen + rng.normal(0, 6, (size, size))
-    if pneumonia:
-        pixels += 80 * np.exp(-(((x - 0.68) / 0.08) ** 2 + ((y - 0.55) / 0.1) ** 2))
-    return np.clip(pixels, 0, 255).astype(np.uint8)
-
-
-def encode(pixels: np.ndarray, fmt: str = "JPEG", **options) -> bytes:
-    buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, format=fmt, **options)
-    return buffer.getvalue()
 
 
 def make_dataset(root: Path, split: str = "train", per_class: int = 24, size: int = 96) -> Path:

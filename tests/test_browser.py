@@ -1,54 +1,21 @@
 """End to end in a real browser: `streamlit run` on loopback, driven by Playwright in headless Chromium."""
-import os
-import shutil
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
-from pathlib import Path
+import asyncio
 
 import pytest
 
+from benchmarks.browser_load import run_sessions
+from benchmarks.streamlit_server import CHROMIUM, CHROMIUM_ARGS, ROOT, streamlit_server
 from conftest import encode, xray_like
 
-ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "artifacts"
-CHROMIUM = os.environ.get("CHROMIUM_PATH") or shutil.which("chromium") or shutil.which("chromium-browser")
-# Without these, Chromium keeps trying to reach Google's services, which this network refuses.
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-sync",
-                 "--disable-background-networking", "--disable-component-update"]
 
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="Chromium not installed (Debian package 'chromium')")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server():
-    port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "streamlit_app.py", "--server.port", str(port),
-         "--server.address", "127.0.0.1", "--server.headless", "true"],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        try:
-            if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).read() == b"ok":
-                break
-        except OSError:
-            time.sleep(0.5)
-    else:
-        process.kill()
-        pytest.fail("streamlit did not start: " + process.stdout.read().decode(errors="replace")[-2000:])
-    yield url
-    process.terminate()
-    process.wait(timeout=20)
+    with streamlit_server() as url:
+        yield url
 
 
 def test_upload_shows_probability_and_heat_map(server):
@@ -75,3 +42,8 @@ def test_upload_shows_probability_and_heat_map(server):
         assert probability.endswith("%")
         page.screenshot(path=str(ARTIFACTS / "browser_screen.png"), full_page=True)
         browser.close()
+
+
+def test_ten_simultaneous_sessions_all_get_results(server):
+    times = asyncio.run(run_sessions(server, 10))
+    assert len(times) == 10

@@ -47,13 +47,17 @@ def test_expected_calibration_error_by_hand():
     assert [b["count"] for b in diagram] == [2, 2]
 
 
-def test_temperature_scaling_softens_overconfidence():
+def test_platt_calibration_undoes_shift_and_overconfidence():
     rng = np.random.default_rng(0)
     true_p = np.where(rng.random(4000) < 0.5, 0.75, 0.25)
-    labels = (rng.random(4000) < true_p).astype(int)  # the truth is 75% sure...
-    overconfident = evaluation.sigmoid(evaluation.logit(true_p) * 3)  # ...the model says 97%
-    temperature = evaluation.fit_temperature(labels, overconfident)
-    assert temperature == pytest.approx(3.0, rel=0.1)
+    labels = (rng.random(4000) < true_p).astype(int)  # the truth is 75% or 25% sure...
+    raw = evaluation.sigmoid(evaluation.logit(true_p) * 3 - 1.0)  # ...the model is overconfident and shifted
+    calibration = evaluation.fit_calibration(labels, raw)
+    assert calibration["slope"] == pytest.approx(1 / 3, rel=0.15)
+    assert calibration["intercept"] == pytest.approx(1 / 3, abs=0.1)
+    fixed = evaluation.apply_calibration(raw, calibration)
+    assert evaluation.expected_calibration_error(labels, fixed)[0] < 0.03
+    assert evaluation.expected_calibration_error(labels, raw)[0] > 0.15
 
 
 def test_bootstrap_interval_contains_the_estimate():

@@ -8,7 +8,7 @@ import pytest
 from core import registry
 from core.predictor import Predictor
 
-CARD_KEYS = {"name", "architecture", "preprocess", "parameters", "temperature", "operating_points", "training",
+CARD_KEYS = {"name", "architecture", "preprocess", "parameters", "calibration", "operating_points", "training",
              "validation", "file", "file_bytes", "sha256"}
 
 

@@ -1,0 +1,64 @@
+"""Load on the real server: N browser sessions at once, each uploads an X-ray and waits for its result.
+
+Usage: python -m benchmarks.browser_load [--sessions 10]
+Prints each session's time from upload to result, and their median and maximum.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import time
+
+import numpy as np
+
+from benchmarks.streamlit_server import CHROMIUM, CHROMIUM_ARGS, streamlit_server
+from core.synthetic import chest_jpeg
+
+RESULT_TIMEOUT_MS = 180_000
+
+
+async def one_session(browser, url: str, index: int) -> float:
+    from playwright.async_api import expect
+
+    context = await browser.new_context(viewport={"width": 1200, "height": 900})
+    context.set_default_timeout(RESULT_TIMEOUT_MS)  # ten pages at once on two cores load slowly
+    page = await context.new_page()
+    await page.goto(url)
+    await page.get_by_role("link", name="Screen").click(timeout=RESULT_TIMEOUT_MS)
+    upload = page.locator('input[type="file"]')
+    await upload.wait_for(state="attached", timeout=RESULT_TIMEOUT_MS)
+    started = time.perf_counter()
+    await upload.set_input_files(files=[{"name": f"chest{index}.jpeg", "mimeType": "image/jpeg",
+                                         "buffer": chest_jpeg(index, index % 2 == 0, 512)}])
+    await expect(page.get_by_text("Probability of pneumonia")).to_be_visible(timeout=RESULT_TIMEOUT_MS)
+    await expect(page.get_by_text("Heat map: where the model sees pneumonia")).to_be_visible(timeout=RESULT_TIMEOUT_MS)
+    elapsed = time.perf_counter() - started
+    await context.close()
+    return elapsed
+
+
+async def run_sessions(url: str, sessions: int) -> list[float]:
+    from playwright.async_api import async_playwright
+
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        # Warm the server (model load, first trace) once, as a deployed app would be.
+        await one_session(browser, url, 0)
+        times = await asyncio.gather(*(one_session(browser, url, i) for i in range(1, sessions + 1)))
+        await browser.close()
+    return list(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--sessions", type=int, default=10)
+    args = parser.parse_args()
+    with streamlit_server() as url:
+        times = asyncio.run(run_sessions(url, args.sessions))
+    print(f"{len(times)} simultaneous sessions, all got a result")
+    print("seconds from upload to result:", " ".join(f"{t:.1f}" for t in sorted(times)))
+    print(f"median {np.median(times):.1f} s, max {max(times):.1f} s")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,33 @@
+"""Drawn chest-like radiographs for benchmarks, tests and demos: never a real patient's image."""
+from __future__ import annotations
+
+import io
+
+import numpy as np
+from PIL import Image
+
+
+def chest_xray(seed: int, pneumonia: bool, size: int = 96) -> np.ndarray:
+    """Torso, two dark lung fields, spine and abdomen as (size, size) uint8; pneumonia adds
+    an opacity in the right lung. Shaped so that it passes the chest-layout check."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:size, 0:size] / size
+    half_width = 0.30 + 0.16 * np.clip(y / 0.3, 0, 1)  # shoulders widen the torso below the neck
+    body = 1 / (1 + np.exp(-(half_width - np.abs(x - 0.5)) * 30))
+    lungs = sum(np.exp(-(((x - cx) / 0.12) ** 2 + ((y - 0.47) / 0.24) ** 4)) for cx in (0.31, 0.69))
+    spine = np.exp(-((x - 0.5) / 0.08) ** 2)
+    abdomen = 1 / (1 + np.exp(-(y - 0.8) * 25))
+    pixels = 30 + 160 * body - 110 * lungs * body + 50 * spine * body + 40 * abdomen + rng.normal(0, 6, (size, size))
+    if pneumonia:
+        pixels += 80 * np.exp(-(((x - 0.68) / 0.08) ** 2 + ((y - 0.55) / 0.1) ** 2))
+    return np.clip(pixels, 0, 255).astype(np.uint8)
+
+
+def encode(pixels: np.ndarray, fmt: str = "JPEG", **options) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format=fmt, **options)
+    return buffer.getvalue()
+
+
+def chest_jpeg(seed: int = 0, pneumonia: bool = False, size: int = 1024) -> bytes:
+    return encode(chest_xray(seed, pneumonia, size), "JPEG", quality=90)
