@@ -15,13 +15,64 @@ def _data_dir(value: str | None) -> Path:
     return chosen
 
 
+def _learning_rate(value: str) -> float | str:
+    return value if value == "auto" else float(value)
+
+
 def cmd_train(args) -> int:
     from core.train import TrainConfig, train
 
-    train(TrainConfig(arch=args.arch, data_dir=_data_dir(args.data), name=args.name, epochs=args.epochs,
-                      batch_size=args.batch_size, learning_rate=args.lr, size=args.size, seed=args.seed,
-                      weights=args.weights, max_train_images=args.max_train_images,
-                      models_dir=Path(args.models_dir) if args.models_dir else None))
+    config = {"recipe": {}}
+    if args.config:
+        from core.tuning import load_config
+
+        config = load_config(Path(args.config))
+    arch = args.arch or config.get("arch")
+    if not arch:
+        raise SystemExit("train needs --arch NAME or --config FILE")
+    extra = {"hyperparameters_from": config["hyperparameters_from"]} if "hyperparameters_from" in config else {}
+    train(TrainConfig(arch=arch, data_dir=_data_dir(args.data), name=args.name, epochs=args.epochs,
+                      batch_size=args.batch_size, learning_rate=None if args.lr in (None, "auto") else args.lr,
+                      size=args.size or config.get("size"), seed=args.seed, weights=args.weights,
+                      max_train_images=args.max_train_images, overrides=config["recipe"], lr_auto=args.lr == "auto",
+                      models_dir=Path(args.models_dir) if args.models_dir else None, **extra))
+    return 0
+
+
+def cmd_lr_find(args) -> int:
+    import json
+
+    from core.train import load_split
+    from core.tuning import find_learning_rate, lr_plot
+    from core.zoo import get_architecture
+
+    arch = get_architecture(args.arch, args.size)
+    train_set, _ = load_split(_data_dir(args.data), arch.preprocess, args.seed, args.max_train_images)
+    result = find_learning_rate(arch, arch.recipe, train_set, steps=args.steps)
+    for rate, loss in list(zip(result["rates"], result["smoothed"]))[:: max(1, len(result["rates"]) // 25)]:
+        print(f"  lr {rate:9.2e}  smoothed loss {loss:.4f}")
+    diverged = f"; the loss diverged at {result['diverged_at']:.2e}" if result["diverged_at"] else ""
+    print(f"suggested learning rate: {result['suggestion']:.2e} ({result['method']}){diverged}")
+    if args.plot:
+        lr_plot(result).write_html(args.plot)
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=1))
+    return 0
+
+
+def cmd_tune(args) -> int:
+    from core.tuning import SEARCH_SPACE, tune
+
+    print("search space: " + "; ".join(f"{k}: {v}" for k, v in SEARCH_SPACE.items()))
+    rows = tune(args.arch, _data_dir(args.data), args.trials, Path(args.dir), args.max_minutes, args.epochs,
+                max_train_images=args.max_train_images)
+    print(f"{'trial':<8}{'val AUC':>9}  hyper-parameters")
+    for row in rows:
+        params = ", ".join(f"{k}={v}" for k, v in row.items() if k not in ("trial", "val_auc"))
+        print(f"{row['trial']:<8}{row['val_auc']:>9.4f}  {params}")
+    if rows:
+        print(f"best configuration: {Path(args.dir) / (args.arch + '_best.json')} "
+              f"(train it with: python -m core train --config that file)")
     return 0
 
 
@@ -150,10 +201,14 @@ def cmd_explain(args) -> int:
     print(f"lung focus of {report['model']} ({report['method']}) on {args.split}; thorax box covers "
           f"{report['thorax_area_share']:.0%} of the image")
     for name, shares in report["classes"].items():
-        print(f"  {name:<10} inside {shares['inside']:.1%}  outside {shares['outside']:.1%}  "
-              f"top band {shares['top_band']:.1%}  ({shares['images']} images)")
+        if shares["images"]:
+            print(f"  {name:<10} inside {shares['inside']:.1%}  outside {shares['outside']:.1%}  "
+                  f"top band {shares['top_band']:.1%}  ({shares['images']} images, "
+                  f"{shares['blank_maps']} more with a blank map)")
+        else:
+            print(f"  {name:<10} all {shares['blank_maps']} heat maps blank (no evidence of pneumonia found)")
     if args.save_to_card:
-        registry.save_report(predictor.name, "lung_focus", {"split": args.split, **report})
+        registry.update_card(predictor.name, "lung_focus", {"split": args.split, **report})
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=1))
     return 0
@@ -192,12 +247,13 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     train = commands.add_parser("train", help="train a zoo architecture and write its model and card")
-    train.add_argument("--arch", required=True)
+    train.add_argument("--arch", help="architecture (see core/zoo.py); or give --config")
+    train.add_argument("--config", help="a JSON configuration, such as the best one `core tune` writes")
     train.add_argument("--data", help="data folder in Kaggle layout (default: $CXR_DATA_DIR or ../shared/data)")
     train.add_argument("--name", help="model name (default: the architecture's)")
     train.add_argument("--epochs", type=int)
     train.add_argument("--batch-size", type=int)
-    train.add_argument("--lr", type=float, help="initial learning rate")
+    train.add_argument("--lr", type=_learning_rate, help="initial learning rate, or 'auto' for the finder's suggestion")
     train.add_argument("--size", type=int, help="input size in pixels")
     train.add_argument("--seed", type=int, default=42)
     train.add_argument("--weights", default="none", help="'none' (from scratch), 'imagenet' or a weights file")
@@ -238,6 +294,27 @@ def build_parser() -> argparse.ArgumentParser:
     download.add_argument("--base-url", default=None, help="mirror of the TFRecords (default: TensorFlow's storage)")
     download.add_argument("--splits", nargs="+", default=["train", "test"])
     download.set_defaults(run=cmd_download)
+
+    lr_find = commands.add_parser("lr-find", help="learning-rate range test with a suggested rate")
+    lr_find.add_argument("--arch", required=True)
+    lr_find.add_argument("--data", help="data folder in Kaggle layout")
+    lr_find.add_argument("--size", type=int)
+    lr_find.add_argument("--steps", type=int, default=150)
+    lr_find.add_argument("--seed", type=int, default=42)
+    lr_find.add_argument("--max-train-images", type=int)
+    lr_find.add_argument("--plot", help="write the loss-against-rate plot to this HTML file")
+    lr_find.add_argument("--json", help="write the curve and suggestion to this file")
+    lr_find.set_defaults(run=cmd_lr_find)
+
+    tune = commands.add_parser("tune", help="hyper-parameter search (keras-tuner) on validation AUC")
+    tune.add_argument("--arch", required=True)
+    tune.add_argument("--data", help="data folder in Kaggle layout")
+    tune.add_argument("--trials", type=int, default=10)
+    tune.add_argument("--max-minutes", type=float, help="stop starting new trials after this long")
+    tune.add_argument("--epochs", type=int, default=3, help="epochs per trial")
+    tune.add_argument("--dir", default="tuning", help="search state and results; run again to resume")
+    tune.add_argument("--max-train-images", type=int, help="subsample the training split (quick searches)")
+    tune.set_defaults(run=cmd_tune)
 
     calibrate = commands.add_parser("calibrate", help="refit calibration and operating points on validation")
     calibrate.add_argument("--data", help="data folder in Kaggle layout")

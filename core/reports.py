@@ -78,13 +78,18 @@ def lung_focus(predictor: Predictor, scored: Scored, limit: int | None = 200) ->
     if limit and len(chosen) > limit:  # an even sample keeps the report quick on a CPU
         chosen = np.random.default_rng(0).choice(chosen, limit, replace=False)
     shares: dict[str, list[dict]] = {name: [] for name in data.CLASS_NAMES}
+    blank = {name: 0 for name in data.CLASS_NAMES}
     for i in chosen:
         heat = explain.explain(predictor.model, scored.inputs[i], method)
-        shares[data.CLASS_NAMES[scored.labels[i]]].append(explain.focus_shares(heat))
+        name = data.CLASS_NAMES[scored.labels[i]]
+        if heat.sum() <= 0:  # no evidence of pneumonia anywhere: nothing to place
+            blank[name] += 1
+            continue
+        shares[name].append(explain.focus_shares(heat))
     summary = {
-        name: {key: float(np.mean([s[key] for s in values])) for key in ("inside", "outside", "top_band")}
-        | {"images": len(values)}
-        for name, values in shares.items() if values
+        name: {key: float(np.mean([s[key] for s in values])) if values else None
+               for key in ("inside", "outside", "top_band")} | {"images": len(values), "blank_maps": blank[name]}
+        for name, values in shares.items()
     }
     inside_area = float(explain.thorax_mask(100, 100).mean())
     return {"model": predictor.name, "method": method, "thorax_box": list(explain.THORAX_BOX),

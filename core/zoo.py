@@ -146,6 +146,13 @@ def build_backbone(spec: PreprocessSpec, weights: str = "none") -> keras.Model:
         input_shape=(spec.size, spec.size, 3), include_top=False,
         weights=None if weights == "none" else weights,
         include_preprocessing=False, pooling="avg")
+    if weights == "none":
+        # keras.applications sets batch-norm momentum to 0.999, tuned for ImageNet's
+        # millions of steps; from scratch on a few thousand images the moving
+        # statistics never catch up and inference outputs a constant.
+        for layer in backbone.layers:
+            if isinstance(layer, layers.BatchNormalization):
+                layer.momentum = 0.9
     inputs = _gray_input(spec)
     # ImageNet weights expect [-1, 1] inputs.
     x = layers.Rescaling(2.0, offset=-1.0)(_to_rgb(inputs))
