@@ -8,7 +8,7 @@ import random
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import keras
@@ -35,6 +35,9 @@ class TrainConfig:
     weights: str = "none"
     max_train_images: int | None = None  # for quick experiments and tests
     models_dir: Path | None = None
+    overrides: dict = field(default_factory=dict)  # recipe fields, e.g. from `core tune`'s best config
+    lr_auto: bool = False  # run the learning-rate finder first and use its suggestion
+    hyperparameters_from: str = "hand-set recipe in core/zoo.py"
 
 
 def pick_strategy() -> tuple[tf.distribute.Strategy, str]:
@@ -133,46 +136,64 @@ def hardware() -> str:
     return f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, {devices}"
 
 
-def train(config: TrainConfig, log=print) -> dict:
-    """Train one architecture on the patient-level split and write model, card and reports."""
-    set_seeds(config.seed)
-    arch = get_architecture(config.arch, config.size)
-    recipe = replace(arch.recipe, **{k: v for k, v in {
-        "epochs": config.epochs, "batch_size": config.batch_size, "learning_rate": config.learning_rate,
-    }.items() if v is not None})
-    name = config.name or config.arch
-    strategy, strategy_name = pick_strategy()
-    log(f"strategy: {strategy_name} ({type(strategy).__name__}), replicas: {strategy.num_replicas_in_sync}")
-
-    examples = data.list_examples(config.data_dir, "train")
-    train_examples, val_examples = data.split_by_patient(examples, seed=config.seed)
-    if config.max_train_images:
-        train_examples = random.Random(config.seed).sample(train_examples,
-                                                           min(config.max_train_images, len(train_examples)))
+def load_split(data_dir, spec, seed: int, max_train_images: int | None = None, log=print
+               ) -> tuple[data.LoadedSet, data.LoadedSet]:
+    """The patient-level (train, validation) split of DIR/train, decoded and preprocessed."""
+    train_examples, val_examples = data.split_by_patient(data.list_examples(data_dir, "train"), seed=seed)
+    if max_train_images:
+        train_examples = random.Random(seed).sample(train_examples, min(max_train_images, len(train_examples)))
     log(f"data: {len(train_examples)} training and {len(val_examples)} validation images "
         f"({len({e.patient for e in val_examples})} validation patients)")
     loading = time.perf_counter()
     with tqdm(total=len(train_examples) + len(val_examples), desc="reading images", file=sys.stderr,
               disable=None) as bar:
-        train_set = data.load_set(train_examples, arch.preprocess, progress=bar)
-        val_set = data.load_set(val_examples, arch.preprocess, progress=bar)
+        train_set = data.load_set(train_examples, spec, progress=bar)
+        val_set = data.load_set(val_examples, spec, progress=bar)
     log(f"read in {time.perf_counter() - loading:.0f} s")
+    return train_set, val_set
+
+
+def compile_model(arch, recipe: Recipe, steps_per_epoch: int, weights: str = "none") -> keras.Model:
+    """The architecture built and compiled with its recipe (call inside a strategy scope)."""
+    model = arch.build(arch.preprocess, weights)
+    schedule = learning_rate(recipe, recipe.learning_rate, steps_per_epoch, recipe.epochs)
+    optimizer = (keras.optimizers.AdamW(schedule, weight_decay=recipe.weight_decay)
+                 if recipe.weight_decay else keras.optimizers.Adam(schedule))
+    model.compile(
+        optimizer=optimizer,
+        loss=keras.losses.BinaryCrossentropy(label_smoothing=recipe.label_smoothing),
+        metrics=["accuracy", keras.metrics.AUC(name="auc"),
+                 keras.metrics.Precision(name="precision"), keras.metrics.Recall(name="recall")],
+    )
+    return model
+
+
+def train(config: TrainConfig, log=print) -> dict:
+    """Train one architecture on the patient-level split and write model, card and reports."""
+    set_seeds(config.seed)
+    arch = get_architecture(config.arch, config.size)
+    recipe = replace(arch.recipe, **{**config.overrides, **{k: v for k, v in {
+        "epochs": config.epochs, "batch_size": config.batch_size, "learning_rate": config.learning_rate,
+    }.items() if v is not None}})
+    name = config.name or config.arch
+    strategy, strategy_name = pick_strategy()
+    log(f"strategy: {strategy_name} ({type(strategy).__name__}), replicas: {strategy.num_replicas_in_sync}")
+    train_set, val_set = load_split(config.data_dir, arch.preprocess, config.seed, config.max_train_images, log)
+    hyperparameters_from = config.hyperparameters_from
+    if config.lr_auto:
+        from core.tuning import find_learning_rate
+
+        found = find_learning_rate(arch, recipe, train_set, strategy=strategy)
+        recipe = replace(recipe, learning_rate=found["suggestion"])
+        hyperparameters_from += f"; learning rate {found['suggestion']:.2e} from the finder ({found['method']})"
+        log(f"learning-rate finder suggests {found['suggestion']:.2e} ({found['method']})")
 
     batch = recipe.batch_size * strategy.num_replicas_in_sync
     train_ds = make_dataset(train_set.inputs, train_set.labels, batch, True, recipe.augment, config.seed)
     val_ds = make_dataset(val_set.inputs, val_set.labels, batch, False)
     steps = int(np.ceil(len(train_set.labels) / batch))
     with strategy.scope():
-        model = arch.build(arch.preprocess, config.weights)
-        schedule = learning_rate(recipe, recipe.learning_rate, steps, recipe.epochs)
-        optimizer = (keras.optimizers.AdamW(schedule, weight_decay=recipe.weight_decay)
-                     if recipe.weight_decay else keras.optimizers.Adam(schedule))
-        model.compile(
-            optimizer=optimizer,
-            loss=keras.losses.BinaryCrossentropy(label_smoothing=recipe.label_smoothing),
-            metrics=["accuracy", keras.metrics.AUC(name="auc"),
-                     keras.metrics.Precision(name="precision"), keras.metrics.Recall(name="recall")],
-        )
+        model = compile_model(arch, recipe, steps, config.weights)
     weights = data.class_weights(train_set.labels)
     with tempfile.TemporaryDirectory() as scratch:
         best = Path(scratch) / "best.weights.h5"
@@ -207,7 +228,7 @@ def train(config: TrainConfig, log=print) -> dict:
             "command": "python -m core " + " ".join(sys.argv[1:]),
             "recipe": asdict(recipe),
             "weights": config.weights,
-            "hyperparameters_from": "hand-set recipe in core/zoo.py",
+            "hyperparameters_from": hyperparameters_from,
             "class_weights": {data.CLASS_NAMES[k]: v for k, v in weights.items()},
             "data_dir": Path(config.data_dir).name,
             "split": {"by": "patient", "validation_fraction": data.VALIDATION_FRACTION, "seed": config.seed},
