@@ -54,3 +54,20 @@ def test_manifest_default_is_the_best_validation_auc(tiny_models, tmp_path):
     better = {**card, "name": "better", "file": "better.keras", "validation": {**card["validation"], "auc": 2.0}}
     (folder / "better.json").write_text(json.dumps(better))
     assert registry.update_manifest(folder) == {"default": "better", "models": ["better", "cnn_small"]}
+
+
+def test_backbone_loads_pretrained_weights_from_a_file(tmp_path):
+    """`--weights` takes 'imagenet' (Keras' published file, needs the internet) or a local weights file."""
+    import numpy as np
+
+    from core.zoo import get_architecture
+
+    arch = get_architecture("backbone", size=64)
+    donor = keras.applications.MobileNetV3Small(input_shape=(64, 64, 3), include_top=False, weights=None,
+                                                include_preprocessing=False, pooling="avg")
+    path = tmp_path / "pretrained.weights.h5"
+    donor.save_weights(path)
+    model = arch.build(arch.preprocess, str(path))
+    nested = next(layer for layer in model.layers if isinstance(layer, keras.Model))
+    for mine, theirs in zip(nested.get_weights(), donor.get_weights()):
+        np.testing.assert_array_equal(mine, theirs)
