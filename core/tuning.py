@@ -16,6 +16,7 @@ from core.zoo import Architecture, Recipe, get_architecture
 LR_MIN, LR_MAX = 1e-6, 1.0
 LR_STEPS = 150
 SMOOTHING = 0.98  # exponential moving average of the loss, bias-corrected (as fastai's lr_find)
+SKIP_START = 10  # the first steps' smoothed loss is mostly noise of the bias correction (fastai skips them too)
 DIVERGENCE = 4.0  # stop once the smoothed loss exceeds this multiple of its minimum
 
 
@@ -46,7 +47,8 @@ def suggest(rates: np.ndarray, smoothed: np.ndarray) -> tuple[float, str]:
 
     Falls back to one tenth of the rate at the minimum when the curve is too short to
     have a slope."""
-    rates, smoothed = np.asarray(rates), np.asarray(smoothed)
+    skip = SKIP_START if len(rates) > 3 * SKIP_START else 0
+    rates, smoothed = np.asarray(rates)[skip:], np.asarray(smoothed)[skip:]
     minimum = int(np.argmin(smoothed))
     if minimum >= 3:
         slopes = np.gradient(smoothed[:minimum + 1], np.log(rates[:minimum + 1]))

@@ -3,7 +3,7 @@ import numpy as np
 import plotly.graph_objects as go
 import streamlit as st
 
-from core import data, evaluation, explain, registry, reports
+from core import data, evaluation, explain, registry, reports, tuning
 from pages.common import card_summary, cards, confusion_figure, line_figure, predictor, report
 
 st.title("Model comparison")
@@ -63,6 +63,21 @@ with curves_tab:
             figure.add_trace(go.Scatter(x=epochs, y=history[f"val_{metric}"], mode="lines+markers",
                                         line={"dash": "dash"}, name=f"{name} validation"))
     st.plotly_chart(figure, width="stretch")
+
+st.subheader("Learning-rate finder and hyper-parameter search")
+st.caption("From `python -m core lr-find --arch NAME --json models/NAME.lr_find.json` and "
+           "`python -m core tune --arch NAME` (its results table copied to models/NAME.tune.json).")
+for name in chosen:
+    found, search = report(name, "lr_find"), report(name, "tune")
+    if found:
+        st.plotly_chart(tuning.lr_plot(found), width="stretch")
+        st.caption(f"{name}: suggested {found['suggestion']:.2e} ({found['method']}); the card's rate came from: "
+                   f"{next(c for c in all_cards if c['name'] == name)['training']['hyperparameters_from']}.")
+    if search:
+        st.markdown(f"**{name}**: search trials, best validation AUC first")
+        st.dataframe(search, hide_index=True, width="stretch")
+if not any(report(name, "lr_find") or report(name, "tune") for name in chosen):
+    st.info("No finder or search results are stored for the chosen models.")
 
 st.subheader("Threshold trade-off")
 focus = st.selectbox("Model", names, key="threshold_model")

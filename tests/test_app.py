@@ -89,3 +89,10 @@ def test_explain_page_shows_heat_map_and_activations():
     app.run()
     assert not app.exception
     assert any(s.value == "Activation maps" for s in app.subheader)
+
+
+def test_compare_page_shows_training_curves_and_tuning_sections():
+    app = page("compare")
+    headers = [s.value for s in app.subheader]
+    assert "Learning-rate finder and hyper-parameter search" in headers and "Threshold trade-off" in headers
+    assert "Training curves" in [t.label for t in app.tabs]
