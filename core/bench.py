@@ -9,7 +9,6 @@ from core import explain, registry
 from core.imaging import decode_image, preprocess
 from core.predictor import Predictor
 from core.synthetic import chest_jpeg
-from core.train import hardware  # noqa: F401  re-exported: benchmarks record where they ran
 
 REFERENCE_MODEL = "keras_io"
 

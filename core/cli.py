@@ -151,10 +151,11 @@ def _write_heatmaps(predictor, rows, folder: Path) -> None:
 
 def cmd_bench(args) -> int:
     from core import bench, registry
+    from core.train import hardware
 
     rows = bench.run(args.model and [args.model], runs=args.runs)
     if args.save:
-        registry.save_shared(registry.BENCHMARK, {"hardware": bench.hardware(), "rows": rows})
+        registry.save_shared(registry.BENCHMARK, {"hardware": hardware(), "rows": rows})
     print(f"{'model':<12}{'params':>10}{'MB':>7}{'p50 ms':>8}{'p95 ms':>8}{'img/s':>8}{'explain ms':>11}{'vs keras_io':>12}")
     for r in rows:
         ratio = f"{r['p50_vs_keras_io']:.2f}x" if r["p50_vs_keras_io"] else "-"
@@ -242,6 +243,10 @@ def cmd_fit_detector(args) -> int:
     return 0
 
 
+def _add_data(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data", help="data folder in Kaggle layout (default: $CXR_DATA_DIR or ../shared/data)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m core", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -249,7 +254,7 @@ def build_parser() -> argparse.ArgumentParser:
     train = commands.add_parser("train", help="train a zoo architecture and write its model and card")
     train.add_argument("--arch", help="architecture (see core/zoo.py); or give --config")
     train.add_argument("--config", help="a JSON configuration, such as the best one `core tune` writes")
-    train.add_argument("--data", help="data folder in Kaggle layout (default: $CXR_DATA_DIR or ../shared/data)")
+    _add_data(train)
     train.add_argument("--name", help="model name (default: the architecture's)")
     train.add_argument("--epochs", type=int)
     train.add_argument("--batch-size", type=int)
@@ -262,7 +267,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.set_defaults(run=cmd_train)
 
     evaluate = commands.add_parser("evaluate", help="metrics of models on a data set split")
-    evaluate.add_argument("--data", help="data folder in Kaggle layout")
+    _add_data(evaluate)
     evaluate.add_argument("--split", default="test", help="a folder split, or 'validation': the patient-level "
                           "hold-out of train that training used")
     evaluate.add_argument("--model", help="a model name, 'all', or the default model when left out")
@@ -297,7 +302,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     lr_find = commands.add_parser("lr-find", help="learning-rate range test with a suggested rate")
     lr_find.add_argument("--arch", required=True)
-    lr_find.add_argument("--data", help="data folder in Kaggle layout")
+    _add_data(lr_find)
     lr_find.add_argument("--size", type=int)
     lr_find.add_argument("--steps", type=int, default=150)
     lr_find.add_argument("--seed", type=int, default=42)
@@ -308,7 +313,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     tune = commands.add_parser("tune", help="hyper-parameter search (keras-tuner) on validation AUC")
     tune.add_argument("--arch", required=True)
-    tune.add_argument("--data", help="data folder in Kaggle layout")
+    _add_data(tune)
     tune.add_argument("--trials", type=int, default=10)
     tune.add_argument("--max-minutes", type=float, help="stop starting new trials after this long")
     tune.add_argument("--epochs", type=int, default=3, help="epochs per trial")
@@ -317,17 +322,17 @@ def build_parser() -> argparse.ArgumentParser:
     tune.set_defaults(run=cmd_tune)
 
     calibrate = commands.add_parser("calibrate", help="refit calibration and operating points on validation")
-    calibrate.add_argument("--data", help="data folder in Kaggle layout")
+    _add_data(calibrate)
     calibrate.add_argument("--model", help="a model name, 'all', or the default model when left out")
     calibrate.set_defaults(run=cmd_calibrate)
 
     detector = commands.add_parser("fit-detector", help="fit the not-a-chest-X-ray check on real X-rays")
-    detector.add_argument("--data", help="data folder in Kaggle layout")
+    _add_data(detector)
     detector.add_argument("--seed", type=int, default=42, help="patient split seed (as in training)")
     detector.set_defaults(run=cmd_fit_detector)
 
     explain = commands.add_parser("explain", help="lung-focus report: where the heat maps fall, per class")
-    explain.add_argument("--data", help="data folder in Kaggle layout")
+    _add_data(explain)
     explain.add_argument("--split", default="validation", help="a folder split, or 'validation' (the default): "
                          "the patient-level hold-out of train")
     explain.add_argument("--model", help="model name (default: the manifest's default)")

@@ -67,8 +67,10 @@ with curves_tab:
 st.subheader("Learning-rate finder and hyper-parameter search")
 st.caption("From `python -m core lr-find --arch NAME --json models/NAME.lr_find.json` and "
            "`python -m core tune --arch NAME` (its results table copied to models/NAME.tune.json).")
+shown = False
 for name in chosen:
     found, search = report(name, "lr_find"), report(name, "tune")
+    shown = shown or bool(found or search)
     if found:
         st.plotly_chart(tuning.lr_plot(found), width="stretch")
         st.caption(f"{name}: suggested {found['suggestion']:.2e} ({found['method']}); the card's rate came from: "
@@ -76,7 +78,7 @@ for name in chosen:
     if search:
         st.markdown(f"**{name}**: search trials, best validation AUC first")
         st.dataframe(search, hide_index=True, width="stretch")
-if not any(report(name, "lr_find") or report(name, "tune") for name in chosen):
+if not shown:
     st.info("No finder or search results are stored for the chosen models.")
 
 st.subheader("Threshold trade-off")
