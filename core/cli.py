@@ -31,12 +31,35 @@ def cmd_train(args) -> int:
     if not arch:
         raise SystemExit("train needs --arch NAME or --config FILE")
     extra = {"hyperparameters_from": config["hyperparameters_from"]} if "hyperparameters_from" in config else {}
+    if args.set:
+        extra.setdefault("hyperparameters_from", "hand-set recipe in core/zoo.py")
+        extra["hyperparameters_from"] += "; set on the command line: " + ", ".join(args.set)
     train(TrainConfig(arch=arch, data_dir=_data_dir(args.data), name=args.name, epochs=args.epochs,
                       batch_size=args.batch_size, learning_rate=None if args.lr in (None, "auto") else args.lr,
                       size=args.size or config.get("size"), seed=args.seed, weights=args.weights,
-                      max_train_images=args.max_train_images, overrides=config["recipe"], lr_auto=args.lr == "auto",
+                      max_train_images=args.max_train_images, overrides={**config["recipe"], **_recipe_settings(args.set)}, lr_auto=args.lr == "auto",
                       models_dir=Path(args.models_dir) if args.models_dir else None, **extra))
     return 0
+
+
+def _recipe_settings(settings: list[str]) -> dict:
+    """`--set mixup=0.2 --set sampling=balanced` as recipe overrides, typed like the Recipe's fields."""
+    import dataclasses
+
+    from core.zoo import Recipe
+
+    fields = {f.name: type(getattr(Recipe(), f.name)) for f in dataclasses.fields(Recipe)}
+    overrides = {}
+    for setting in settings:
+        key, _, value = setting.partition("=")
+        if key not in fields or not value:
+            raise SystemExit(f"--set {setting}: expected FIELD=VALUE with FIELD one of {', '.join(fields)}")
+        try:
+            overrides[key] = (tuple(float(v) for v in value.split(",")) if fields[key] is tuple
+                              else fields[key](value))
+        except ValueError:
+            raise SystemExit(f"--set {setting}: {value!r} is not a valid {fields[key].__name__}") from None
+    return overrides
 
 
 def cmd_lr_find(args) -> int:
@@ -261,6 +284,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--lr", type=_learning_rate, help="initial learning rate, or 'auto' for the finder's suggestion")
     train.add_argument("--size", type=int, help="input size in pixels")
     train.add_argument("--seed", type=int, default=42)
+    train.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                       help="override a recipe field (see Recipe in core/zoo.py), e.g. --set mixup=0.2 "
+                       "or --set test_time_zooms=1,1.12,0.9")
     train.add_argument("--weights", default="none", help="'none' (from scratch), 'imagenet' or a weights file")
     train.add_argument("--max-train-images", type=int, help="subsample the training split (quick runs)")
     train.add_argument("--models-dir", help="where to write the model (default: models/)")

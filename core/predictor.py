@@ -10,7 +10,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from core import registry
+from core import registry, tta
 from core.evaluation import apply_calibration
 from core.imaging import PreprocessSpec, decode_image, preprocess
 from core.quality import XrayDetector, check_chest_xray
@@ -45,10 +45,11 @@ class Predictor:
         self.spec = PreprocessSpec.from_dict(card["preprocess"])
         self.calibration: dict | None = card.get("calibration")
         self.operating_points: dict[str, float] = card["operating_points"]
+        self.test_time_zooms: list[float] = card.get("test_time_zooms", [1.0])
         signature = tf.TensorSpec([None, self.spec.size, self.spec.size, 1], tf.float32)
         # One traced graph for every batch size: no retracing, no per-call
         # overhead of Model.predict, and no state shared between threads.
-        self._forward = tf.function(lambda x: self.model(x, training=False), input_signature=[signature])
+        self._forward = tf.function(tta.averaged(model, self.test_time_zooms), input_signature=[signature])
         self._lock = threading.Lock()
 
     @classmethod
@@ -57,7 +58,7 @@ class Predictor:
         return cls(model, card, registry.load_detector(directory))
 
     def raw_probabilities(self, inputs: np.ndarray) -> np.ndarray:
-        """The model's own sigmoid outputs for a batch of preprocessed inputs."""
+        """The model's sigmoid outputs (averaged over its test-time zooms) for a preprocessed batch."""
         with self._lock:
             return self._forward(tf.convert_to_tensor(inputs, tf.float32)).numpy().reshape(-1)
 

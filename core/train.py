@@ -16,7 +16,7 @@ import numpy as np
 import tensorflow as tf
 from tqdm import tqdm
 
-from core import data, evaluation, registry
+from core import data, evaluation, registry, tta
 from core.zoo import Recipe, get_architecture
 
 AUTOTUNE = tf.data.AUTOTUNE
@@ -67,9 +67,19 @@ def set_seeds(seed: int) -> None:
 # Geometry: small rotations, shifts and zoom, as positioning varies. Intensity:
 # gamma, contrast and brightness, because exposure is what differs most
 # between hospital periods and machines (the withheld test set among them).
+# "framing" widens the zoom range: machines and radiographers frame the chest
+# more tightly or loosely, and a tighter crop was what most moved validation
+# specificity in the shift check (benchmarks/shift.py). "acquisition" adds what
+# else differs between detectors: sharpness (blur or unsharp masking) and noise.
+_STRONG = {"rotate": 0.05, "shift": 0.08, "zoom": 0.15, "gamma": 0.35, "contrast": 0.3, "brightness": 0.1}
+_WIDE_FRAMING = {"zoom": 0.3, "shift": 0.1}
+_DETECTOR = {"sharpness": 1.0, "noise": 0.03}
 _AUGMENT = {
     "light": {"rotate": 0.03, "shift": 0.05, "zoom": 0.08, "gamma": 0.0, "contrast": 0.1, "brightness": 0.05},
-    "strong": {"rotate": 0.05, "shift": 0.08, "zoom": 0.15, "gamma": 0.35, "contrast": 0.3, "brightness": 0.1},
+    "strong": _STRONG,
+    "framing": _STRONG | _WIDE_FRAMING,
+    "acquisition": _STRONG | _DETECTOR,
+    "robust": _STRONG | _WIDE_FRAMING | _DETECTOR,
 }
 
 
@@ -88,6 +98,14 @@ def augmenter(level: str, seed: int):
         images = geometry(images, training=True)
         n = tf.shape(images)[0]
         shape = tf.stack([n, 1, 1, 1])
+        if p.get("sharpness"):
+            # x + a * (x - blur(x)): a < 0 blurs (down to a 3x3 box blur at -1), a > 0 sharpens.
+            amount = tf.random.uniform(shape, -p["sharpness"], p["sharpness"])
+            blurred = tf.nn.avg_pool2d(images, 3, 1, "SAME")
+            images = images + amount * (images - blurred)
+        if p.get("noise"):
+            sigma = tf.random.uniform(shape, 0.0, p["noise"])
+            images = images + sigma * tf.random.normal(tf.shape(images))
         if p["gamma"]:
             gamma = tf.exp(tf.random.uniform(shape, -p["gamma"], p["gamma"]))
             images = tf.pow(tf.clip_by_value(images, 1e-6, 1.0), gamma)
@@ -99,16 +117,65 @@ def augmenter(level: str, seed: int):
     return apply
 
 
-def make_dataset(inputs: np.ndarray, labels: np.ndarray, batch_size: int, shuffle: bool,
-                 augment: str = "none", seed: int = 42) -> tf.data.Dataset:
-    ds = tf.data.Dataset.from_tensor_slices((inputs, labels.astype(np.float32)))
-    if shuffle:
+def mixer(alpha: float):
+    """Mixup (Zhang et al. 2018): convex combinations of pairs in a batch, labels and weights alike.
+
+    Soft targets between the classes keep the network from becoming
+    over-confident, the failure that costs specificity on a new hospital's data.
+    """
+
+    def apply(images, labels, weights):
+        n = tf.shape(images)[0]
+        # Beta(alpha, alpha) from two gamma draws; max(lam, 1 - lam) keeps each
+        # mixed image closer to its own label.
+        a = tf.random.gamma([n], alpha)
+        b = tf.random.gamma([n], alpha)
+        lam = a / (a + b)
+        lam = tf.maximum(lam, 1.0 - lam)
+        partner = tf.random.shuffle(tf.range(n))
+        mix = lambda t, w: w * t + (1.0 - w) * tf.gather(t, partner)
+        return (mix(images, tf.reshape(lam, [-1, 1, 1, 1])), mix(labels, lam), mix(weights, lam))
+
+    return apply
+
+
+def make_dataset(inputs: np.ndarray, labels: np.ndarray, batch_size: int) -> tf.data.Dataset:
+    """Batches in file order, for validation and prediction."""
+    return tf.data.Dataset.from_tensor_slices((inputs, labels.astype(np.float32))).batch(batch_size).prefetch(AUTOTUNE)
+
+
+def training_dataset(inputs: np.ndarray, labels: np.ndarray, recipe: Recipe, batch_size: int,
+                     seed: int = 42) -> tuple[tf.data.Dataset, int]:
+    """Shuffled, augmented (image, label, weight) batches and the number of batches per epoch.
+
+    The 74/26 class mix is countered either by loss weights ("class_weights",
+    as keras.io does) or by drawing both classes equally often ("balanced").
+    """
+    labels = labels.astype(np.int64)
+    steps = int(np.ceil(len(labels) / batch_size))
+    if recipe.sampling == "balanced":
+        per_class = [
+            tf.data.Dataset.from_tensor_slices((inputs[labels == c], np.full((labels == c).sum(), c, np.float32)))
+            .shuffle(int((labels == c).sum()), seed=seed + c, reshuffle_each_iteration=True).repeat()
+            for c in range(len(data.CLASS_NAMES))
+        ]
+        ds = tf.data.Dataset.sample_from_datasets(per_class, weights=[0.5, 0.5], seed=seed,
+                                                   rerandomize_each_iteration=True)
+        ds = ds.map(lambda x, y: (x, y, tf.constant(1.0)))
+    elif recipe.sampling == "class_weights":
+        table = data.class_weights(labels)
+        weights = np.array([table[int(c)] for c in labels], np.float32)
+        ds = tf.data.Dataset.from_tensor_slices((inputs, labels.astype(np.float32), weights))
         ds = ds.shuffle(len(labels), seed=seed, reshuffle_each_iteration=True)
+    else:
+        raise ValueError(f"unknown sampling '{recipe.sampling}'")
     ds = ds.batch(batch_size)
-    transform = augmenter(augment, seed)
+    transform = augmenter(recipe.augment, seed)
     if transform is not None:
-        ds = ds.map(lambda x, y: (transform(x), y), num_parallel_calls=AUTOTUNE)
-    return ds.prefetch(AUTOTUNE)
+        ds = ds.map(lambda x, y, w: (transform(x), y, w), num_parallel_calls=AUTOTUNE)
+    if recipe.mixup:
+        ds = ds.map(mixer(recipe.mixup), num_parallel_calls=AUTOTUNE)
+    return ds.take(steps).prefetch(AUTOTUNE), steps
 
 
 def learning_rate(recipe: Recipe, base: float, steps_per_epoch: int, epochs: int):
@@ -189,12 +256,10 @@ def train(config: TrainConfig, log=print) -> dict:
         log(f"learning-rate finder suggests {found['suggestion']:.2e} ({found['method']})")
 
     batch = recipe.batch_size * strategy.num_replicas_in_sync
-    train_ds = make_dataset(train_set.inputs, train_set.labels, batch, True, recipe.augment, config.seed)
-    val_ds = make_dataset(val_set.inputs, val_set.labels, batch, False)
-    steps = int(np.ceil(len(train_set.labels) / batch))
+    train_ds, steps = training_dataset(train_set.inputs, train_set.labels, recipe, batch, config.seed)
+    val_ds = make_dataset(val_set.inputs, val_set.labels, batch)
     with strategy.scope():
         model = compile_model(arch, recipe, steps, config.weights)
-    weights = data.class_weights(train_set.labels)
     with tempfile.TemporaryDirectory() as scratch:
         best = Path(scratch) / "best.weights.h5"
         callbacks = [
@@ -204,12 +269,15 @@ def train(config: TrainConfig, log=print) -> dict:
             keras.callbacks.EarlyStopping(monitor="val_auc", mode="max", patience=recipe.patience),
         ]
         started = time.perf_counter()
-        history = model.fit(train_ds, validation_data=val_ds, epochs=recipe.epochs, class_weight=weights,
+        history = model.fit(train_ds, validation_data=val_ds, epochs=recipe.epochs,
                             callbacks=callbacks, verbose=1 if sys.stderr.isatty() else 2)
         seconds = time.perf_counter() - started
         model.load_weights(best)
 
-    raw = model.predict(val_ds, verbose=0).reshape(-1)
+    # Calibration and thresholds are fitted on what serving computes: the
+    # output averaged over the recipe's test-time zooms (core.tta).
+    forward = tf.function(tta.averaged(model, recipe.test_time_zooms))
+    raw = np.concatenate([forward(images).numpy() for images, _ in val_ds])
     calibration, points, validation = evaluation.validation_evidence(
         val_set.labels, raw, [e.patient for e in val_set.examples])
     epochs_run = len(history.history["loss"])
@@ -222,6 +290,7 @@ def train(config: TrainConfig, log=print) -> dict:
         "parameters": int(model.count_params()),
         "labels": list(data.CLASS_NAMES),
         "output": "sigmoid probability of PNEUMONIA, then Platt calibration fitted on validation",
+        "test_time_zooms": list(recipe.test_time_zooms),
         "calibration": calibration,
         "operating_points": points,
         "training": {
@@ -229,7 +298,8 @@ def train(config: TrainConfig, log=print) -> dict:
             "recipe": asdict(recipe),
             "weights": config.weights,
             "hyperparameters_from": hyperparameters_from,
-            "class_weights": {data.CLASS_NAMES[k]: v for k, v in weights.items()},
+            "class_weights": ({data.CLASS_NAMES[k]: v for k, v in data.class_weights(train_set.labels).items()}
+                              if recipe.sampling == "class_weights" else None),
             "data_dir": Path(config.data_dir).name,
             "split": {"by": "patient", "validation_fraction": data.VALIDATION_FRACTION, "seed": config.seed},
             "counts": {

@@ -59,17 +59,15 @@ def suggest(rates: np.ndarray, smoothed: np.ndarray) -> tuple[float, str]:
 def find_learning_rate(arch: Architecture, recipe: Recipe, train_set: data.LoadedSet, steps: int = LR_STEPS,
                        min_lr: float = LR_MIN, max_lr: float = LR_MAX, strategy=None, seed: int = 42) -> dict:
     """Run the range test on training data and return the curve with a suggested rate."""
-    from core.train import compile_model, make_dataset
+    from core.train import compile_model, training_dataset
 
     rates = np.geomspace(min_lr, max_lr, steps)
-    dataset = make_dataset(train_set.inputs, train_set.labels, recipe.batch_size, True, recipe.augment,
-                           seed).repeat()
+    dataset = training_dataset(train_set.inputs, train_set.labels, recipe, recipe.batch_size, seed)[0].repeat()
     strategy = strategy or tf.distribute.get_strategy()
     with strategy.scope():
         model = compile_model(arch, replace(recipe, lr_schedule="constant", learning_rate=min_lr), steps)
     probe = _RangeTest(rates)
-    model.fit(dataset, epochs=1, steps_per_epoch=steps, callbacks=[probe], verbose=0,
-              class_weight=data.class_weights(train_set.labels))
+    model.fit(dataset, epochs=1, steps_per_epoch=steps, callbacks=[probe], verbose=0)
     tried = rates[:len(probe.losses)]
     suggestion, method = suggest(tried, probe.smoothed)
     diverged = bool(len(probe.losses) < steps)
@@ -120,7 +118,7 @@ def tune(arch_name: str, data_dir, trials: int, directory: Path, max_minutes: fl
     between trials."""
     import keras_tuner
 
-    from core.train import compile_model, make_dataset
+    from core.train import compile_model, make_dataset, training_dataset
 
     train_examples, val_examples = data.split_by_patient(data.list_examples(data_dir, "train"), seed=seed)
     if max_train_images:
@@ -143,11 +141,10 @@ def tune(arch_name: str, data_dir, trials: int, directory: Path, max_minutes: fl
         def fit(self, hp, model, **kwargs):
             size, overrides = _choose(hp)
             train_set, val_set = sets_for(size)
-            batch = get_architecture(arch_name).recipe.batch_size
-            return model.fit(make_dataset(train_set.inputs, train_set.labels, batch, True, overrides["augment"], seed),
-                             validation_data=make_dataset(val_set.inputs, val_set.labels, batch, False),
-                             epochs=epochs, class_weight=data.class_weights(train_set.labels),
-                             **{"verbose": 0, **kwargs})
+            recipe = replace(get_architecture(arch_name).recipe, epochs=epochs, **overrides)
+            return model.fit(training_dataset(train_set.inputs, train_set.labels, recipe, recipe.batch_size, seed)[0],
+                             validation_data=make_dataset(val_set.inputs, val_set.labels, recipe.batch_size),
+                             epochs=epochs, **{"verbose": 0, **kwargs})
 
     directory = Path(directory)
     deadline = time.monotonic() + 60 * max_minutes if max_minutes else None

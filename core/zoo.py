@@ -37,8 +37,11 @@ class Recipe:
     learning_rate: float = 1e-3
     lr_schedule: str = "cosine"  # "cosine", "exponential" (keras.io) or "constant"
     weight_decay: float = 0.0
-    augment: str = "none"  # "none", "light" or "strong" (see core.train)
+    augment: str = "none"  # "none", "light", "strong", "framing", "acquisition" or "robust" (see core.train)
     label_smoothing: float = 0.0
+    mixup: float = 0.0  # Beta(alpha, alpha) of mixup; 0 turns it off
+    sampling: str = "class_weights"  # or "balanced": both classes drawn equally often
+    test_time_zooms: tuple[float, ...] = (1.0,)  # framings averaged at inference (core.tta)
     patience: int = 5
 
 

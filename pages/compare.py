@@ -29,7 +29,8 @@ chosen = st.multiselect("Models in the charts", names, default=names)
 validation = {name: report(name, "validation") for name in chosen}
 validation = {name: value for name, value in validation.items() if value}
 
-roc_tab, pr_tab, calibration_tab, curves_tab = st.tabs(["ROC", "Precision-recall", "Calibration", "Training curves"])
+roc_tab, pr_tab, calibration_tab, curves_tab, shift_tab = st.tabs(
+    ["ROC", "Precision-recall", "Calibration", "Training curves", "Shift check"])
 with roc_tab:
     figure = line_figure("ROC on validation", "False positive rate (1 - specificity)", "Sensitivity", diagonal=True)
     for name, value in validation.items():
@@ -63,6 +64,26 @@ with curves_tab:
             figure.add_trace(go.Scatter(x=epochs, y=history[f"val_{metric}"], mode="lines+markers",
                                         line={"dash": "dash"}, name=f"{name} validation"))
     st.plotly_chart(figure, width="stretch")
+
+with shift_tab:
+    shift_metrics = {"screening specificity": "screening_specificity", "screening sensitivity": "screening_sensitivity",
+                     "balanced accuracy": "balanced_accuracy", "AUC": "auc"}
+    shown_metric = st.selectbox("Metric", list(shift_metrics), key="shift_metric")
+    figure = go.Figure()
+    for name in chosen:
+        shifted = report(name, "shift")
+        if shifted:
+            figure.add_trace(go.Bar(x=[r["shift"] for r in shifted["shifts"]],
+                                    y=[r[shift_metrics[shown_metric]] for r in shifted["shifts"]], name=name))
+    if figure.data:
+        figure.update_layout(title=f"Validation {shown_metric} under imitated machine differences", barmode="group",
+                             yaxis={"title": shown_metric}, height=420)
+        st.plotly_chart(figure, width="stretch")
+    else:
+        st.info("No shift check is stored for the chosen models.")
+    st.caption("Each validation image altered as another X-ray machine might deliver it (exposure, contrast, "
+               "sharpness, noise, compression, resolution, framing), scored at the model's fixed thresholds. "
+               "From `python -m benchmarks.shift --save`.")
 
 st.subheader("Learning-rate finder and hyper-parameter search")
 st.caption("From `python -m core lr-find --arch NAME --json models/NAME.lr_find.json` and "

@@ -96,3 +96,7 @@ def test_compare_page_shows_training_curves_and_tuning_sections():
     headers = [s.value for s in app.subheader]
     assert "Learning-rate finder and hyper-parameter search" in headers and "Threshold trade-off" in headers
     assert "Training curves" in [t.label for t in app.tabs]
+    # The shipped models carry shift-check reports, so the tab draws them.
+    assert "Shift check" in [t.label for t in app.tabs]
+    assert app.selectbox(key="shift_metric").value == "screening specificity"
+    assert not any("No shift check" in i.value for i in app.info)

@@ -1,0 +1,130 @@
+"""Robustness levers: mixup, balanced sampling, test-time zooms and the acquisition-shift check."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from core import data, evaluation, reports, tta
+from core.cli import _recipe_settings
+from core.imaging import PreprocessSpec, preprocess
+from core.predictor import Predictor
+from core.shift import SHIFTS, shift_report
+from core.train import TrainConfig, mixer, train, training_dataset
+from core.zoo import Recipe
+from tests.conftest import TINY_SIZE, xray_like
+
+
+def test_mixup_mixes_images_labels_and_weights_with_the_same_share():
+    # Each image is filled with its own label and weight-coded value, so after
+    # mixing the pixel value must equal the mixed label exactly.
+    labels = tf.constant([0.0, 1.0, 0.0, 1.0, 1.0, 0.0, 1.0, 0.0])
+    images = tf.reshape(labels, [-1, 1, 1, 1]) * tf.ones([8, 4, 4, 1])
+    weights = 1.0 + 2.0 * labels
+    tf.random.set_seed(0)
+    mixed_images, mixed_labels, mixed_weights = mixer(0.4)(images, labels, weights)
+    np.testing.assert_allclose(mixed_images[:, 0, 0, 0], mixed_labels, atol=1e-6)
+    np.testing.assert_allclose(mixed_weights, 1.0 + 2.0 * mixed_labels.numpy(), atol=1e-5)
+    # max(lam, 1 - lam): every mixed label stays on its own side of 0.5.
+    assert np.all(np.abs(mixed_labels.numpy() - labels.numpy()) <= 0.5 + 1e-6)
+    assert np.any((mixed_labels.numpy() > 0) & (mixed_labels.numpy() < 1))
+
+
+def _one_epoch(recipe: Recipe, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    inputs = np.zeros((len(labels), 4, 4, 1), np.float32)
+    ds, steps = training_dataset(inputs, labels, recipe, batch_size=10, seed=1)
+    batches = list(ds)
+    assert len(batches) == steps == int(np.ceil(len(labels) / 10))
+    return (np.concatenate([b[1].numpy() for b in batches]), np.concatenate([b[2].numpy() for b in batches]))
+
+
+def test_balanced_sampling_draws_both_classes_equally_without_loss_weights():
+    labels = np.array([0] * 40 + [1] * 360)
+    drawn, weights = _one_epoch(Recipe(sampling="balanced"), labels)
+    assert len(drawn) == 400
+    assert 0.4 < drawn.mean() < 0.6  # 10% pneumonia in the data, half in the batches
+    assert np.all(weights == 1.0)
+
+
+def test_class_weight_sampling_keeps_the_data_mix_and_weights_the_rare_class():
+    labels = np.array([0] * 40 + [1] * 360)
+    drawn, weights = _one_epoch(Recipe(sampling="class_weights"), labels)
+    assert drawn.mean() == pytest.approx(0.9)
+    table = data.class_weights(labels)
+    np.testing.assert_allclose(weights, [table[int(y)] for y in drawn])
+    assert table[0] == pytest.approx(5.0) and table[1] == pytest.approx(400 / 720)
+
+
+def test_zoom_crops_or_extends_the_frame_around_the_centre():
+    image = np.zeros((1, 40, 40, 1), np.float32)
+    image[:, 10:30, 10:30] = 1.0  # a centred square covering a quarter of the frame
+    assert float(tf.reduce_mean(tta.zoom(image, 1.0))) == pytest.approx(0.25)
+    assert float(tf.reduce_mean(tta.zoom(image, 2.0))) == pytest.approx(1.0, abs=1e-6)  # crop = the square
+    looser = tta.zoom(image, 0.8)
+    assert looser.shape == image.shape
+    assert float(tf.reduce_mean(looser[:, 15:25, 15:25])) == pytest.approx(1.0)
+    assert float(tf.reduce_mean(looser[:, :3, :3])) == pytest.approx(0.0)  # reflected background
+
+
+def test_averaging_over_zooms_is_a_mean_of_logits():
+    # A "model" whose output is the mean pixel: each zoom gives a known probability.
+    inputs = tf.keras.Input((40, 40, 1))
+    model = tf.keras.Model(inputs, tf.keras.layers.GlobalAveragePooling2D()(inputs))
+    image = np.zeros((1, 40, 40, 1), np.float32)
+    image[:, 10:30, 10:30] = 0.8
+    views = [float(tf.reduce_mean(tta.zoom(image, f))) for f in (1.0, 1.25)]
+    logit = np.mean([np.log(p / (1 - p)) for p in views])
+    expected = 1 / (1 + np.exp(-logit))
+    assert float(tta.averaged(model, (1.0, 1.25))(image)[0]) == pytest.approx(expected, rel=1e-4)
+    assert float(tta.averaged(model, (1.0,))(image)[0]) == pytest.approx(views[0])
+
+
+def test_shifts_keep_shape_and_type_and_change_the_image():
+    gray = (xray_like(3, True, 96)).astype(np.uint8)
+    for name, shift in SHIFTS.items():
+        shifted = shift(gray)
+        assert shifted.shape == gray.shape and shifted.dtype == np.uint8, name
+        assert (name == "none") == np.array_equal(shifted, gray), name
+
+
+def test_shift_report_holds_thresholds_fixed_and_summarises_the_worst_case():
+    labels = np.array([0] * 10 + [1] * 10)
+    images = [xray_like(i, bool(y), 64).astype(np.uint8) for i, y in enumerate(labels)]
+    spec = PreprocessSpec(32)
+    oracle_darkness = lambda x: 1.0 - x.mean(axis=(1, 2, 3))  # noqa: E731  synthetic pneumonia is hazier
+    points = {"balanced": 0.5, "screening": 0.3}
+    report = shift_report(oracle_darkness, images, labels, spec, points)
+    rows = {r["shift"]: r for r in report["shifts"]}
+    assert list(rows) == list(SHIFTS)
+    baseline = oracle_darkness(np.stack([preprocess(g, spec) for g in images]))
+    assert rows["none"]["auc"] == pytest.approx(evaluation.auc(labels, baseline))
+    assert rows["none"]["balanced_accuracy"] == pytest.approx(evaluation.metrics_at(labels, baseline, 0.5)["accuracy"])
+    shifted = [r for name, r in rows.items() if name != "none"]
+    assert report["summary"]["worst_auc"] == min(r["auc"] for r in shifted)
+    assert report["summary"]["worst_screening_specificity"] == min(r["screening_specificity"] for r in shifted)
+
+
+def test_recipe_settings_from_the_command_line_are_typed_and_checked():
+    assert _recipe_settings(["mixup=0.2", "sampling=balanced", "epochs=3", "test_time_zooms=1,1.12,0.9"]) == {
+        "mixup": 0.2, "sampling": "balanced", "epochs": 3, "test_time_zooms": (1.0, 1.12, 0.9)}
+    with pytest.raises(SystemExit, match="FIELD=VALUE"):
+        _recipe_settings(["no_such_field=1"])
+    with pytest.raises(SystemExit, match="not a valid int"):
+        _recipe_settings(["epochs=many"])
+
+
+def test_levers_train_and_serving_reproduces_the_validation_evidence(tiny_data, tmp_path):
+    """Mixup, balanced sampling, robust augmentation and test-time zooms together:
+    the Predictor must give exactly the probabilities that calibration was fitted on."""
+    overrides = {"mixup": 0.2, "sampling": "balanced", "augment": "robust", "test_time_zooms": (1.0, 1.12, 0.9)}
+    card = train(TrainConfig(arch="cnn_small", data_dir=tiny_data, epochs=1, size=TINY_SIZE, models_dir=tmp_path,
+                             overrides=overrides), log=lambda *_: None)
+    assert card["test_time_zooms"] == [1.0, 1.12, 0.9]
+    assert card["training"]["recipe"]["sampling"] == "balanced" and card["training"]["class_weights"] is None
+    predictor = Predictor.load("cnn_small", tmp_path)
+    scored = reports.score_split(predictor, tiny_data, "validation")
+    saved = json.loads((tmp_path / "cnn_small.validation.json").read_text())["predictions"]
+    np.testing.assert_array_equal(scored.labels, saved["labels"])
+    np.testing.assert_allclose(scored.probabilities, saved["probabilities"], atol=1e-5)
