@@ -36,7 +36,7 @@ def cmd_train(args) -> int:
         extra["hyperparameters_from"] += "; set on the command line: " + ", ".join(args.set)
     train(TrainConfig(arch=arch, data_dir=_data_dir(args.data), name=args.name, epochs=args.epochs,
                       batch_size=args.batch_size, learning_rate=None if args.lr in (None, "auto") else args.lr,
-                      size=args.size or config.get("size"), seed=args.seed, weights=args.weights,
+                      size=args.size or config.get("size"), seed=args.seed, init_seed=args.init_seed, weights=args.weights,
                       max_train_images=args.max_train_images, overrides={**config["recipe"], **_recipe_settings(args.set)}, lr_auto=args.lr == "auto",
                       models_dir=Path(args.models_dir) if args.models_dir else None, **extra))
     return 0
@@ -242,11 +242,16 @@ def cmd_calibrate(args) -> int:
     from core import reports
     from core.predictor import Predictor
 
+    from core import registry
+
     for name in _model_names(args.model):
+        if args.test_time_zooms:
+            registry.update_card(name, "test_time_zooms", [float(z) for z in args.test_time_zooms.split(",")])
         with _bar(None, f"calibrating {name}") as bar:
             card = reports.recalibrate(Predictor.load(name), _data_dir(args.data), progress=bar)
         v = card["validation"]
-        print(f"{name}: calibration {card['calibration']}, operating points {card['operating_points']}; "
+        print(f"{name}: test-time zooms {card.get('test_time_zooms', [1.0])}, calibration {card['calibration']}, "
+              f"operating points {card['operating_points']}; "
               f"validation AUC {v['auc']:.4f}, accuracy {v['accuracy']:.4f}, ECE {v['ece']:.4f}")
     return 0
 
@@ -283,7 +288,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--batch-size", type=int)
     train.add_argument("--lr", type=_learning_rate, help="initial learning rate, or 'auto' for the finder's suggestion")
     train.add_argument("--size", type=int, help="input size in pixels")
-    train.add_argument("--seed", type=int, default=42)
+    train.add_argument("--seed", type=int, default=42, help="patient-split seed (and training seed)")
+    train.add_argument("--init-seed", type=int, help="another initialisation and batch order on the same split")
     train.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                        help="override a recipe field (see Recipe in core/zoo.py), e.g. --set mixup=0.2 "
                        "or --set test_time_zooms=1,1.12,0.9")
@@ -350,6 +356,8 @@ def build_parser() -> argparse.ArgumentParser:
     calibrate = commands.add_parser("calibrate", help="refit calibration and operating points on validation")
     _add_data(calibrate)
     calibrate.add_argument("--model", help="a model name, 'all', or the default model when left out")
+    calibrate.add_argument("--test-time-zooms", metavar="Z1,Z2,...",
+                           help="average over these framings from now on (core/tta.py), e.g. 1,1.12,0.9")
     calibrate.set_defaults(run=cmd_calibrate)
 
     detector = commands.add_parser("fit-detector", help="fit the not-a-chest-X-ray check on real X-rays")

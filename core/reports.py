@@ -51,7 +51,7 @@ def evaluate(predictor: Predictor, scored: Scored, split: str, is_default: bool,
             "unreadable": scored.unreadable}
 
 
-def recalibrate(predictor: Predictor, data_dir, progress=None) -> dict:
+def recalibrate(predictor: Predictor, data_dir, progress=None, directory=None) -> dict:
     """Refit calibration and operating points of a trained model on its validation split,
     as training does, and store them in its card and validation report."""
     seed = predictor.card["training"]["split"]["seed"]
@@ -62,8 +62,9 @@ def recalibrate(predictor: Predictor, data_dir, progress=None) -> dict:
     name = predictor.name
     for section, value in (("calibration", calibration), ("operating_points", points),
                            ("validation", evaluation.card_summary(validation))):
-        card = registry.update_card(name, section, value)
-    registry.save_report(name, "validation", {"model": name, "split": "validation (patient-level)", **validation})
+        card = registry.update_card(name, section, value, directory)
+    registry.save_report(name, "validation", {"model": name, "split": "validation (patient-level)", **validation},
+                         directory)
     return card
 
 

@@ -31,7 +31,8 @@ class TrainConfig:
     batch_size: int | None = None
     learning_rate: float | None = None
     size: int | None = None
-    seed: int = 42
+    seed: int = 42  # the patient split's seed, and the training seed unless init_seed is given
+    init_seed: int | None = None  # another initialisation and batch order on the same split
     weights: str = "none"
     max_train_images: int | None = None  # for quick experiments and tests
     models_dir: Path | None = None
@@ -237,7 +238,8 @@ def compile_model(arch, recipe: Recipe, steps_per_epoch: int, weights: str = "no
 
 def train(config: TrainConfig, log=print) -> dict:
     """Train one architecture on the patient-level split and write model, card and reports."""
-    set_seeds(config.seed)
+    init_seed = config.seed if config.init_seed is None else config.init_seed
+    set_seeds(init_seed)
     arch = get_architecture(config.arch, config.size)
     recipe = replace(arch.recipe, **{**config.overrides, **{k: v for k, v in {
         "epochs": config.epochs, "batch_size": config.batch_size, "learning_rate": config.learning_rate,
@@ -256,7 +258,7 @@ def train(config: TrainConfig, log=print) -> dict:
         log(f"learning-rate finder suggests {found['suggestion']:.2e} ({found['method']})")
 
     batch = recipe.batch_size * strategy.num_replicas_in_sync
-    train_ds, steps = training_dataset(train_set.inputs, train_set.labels, recipe, batch, config.seed)
+    train_ds, steps = training_dataset(train_set.inputs, train_set.labels, recipe, batch, init_seed)
     val_ds = make_dataset(val_set.inputs, val_set.labels, batch)
     with strategy.scope():
         model = compile_model(arch, recipe, steps, config.weights)
@@ -297,6 +299,7 @@ def train(config: TrainConfig, log=print) -> dict:
             "command": "python -m core " + " ".join(sys.argv[1:]),
             "recipe": asdict(recipe),
             "weights": config.weights,
+            "init_seed": init_seed,
             "hyperparameters_from": hyperparameters_from,
             "class_weights": ({data.CLASS_NAMES[k]: v for k, v in data.class_weights(train_set.labels).items()}
                               if recipe.sampling == "class_weights" else None),

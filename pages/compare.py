@@ -84,6 +84,16 @@ with shift_tab:
     st.caption("Each validation image altered as another X-ray machine might deliver it (exposure, contrast, "
                "sharpness, noise, compression, resolution, framing), scored at the model's fixed thresholds. "
                "From `python -m benchmarks.shift --save`.")
+    levers = registry.load_shared("levers.json")
+    if levers:
+        proxy = levers["proxy"]
+        st.markdown(f"**Lever ablation** ({proxy['arch']} at {proxy['size']} px, {proxy['epochs']} epochs, one lever "
+                    "at a time; `python -m benchmarks.levers --save`)")
+        st.dataframe([{"lever": r["lever"], "validation AUC": r["auc"], "accuracy": r["accuracy"], "ECE": r["ece"],
+                       "mean AUC under shift": r["mean_auc"], "mean accuracy under shift": r["mean_balanced_accuracy"],
+                       "worst screening specificity": r["worst_screening_specificity"],
+                       "worst screening sensitivity": r["worst_screening_sensitivity"]} for r in levers["rows"]],
+                     hide_index=True, width="stretch")
 
 st.subheader("Learning-rate finder and hyper-parameter search")
 st.caption("From `python -m core lr-find --arch NAME --json models/NAME.lr_find.json` and "
