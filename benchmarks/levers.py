@@ -6,9 +6,9 @@ ones keep sensitivity and specificity steady on images from other machines.
 The proxy (96 px, 10 epochs, about 8 minutes each on 2 CPU cores) is cheap
 enough to run every lever; the chosen levers then go into the full recipe.
 
-Usage: python -m benchmarks.levers [--dir artifacts/levers] [--data DIR] [--save]
+Usage: python -m benchmarks.levers [--dir artifacts/levers] [--data DIR] [--save] [--card NAME]
 Models already in --dir are reused. --save writes models/levers.json (shown on
-the comparison page).
+the comparison page); --card records the table in that model's card.
 """
 from __future__ import annotations
 
@@ -88,6 +88,7 @@ def main() -> None:
     parser.add_argument("--dir", type=Path, default=Path("artifacts/levers"))
     parser.add_argument("--data", default=None)
     parser.add_argument("--save", action="store_true")
+    parser.add_argument("--card", metavar="NAME", help="also record the table in this shipped model's card")
     args = parser.parse_args()
     data_dir = args.data or data.default_data_dir()
     args.dir.mkdir(parents=True, exist_ok=True)
@@ -96,8 +97,11 @@ def main() -> None:
     for r in rows:
         print(f"{r['lever']:<20} {r['auc']:6.4f} {r['accuracy']:6.4f} {r['ece']:6.4f} {r['mean_auc']:9.4f} "
               f"{r['mean_balanced_accuracy']:9.4f} {r['worst_screening_specificity']:10.4f}")
+    table = {"proxy": PROXY, "split": "validation (patient-level)", "rows": rows}
     if args.save:
-        registry.save_shared("levers.json", {"proxy": PROXY, "split": "validation (patient-level)", "rows": rows})
+        registry.save_shared("levers.json", table)
+    if args.card:
+        registry.update_card(args.card, "levers", table)
 
 
 if __name__ == "__main__":
