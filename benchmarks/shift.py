@@ -2,7 +2,8 @@
 (see core/shift.py), at the model's own fixed thresholds.
 
 Usage: python -m benchmarks.shift [--model NAME ...] [--models-dir DIR] [--data DIR] [--save]
---save writes models/NAME.shift.json, shown on the model comparison page.
+--save writes models/NAME.shift.json, shown on the model comparison page, and
+updates the manifest: the default model is the best mean AUC under shift.
 """
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ def validation_images(data_dir, seed: int) -> tuple[list[np.ndarray], np.ndarray
 
 def measure(predictor: Predictor, data_dir) -> dict:
     images, labels = validation_images(data_dir, predictor.card["training"]["split"]["seed"])
-    return {"model": predictor.name, "split": "validation (patient-level)",
+    return {"model": predictor.name, "sha256": predictor.card["sha256"], "split": "validation (patient-level)",
             **shift_report(predictor.probabilities, images, labels, predictor.spec, predictor.operating_points)}
 
 
@@ -52,6 +53,8 @@ def main() -> None:
         print_report(report)
         if args.save:
             registry.save_report(name, "shift", report, args.models_dir)
+    if args.save:
+        print(f"\ndefault model: {registry.update_manifest(args.models_dir)['default']}")
 
 
 if __name__ == "__main__":

@@ -44,7 +44,10 @@ except ImageError as exc:
     st.stop()
 inputs = preprocess(gray, model.spec)
 probability = float(model.probabilities(inputs[None])[0])
-st.metric("Probability of pneumonia", f"{probability:.1%}", help=f"model {model.name}")
+zooms = model.test_time_zooms
+st.metric("Probability of pneumonia", f"{probability:.1%}",
+          help=f"model {model.name}" + (f", averaged over {len(zooms)} framings; the maps explain the image as "
+                                        "uploaded" if len(zooms) > 1 else ""))
 
 layers = [ref.name for ref in explain.spatial_layers(model.model)]
 methods = ["gradcam", "occlusion"] if layers else ["occlusion"]

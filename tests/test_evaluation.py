@@ -32,10 +32,46 @@ def test_operating_points():
     points = evaluation.choose_operating_points(LABELS, PROBS)
     # Youden's J is best at 0.55 (sens 5/6, spec 3/4) ... or 0.7 (4/6, 4/4): J = 0.583 vs 0.667
     assert points["balanced"] == pytest.approx(0.7)
-    # sensitivity >= 0.98 needs every positive, so the threshold is the lowest positive, 0.3
+    # sensitivity >= 0.98 (+ 0.01 margin) needs every positive, so the threshold is the lowest positive, 0.3
     assert points["screening"] == pytest.approx(0.3)
     at = evaluation.metrics_at(LABELS, PROBS, points["screening"])
     assert at["sensitivity"] == 1.0 and at["specificity"] == pytest.approx(2 / 4)
+
+
+def test_screening_never_sits_above_balanced():
+    # 100 positives (one low, at 0.3) and 200 negatives (one high, at 0.5). Youden's J:
+    # 0.99 at 0.8, 0.985 at 0.5, 0.995 at 0.3: all within 0.01 of the best, so
+    # balanced is their middle, 0.5. Sensitivity 0.99 alone would allow 0.8, but
+    # screening may not miss more than balanced does.
+    positives = np.r_[np.linspace(0.8, 0.99, 99), 0.3]
+    negatives = np.r_[np.linspace(0.01, 0.2, 199), 0.5]
+    labels, probs = np.r_[np.ones(100), np.zeros(200)], np.r_[positives, negatives]
+    points = evaluation.choose_operating_points(labels, probs)
+    assert points["balanced"] == pytest.approx(0.5)
+    assert points["screening"] == pytest.approx(0.5)
+
+
+def test_highest_threshold_with_sensitivity_sees_thresholds_between_roc_corners():
+    # No negative between the positives at 0.3, 0.25 and 0.2: those points lie on one
+    # straight (vertical) stretch of the ROC, whose middle roc_curve drops by default.
+    labels = np.r_[np.ones(100), np.zeros(100)]
+    probs = np.r_[np.linspace(0.9, 0.99, 97), 0.3, 0.25, 0.2, np.linspace(0.01, 0.1, 100)]
+    assert evaluation.highest_threshold_with_sensitivity(labels, probs, 0.99) == pytest.approx(0.25)
+    assert evaluation.highest_threshold_with_sensitivity(labels, probs, 0.98) == pytest.approx(0.3)
+
+
+def test_screening_threshold_keeps_a_margin_above_the_required_sensitivity():
+    rng = np.random.default_rng(3)
+    labels = np.r_[np.ones(300), np.zeros(100)]
+    probs = np.r_[rng.beta(5, 2, 300), rng.beta(2, 5, 100)]  # overlapping classes
+    points = evaluation.choose_operating_points(labels, probs)
+
+    def highest_threshold_with(sensitivity):  # brute force over every score
+        return max(t for t in probs if evaluation.metrics_at(labels, probs, t)["sensitivity"] >= sensitivity)
+
+    assert points["screening"] < points["balanced"]
+    assert points["screening"] == pytest.approx(highest_threshold_with(0.99))
+    assert highest_threshold_with(0.98) > points["screening"]  # the margin costs threshold, as intended
 
 
 def test_expected_calibration_error_by_hand():
@@ -67,3 +103,17 @@ def test_bootstrap_interval_contains_the_estimate():
     intervals = evaluation.bootstrap_intervals(labels, probs, 0.5, rounds=200)
     auc = evaluation.auc(labels, probs)
     assert intervals["auc"][0] < auc < intervals["auc"][1]
+
+
+def test_stored_predictions_reproduce_the_metrics_at_the_operating_points():
+    # Thresholds sit exactly on validation scores: the stored copy must keep every
+    # image on the same side of them (rounded copies moved some across).
+    rng = np.random.default_rng(5)
+    labels = np.r_[np.ones(300), np.zeros(100)].astype(int)
+    probs = np.r_[rng.beta(5, 2, 300), rng.beta(2, 5, 100)]
+    points = evaluation.choose_operating_points(labels, probs)
+    record = evaluation.report(labels, probs, points, include_predictions=True)
+    stored = record["predictions"]
+    for name, threshold in points.items():
+        again = evaluation.metrics_at(np.array(stored["labels"]), np.array(stored["probabilities"]), threshold)
+        assert again == record["operating_points"][name]

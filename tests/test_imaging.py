@@ -7,7 +7,8 @@ from PIL import Image
 
 from conftest import encode, xray_like
 from core import data
-from core.imaging import ImageError, PreprocessSpec, decode_image, load_model_input, preprocess
+from core.imaging import (DECODE_SIDE, ImageError, PreprocessSpec, decode_image, load_model_input, preprocess,
+                          to_uint8)
 from core.predictor import Predictor
 
 SPEC = PreprocessSpec(64)
@@ -57,6 +58,18 @@ def test_exif_rotation_is_applied():
     decoded = decode_image(buffer.getvalue())
     assert decoded.pixels.shape == (100, 60)
     assert decoded.pixels[:50].mean() > 200 and decoded.pixels[50:].mean() < 50  # left half went to the top
+
+
+def test_large_jpeg_decodes_at_reduced_scale_to_the_same_model_input():
+    big = encode(xray_like(5, True, 2048))
+    decoded = decode_image(big)
+    assert DECODE_SIDE <= min(decoded.pixels.shape) < 2048  # DCT-scaled: a quarter of the pixels or fewer
+    full = to_uint8(np.asarray(Image.open(io.BytesIO(big)).convert("L")))
+    spec = PreprocessSpec(160, clahe=True)
+    # Within 2% of the range on average: the stretch to 8 bits sees slightly different extremes.
+    assert np.abs(preprocess(decoded.pixels, spec) - preprocess(full, spec)).mean() < 0.02
+    small = encode(xray_like(5, True, 224))  # the data sets' size: decoded in full, as in training
+    assert decode_image(small).pixels.shape == (224, 224)
 
 
 @pytest.mark.parametrize("payload, reason", [

@@ -56,6 +56,22 @@ def test_manifest_default_is_the_best_validation_auc(tiny_models, tmp_path):
     assert registry.update_manifest(folder) == {"default": "better", "models": ["better", "cnn_small"]}
 
 
+def test_manifest_default_prefers_the_shift_check_when_every_model_has_a_current_one(tiny_models, tmp_path):
+    folder = tmp_path / "m"
+    shutil.copytree(tiny_models, folder)
+    card = json.loads((folder / "cnn_small.json").read_text())
+    shutil.copy(folder / "cnn_small.keras", folder / "fragile.keras")
+    fragile = {**card, "name": "fragile", "file": "fragile.keras", "validation": {**card["validation"], "auc": 2.0}}
+    (folder / "fragile.json").write_text(json.dumps(fragile))
+    shift = lambda auc: {"sha256": card["sha256"], "summary": {"mean_auc": auc}}  # noqa: E731
+    registry.save_report("cnn_small", "shift", shift(0.9), folder)
+    assert registry.update_manifest(folder)["default"] == "fragile"  # fragile has no shift check yet
+    registry.save_report("fragile", "shift", shift(0.6), folder)
+    assert registry.update_manifest(folder)["default"] == "cnn_small"  # the better one under shift
+    registry.save_report("cnn_small", "shift", {**shift(0.9), "sha256": "an older file"}, folder)
+    assert registry.update_manifest(folder)["default"] == "fragile"  # a stale check does not count
+
+
 def test_backbone_loads_pretrained_weights_from_a_file(tmp_path):
     """`--weights` takes 'imagenet' (Keras' published file, needs the internet) or a local weights file."""
     import numpy as np
