@@ -1,6 +1,7 @@
 """Training on a tiny generated set, the card it writes, and the registry's hash check."""
 import json
 import shutil
+from pathlib import Path
 
 import keras
 import pytest
@@ -46,23 +47,24 @@ def test_tampered_model_is_refused(tiny_models, tmp_path):
         Predictor.load("cnn_small", folder)
 
 
-def test_manifest_default_is_the_best_validation_auc(tiny_models, tmp_path):
-    folder = tmp_path / "m"
+def _with_a_copy_of_higher_validation_auc(tiny_models, folder: Path, name: str) -> dict:
+    """The tiny models folder plus NAME: the same file, carded with validation AUC 2.0."""
     shutil.copytree(tiny_models, folder)
     card = json.loads((folder / "cnn_small.json").read_text())
-    shutil.copy(folder / "cnn_small.keras", folder / "better.keras")
-    better = {**card, "name": "better", "file": "better.keras", "validation": {**card["validation"], "auc": 2.0}}
-    (folder / "better.json").write_text(json.dumps(better))
-    assert registry.update_manifest(folder) == {"default": "better", "models": ["better", "cnn_small"]}
+    shutil.copy(folder / "cnn_small.keras", folder / f"{name}.keras")
+    copy = {**card, "name": name, "file": f"{name}.keras", "validation": {**card["validation"], "auc": 2.0}}
+    (folder / f"{name}.json").write_text(json.dumps(copy))
+    return card
+
+
+def test_manifest_default_is_the_best_validation_auc(tiny_models, tmp_path):
+    _with_a_copy_of_higher_validation_auc(tiny_models, tmp_path / "m", "better")
+    assert registry.update_manifest(tmp_path / "m") == {"default": "better", "models": ["better", "cnn_small"]}
 
 
 def test_manifest_default_prefers_the_shift_check_when_every_model_has_a_current_one(tiny_models, tmp_path):
     folder = tmp_path / "m"
-    shutil.copytree(tiny_models, folder)
-    card = json.loads((folder / "cnn_small.json").read_text())
-    shutil.copy(folder / "cnn_small.keras", folder / "fragile.keras")
-    fragile = {**card, "name": "fragile", "file": "fragile.keras", "validation": {**card["validation"], "auc": 2.0}}
-    (folder / "fragile.json").write_text(json.dumps(fragile))
+    card = _with_a_copy_of_higher_validation_auc(tiny_models, folder, "fragile")
     shift = lambda auc: {"sha256": card["sha256"], "summary": {"mean_auc": auc}}  # noqa: E731
     registry.save_report("cnn_small", "shift", shift(0.9), folder)
     assert registry.update_manifest(folder)["default"] == "fragile"  # fragile has no shift check yet
