@@ -22,7 +22,7 @@ class Scored:
     unreadable: list[tuple[str, str]]
 
 
-def _in_batches(score, inputs: np.ndarray) -> np.ndarray:
+def in_batches(score, inputs: np.ndarray) -> np.ndarray:
     """One probability per input, scored BATCH_SIZE at a time to bound memory."""
     return np.concatenate([score(inputs[i:i + BATCH_SIZE]) for i in range(0, len(inputs), BATCH_SIZE)]
                           or [np.zeros(0)])
@@ -38,7 +38,7 @@ def split_examples(data_dir, split: str, seed: int = 42) -> list[data.Example]:
 def score_split(predictor: Predictor, data_dir, split: str, progress=None) -> Scored:
     examples = split_examples(data_dir, split, predictor.card["training"]["split"]["seed"])
     loaded = data.load_set(examples, predictor.spec, progress=progress)
-    probabilities = _in_batches(predictor.probabilities, loaded.inputs)
+    probabilities = in_batches(predictor.probabilities, loaded.inputs)
     return Scored(loaded.examples, loaded.inputs, loaded.labels, probabilities,
                   [(str(p), reason) for p, reason in loaded.errors])
 
@@ -56,7 +56,7 @@ def recalibrate(predictor: Predictor, data_dir, progress=None, directory=None) -
     as training does, and store them in its card and validation report."""
     seed = predictor.card["training"]["split"]["seed"]
     loaded = data.load_set(split_examples(data_dir, "validation", seed), predictor.spec, progress=progress)
-    raw = _in_batches(predictor.raw_probabilities, loaded.inputs)
+    raw = in_batches(predictor.raw_probabilities, loaded.inputs)
     calibration, points, validation = evaluation.validation_evidence(
         loaded.labels, raw, [e.patient for e in loaded.examples])
     name = predictor.name

@@ -17,9 +17,9 @@ import numpy as np
 
 from core import evaluation
 from core.imaging import PreprocessSpec, preprocess
+from core.reports import in_batches
 
 Score = Callable[[np.ndarray], np.ndarray]  # preprocessed batch -> calibrated probabilities
-BATCH_SIZE = 64
 NOISE_SEED = 0
 
 
@@ -49,7 +49,7 @@ def _noise(gray: np.ndarray) -> np.ndarray:
 
 
 def _jpeg(gray: np.ndarray) -> np.ndarray:
-    ok, encoded = cv2.imencode(".jpg", gray, [cv2.IMWRITE_JPEG_QUALITY, 15])
+    _, encoded = cv2.imencode(".jpg", gray, [cv2.IMWRITE_JPEG_QUALITY, 15])
     return cv2.imdecode(encoded, cv2.IMREAD_GRAYSCALE)
 
 
@@ -95,10 +95,6 @@ SHIFTS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
 }
 
 
-def _scores(score: Score, inputs: np.ndarray) -> np.ndarray:
-    return np.concatenate([score(inputs[i:i + BATCH_SIZE]) for i in range(0, len(inputs), BATCH_SIZE)])
-
-
 def shift_report(score: Score, images: list[np.ndarray], labels: np.ndarray, spec: PreprocessSpec,
                  operating_points: dict[str, float]) -> dict:
     """Metrics at the model's fixed thresholds for every shift of the given 8-bit images."""
@@ -106,7 +102,7 @@ def shift_report(score: Score, images: list[np.ndarray], labels: np.ndarray, spe
     rows = []
     for name, shift in SHIFTS.items():
         inputs = np.stack([preprocess(shift(gray), spec) for gray in images])
-        probabilities = _scores(score, inputs)
+        probabilities = in_batches(score, inputs)
         balanced = evaluation.metrics_at(labels, probabilities, operating_points["balanced"])
         screening = evaluation.metrics_at(labels, probabilities, operating_points["screening"])
         rows.append({
