@@ -8,6 +8,7 @@ updates the manifest: the default model is the best mean AUC under shift.
 from __future__ import annotations
 
 import argparse
+import functools
 from pathlib import Path
 
 import numpy as np
@@ -19,8 +20,10 @@ from core.reports import split_examples
 from core.shift import shift_report
 
 
+@functools.lru_cache(maxsize=2)
 def validation_images(data_dir, seed: int) -> tuple[list[np.ndarray], np.ndarray]:
-    """The decoded 8-bit validation images of the patient-level split, with their labels."""
+    """The decoded 8-bit validation images of the patient-level split, with their labels
+    (decoded once for all the models checked in one run)."""
     examples = split_examples(data_dir, "validation", seed)
     return [decode_image(e.path.read_bytes()).pixels for e in examples], data.labels_of(examples)
 

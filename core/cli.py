@@ -36,10 +36,16 @@ def cmd_train(args) -> int:
         extra["hyperparameters_from"] += "; set on the command line: " + ", ".join(args.set)
     train(TrainConfig(arch=arch, data_dir=_data_dir(args.data), name=args.name, epochs=args.epochs,
                       batch_size=args.batch_size, learning_rate=None if args.lr in (None, "auto") else args.lr,
-                      size=args.size or config.get("size"), seed=args.seed, init_seed=args.init_seed, weights=args.weights,
-                      max_train_images=args.max_train_images, overrides={**config["recipe"], **_recipe_settings(args.set)}, lr_auto=args.lr == "auto",
+                      size=args.size or config.get("size"), seed=args.seed, init_seed=args.init_seed,
+                      weights=args.weights, max_train_images=args.max_train_images,
+                      overrides={**config["recipe"], **_recipe_settings(args.set)}, lr_auto=args.lr == "auto",
                       models_dir=Path(args.models_dir) if args.models_dir else None, **extra))
     return 0
+
+
+def _zooms(text: str) -> tuple[float, ...]:
+    """"1,1.12,0.9" as test-time zooms."""
+    return tuple(float(z) for z in text.split(","))
 
 
 def _recipe_settings(settings: list[str]) -> dict:
@@ -55,8 +61,7 @@ def _recipe_settings(settings: list[str]) -> dict:
         if key not in fields or not value:
             raise SystemExit(f"--set {setting}: expected FIELD=VALUE with FIELD one of {', '.join(fields)}")
         try:
-            overrides[key] = (tuple(float(v) for v in value.split(",")) if fields[key] is tuple
-                              else fields[key](value))
+            overrides[key] = _zooms(value) if fields[key] is tuple else fields[key](value)
         except ValueError:
             raise SystemExit(f"--set {setting}: {value!r} is not a valid {fields[key].__name__}") from None
     return overrides
@@ -239,14 +244,12 @@ def cmd_explain(args) -> int:
 
 
 def cmd_calibrate(args) -> int:
-    from core import reports
+    from core import registry, reports
     from core.predictor import Predictor
-
-    from core import registry
 
     for name in _model_names(args.model):
         if args.test_time_zooms:
-            registry.update_card(name, "test_time_zooms", [float(z) for z in args.test_time_zooms.split(",")])
+            registry.update_card(name, "test_time_zooms", list(args.test_time_zooms))
         with _bar(None, f"calibrating {name}") as bar:
             card = reports.recalibrate(Predictor.load(name), _data_dir(args.data), progress=bar)
         v = card["validation"]
@@ -356,7 +359,7 @@ def build_parser() -> argparse.ArgumentParser:
     calibrate = commands.add_parser("calibrate", help="refit calibration and operating points on validation")
     _add_data(calibrate)
     calibrate.add_argument("--model", help="a model name, 'all', or the default model when left out")
-    calibrate.add_argument("--test-time-zooms", metavar="Z1,Z2,...",
+    calibrate.add_argument("--test-time-zooms", type=_zooms, metavar="Z1,Z2,...",
                            help="average over these framings from now on (core/tta.py), e.g. 1,1.12,0.9")
     calibrate.set_defaults(run=cmd_calibrate)
 

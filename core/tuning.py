@@ -131,17 +131,20 @@ def tune(arch_name: str, data_dir, trials: int, directory: Path, max_minutes: fl
             loaded[size] = (data.load_set(train_examples, spec), data.load_set(val_examples, spec))
         return loaded[size]
 
+    def trial(hp):
+        """A trial's architecture (at its input size) and recipe."""
+        size, overrides = _choose(hp)
+        arch = get_architecture(arch_name, size)
+        return arch, replace(arch.recipe, epochs=epochs, **overrides)
+
     class HyperModel(keras_tuner.HyperModel):
         def build(self, hp):
-            size, overrides = _choose(hp)
-            arch = get_architecture(arch_name, size)
-            recipe = replace(arch.recipe, epochs=epochs, **overrides)
+            arch, recipe = trial(hp)
             return compile_model(arch, recipe, int(np.ceil(len(train_examples) / recipe.batch_size)))
 
         def fit(self, hp, model, **kwargs):
-            size, overrides = _choose(hp)
-            train_set, val_set = sets_for(size)
-            recipe = replace(get_architecture(arch_name).recipe, epochs=epochs, **overrides)
+            arch, recipe = trial(hp)
+            train_set, val_set = sets_for(arch.preprocess.size)
             return model.fit(training_dataset(train_set.inputs, train_set.labels, recipe, recipe.batch_size, seed)[0],
                              validation_data=make_dataset(val_set.inputs, val_set.labels, recipe.batch_size),
                              epochs=epochs, **{"verbose": 0, **kwargs})
