@@ -12,7 +12,7 @@ import time
 import numpy as np
 
 from benchmarks.streamlit_server import CHROMIUM, CHROMIUM_ARGS, streamlit_server
-from core.synthetic import chest_jpeg
+from core.analysis.synthetic import chest_jpeg
 
 RESULT_TIMEOUT_MS = 180_000
 

@@ -19,10 +19,12 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.shift import measure, print_report, validation_images
-from core import data, evaluation, registry, reports
-from core.predictor import Predictor
-from core.shift import shift_report
-from core.train import TrainConfig, train
+from core.analysis import evaluation, reports
+from core.analysis.shift import shift_report
+from core.learning import data
+from core.learning.train import TrainConfig, train
+from core.serving import registry
+from core.serving.predictor import Predictor
 
 PROXY = {"arch": "cxrnet", "size": 96, "epochs": 10}
 

@@ -4,7 +4,7 @@ from pathlib import Path
 from playwright.sync_api import expect, sync_playwright
 
 from benchmarks.streamlit_server import CHROMIUM, CHROMIUM_ARGS, ROOT, streamlit_server
-from core.synthetic import chest_jpeg
+from core.analysis.synthetic import chest_jpeg
 
 OUT = ROOT / "docs" / "screenshots"
 # page -> (navigation title, text that shows the page has finished)

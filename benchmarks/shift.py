@@ -13,11 +13,12 @@ from pathlib import Path
 
 import numpy as np
 
-from core import data, registry
-from core.imaging import decode_image
-from core.predictor import Predictor
-from core.reports import split_examples
-from core.shift import shift_report
+from core.analysis.reports import split_examples
+from core.analysis.shift import shift_report
+from core.learning import data
+from core.serving import registry
+from core.serving.imaging import decode_image
+from core.serving.predictor import Predictor
 
 
 @functools.lru_cache(maxsize=2)

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import argparse
 
-from core import explain
-from core.predictor import Predictor
-from core.synthetic import chest_jpeg
+from core.analysis import explain
+from core.analysis.synthetic import chest_jpeg
+from core.serving.predictor import Predictor
 
 BOUND_MB = 40
 

@@ -11,9 +11,10 @@ import json
 from collections import Counter
 
 from benchmarks.non_xrays import generate
-from core import data, registry
-from core.imaging import ImageError, decode_image
-from core.quality import NotChestXRayError, check_chest_xray
+from core.learning import data
+from core.serving import registry
+from core.serving.imaging import ImageError, decode_image
+from core.serving.quality import NotChestXRayError, check_chest_xray
 
 
 def rejected(payload: bytes, detector) -> bool:

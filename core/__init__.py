@@ -1,25 +1,24 @@
 """Pneumonia screening library: the public API.
 
 ``Predictor`` turns image bytes into a ``ScreeningResult``; ``registry`` lists the
-models and their cards. Everything else is reachable through its module.
-Names are imported lazily so that light modules (imaging, data) load without TensorFlow.
+models and their cards; a ``SiteProfile`` holds a clinic's own operating points.
+The package is split where TensorFlow starts:
+
+- ``core.serving``: decoding, input checks, preprocessing, ONNX forward pass,
+  calibration, heat maps, registry and site profiles; never imports TensorFlow.
+- ``core.learning``: data, the model zoo, training, tuning, export, download (TensorFlow).
+- ``core.analysis``: evaluation, reports, the shift check, bench, gradient
+  explanations, site calibration (TensorFlow only where a Keras model is asked for).
 """
-from importlib import import_module
+import os
 
-_EXPORTS = {
-    "Predictor": "core.predictor",
-    "ScreeningResult": "core.predictor",
-    "ImageError": "core.imaging",
-    "NotChestXRayError": "core.quality",
-    "PreprocessSpec": "core.imaging",
-    "registry": "core.registry",
-}
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # no oneDNN and absl chatter in every command
 
-__all__ = list(_EXPORTS)
+from core.serving import registry  # noqa: E402
+from core.serving.imaging import ImageError, PreprocessSpec  # noqa: E402
+from core.serving.predictor import Predictor, ScreeningResult  # noqa: E402
+from core.serving.quality import NotChestXRayError  # noqa: E402
+from core.serving.site import SiteProfile, SiteProfileError  # noqa: E402
 
-
-def __getattr__(name: str):
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'core' has no attribute '{name}'")
-    module = import_module(_EXPORTS[name])
-    return module if module.__name__ == f"core.{name}" else getattr(module, name)
+__all__ = ["ImageError", "NotChestXRayError", "Predictor", "PreprocessSpec", "ScreeningResult", "SiteProfile",
+           "SiteProfileError", "registry"]

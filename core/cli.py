@@ -5,7 +5,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from core import data
+from core.learning import data
+from core.serving.settings import DEFAULT_OPERATING_POINT, OPERATING_POINTS
 
 
 def _data_dir(value: str | None) -> Path:
@@ -20,11 +21,11 @@ def _learning_rate(value: str) -> float | str:
 
 
 def cmd_train(args) -> int:
-    from core.train import TrainConfig, train
+    from core.learning.train import TrainConfig, train
 
     config = {"recipe": {}}
     if args.config:
-        from core.tuning import load_config
+        from core.learning.tuning import load_config
 
         config = load_config(Path(args.config))
     arch = args.arch or config.get("arch")
@@ -52,7 +53,7 @@ def _recipe_settings(settings: list[str]) -> dict:
     """`--set mixup=0.2 --set sampling=balanced` as recipe overrides, typed like the Recipe's fields."""
     import dataclasses
 
-    from core.zoo import Recipe
+    from core.learning.zoo import Recipe
 
     fields = {f.name: type(getattr(Recipe(), f.name)) for f in dataclasses.fields(Recipe)}
     overrides = {}
@@ -70,9 +71,9 @@ def _recipe_settings(settings: list[str]) -> dict:
 def cmd_lr_find(args) -> int:
     import json
 
-    from core.train import load_split
-    from core.tuning import find_learning_rate, lr_plot
-    from core.zoo import get_architecture
+    from core.learning.train import load_split
+    from core.learning.tuning import find_learning_rate, lr_plot
+    from core.learning.zoo import get_architecture
 
     arch = get_architecture(args.arch, args.size)
     train_set, _ = load_split(_data_dir(args.data), arch.preprocess, args.seed, args.max_train_images)
@@ -89,7 +90,7 @@ def cmd_lr_find(args) -> int:
 
 
 def cmd_tune(args) -> int:
-    from core.tuning import SEARCH_SPACE, tune
+    from core.learning.tuning import SEARCH_SPACE, tune
 
     print("search space: " + "; ".join(f"{k}: {v}" for k, v in SEARCH_SPACE.items()))
     rows = tune(args.arch, _data_dir(args.data), args.trials, Path(args.dir), args.max_minutes, args.epochs,
@@ -105,7 +106,7 @@ def cmd_tune(args) -> int:
 
 
 def _model_names(choice: str | None) -> list[str]:
-    from core import registry
+    from core.serving import registry
 
     if choice in (None, "default"):
         return [registry.default_model_name()]
@@ -121,17 +122,22 @@ def _bar(total: int, desc: str):
 def cmd_evaluate(args) -> int:
     import json
 
-    from core import registry, reports
-    from core.predictor import Predictor
+    from core.analysis import reports
+    from core.serving import registry
+    from core.serving.predictor import Predictor
 
     data_dir = _data_dir(args.data)
     default = registry.default_model_name()
     records = []
-    for name in _model_names(args.model):
-        predictor = Predictor.load(name)
+    names = [None] if args.site and not args.model else _model_names(args.model)
+    for name in names:
+        predictor = _predictor(name, args.site) if args.site else Predictor.load(name)
+        name = predictor.name
         with _bar(None, f"evaluating {name}") as bar:
             scored = reports.score_split(predictor, data_dir, args.split, progress=bar)
         record = reports.evaluate(predictor, scored, args.split, name == default, args.save_report)
+        if predictor.site:
+            record["site"] = predictor.site.name
         if args.top_losses:
             record["top_losses"] = reports.top_losses(scored, args.top_losses)
         records.append(record)
@@ -154,46 +160,101 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
-def cmd_screen(args) -> int:
-    from core import screening
-    from core.predictor import Predictor
+def _predictor(model: str | None, site: str | None):
+    """The model to screen with: the site profile's model when a profile is given."""
+    from core.serving import registry
+    from core.serving.predictor import Predictor
+    from core.serving.site import SiteProfile, SiteProfileError
 
-    predictor = Predictor.load(args.model)
-    rows = screening.screen_paths(predictor, args.paths, args.operating_point)
+    try:
+        profile = SiteProfile.load(site) if site else None
+        return Predictor.load(model or (profile.model if profile else registry.default_model_name()), site=profile)
+    except SiteProfileError as exc:
+        raise SystemExit(f"refused: {exc}") from None
+
+
+def cmd_screen(args) -> int:
+    from core.serving import screening
+    from core.serving.heatmap import overlay, to_png
+
+    predictor = _predictor(args.model, args.site)
+    rows = screening.screen_paths(predictor, args.paths, args.operating_point, heatmaps=bool(args.heatmaps))
     if args.heatmaps:
-        _write_heatmaps(predictor, rows, Path(args.heatmaps))
+        folder = Path(args.heatmaps)
+        folder.mkdir(parents=True, exist_ok=True)
+        for row in rows:
+            if row.status == "ok":
+                image = overlay(row.result.image, row.result.heatmap)
+                (folder / f"{Path(row.file).stem}.png").write_bytes(to_png(image))
     print(screening.rows_to_json(rows) if args.format == "json" else screening.rows_to_csv(rows), end="")
     return 0 if all(row.status == "ok" for row in rows) else 1
 
 
-def _write_heatmaps(predictor, rows, folder: Path) -> None:
-    from core import explain
+def cmd_export(args) -> int:
+    from core.learning import keras_model
+    from core.learning.export import export
 
-    folder.mkdir(parents=True, exist_ok=True)
-    for row in rows:
-        if row.status != "ok":
-            continue
-        gray, heat = explain.explain_bytes(predictor.model, predictor.spec, Path(row.file).read_bytes())
-        (folder / f"{Path(row.file).stem}.png").write_bytes(explain.to_png(explain.overlay(gray, heat)))
+    for name in _model_names(args.model):
+        model, card = keras_model.load(name)
+        card = export(model, card)
+        print(f"{name}: {card['onnx']['file']} ({card['onnx']['file_bytes'] / 1e6:.1f} MB), "
+              f"heat map: {card['onnx']['heatmap'] or 'from the Keras model (Grad-CAM or occlusion)'}")
+    return 0
+
+
+def cmd_calibrate_site(args) -> int:
+    import json
+
+    from core.analysis import site_calibration
+    from core.serving.predictor import Predictor
+
+    predictor = Predictor.load(args.model)
+    with _bar(None, "scoring local X-rays") as bar:
+        def progress(done, total):
+            bar.total = total
+            bar.n = done
+            bar.refresh()
+
+        local = site_calibration.score_folder(predictor, args.data, progress)
+    for name, reason in local.refused:
+        print(f"refused: {name}: {reason}", file=sys.stderr)
+    try:
+        content, advice = site_calibration.calibrate(predictor, local, args.sensitivity,
+                                                     args.site_name or Path(args.out).stem)
+    except ValueError as exc:
+        raise SystemExit(str(exc)) from None
+    print(site_calibration.table(content))
+    for line in advice:
+        print(f"note: {line}")
+    Path(args.out).write_text(json.dumps(content, indent=1) + "\n")
+    print(f"site profile written to {args.out}")
+    return 0
 
 
 def cmd_bench(args) -> int:
-    from core import bench, registry
-    from core.train import hardware
+    import json
+
+    from core.analysis import bench
+    from core.learning.train import hardware
+    from core.serving import registry
 
     rows = bench.run(args.model and [args.model], runs=args.runs)
+    result = {"hardware": hardware(), "rows": rows}
     if args.save:
-        registry.save_shared(registry.BENCHMARK, {"hardware": hardware(), "rows": rows})
-    print(f"{'model':<12}{'params':>10}{'MB':>7}{'p50 ms':>8}{'p95 ms':>8}{'img/s':>8}{'explain ms':>11}{'vs keras_io':>12}")
+        registry.save_shared(registry.BENCHMARK, result)
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=1))
+    print(f"{'model':<12}{'runtime':<8}{'params':>10}{'MB':>7}{'p50 ms':>8}{'p95 ms':>8}{'img/s':>8}"
+          f"{'heat map ms':>12}{'vs keras':>10}")
     for r in rows:
-        ratio = f"{r['p50_vs_keras_io']:.2f}x" if r["p50_vs_keras_io"] else "-"
-        print(f"{r['model']:<12}{r['parameters']:>10,}{r['file_mb']:>7.1f}{r['p50_ms']:>8.1f}{r['p95_ms']:>8.1f}"
-              f"{r['throughput_per_s']:>8.0f}{r['explain_ms']:>11.1f}{ratio:>12}")
+        ratio = f"{r['vs_keras']:.1f}x" if r["vs_keras"] else "-"
+        print(f"{r['model']:<12}{r['runtime']:<8}{r['parameters']:>10,}{r['file_mb']:>7.1f}{r['p50_ms']:>8.1f}"
+              f"{r['p95_ms']:>8.1f}{r['throughput_per_s']:>8.0f}{r['explain_ms']:>12.1f}{ratio:>10}")
     return 0
 
 
 def cmd_download(args) -> int:
-    from core.download import DEFAULT_BASE_URL, DownloadError, download
+    from core.learning.download import DEFAULT_BASE_URL, DownloadError, download
 
     bars = {}
 
@@ -219,8 +280,9 @@ def cmd_download(args) -> int:
 def cmd_explain(args) -> int:
     import json
 
-    from core import registry, reports
-    from core.predictor import Predictor
+    from core.analysis import reports
+    from core.serving import registry
+    from core.serving.predictor import Predictor
 
     data_dir = _data_dir(args.data)
     predictor = Predictor.load(args.model)
@@ -244,8 +306,9 @@ def cmd_explain(args) -> int:
 
 
 def cmd_calibrate(args) -> int:
-    from core import registry, reports
-    from core.predictor import Predictor
+    from core.analysis import reports
+    from core.serving import registry
+    from core.serving.predictor import Predictor
 
     for name in _model_names(args.model):
         if args.test_time_zooms:
@@ -260,17 +323,11 @@ def cmd_calibrate(args) -> int:
 
 
 def cmd_fit_detector(args) -> int:
-    from core import data, registry
-    from core.quality import DETECTOR_FILE, DETECTOR_SPEC, XrayDetector
+    from core.learning.detector import fit_detector
 
-    train, held_out = data.split_by_patient(data.list_examples(_data_dir(args.data), "train"), seed=args.seed)
-    with _bar(len(train) + len(held_out), "reading images") as bar:
-        train_set = data.load_set(train, DETECTOR_SPEC, progress=bar)
-        held_out_set = data.load_set(held_out, DETECTOR_SPEC, progress=bar)
-    detector = XrayDetector.fit(train_set.inputs, held_out_set.inputs)
-    rejected = float((detector.residuals(held_out_set.inputs) > detector.threshold).mean())
-    detector.save(registry.models_dir() / DETECTOR_FILE)
-    print(f"threshold {detector.threshold:.4f}; held-out X-rays rejected: {rejected:.2%} of {len(held_out_set.labels)}")
+    with _bar(None, "reading images") as bar:
+        threshold, rejected, count = fit_detector(_data_dir(args.data), args.seed, progress=bar)
+    print(f"threshold {threshold:.4f}; held-out X-rays rejected: {rejected:.2%} of {count}")
     return 0
 
 
@@ -307,6 +364,8 @@ def build_parser() -> argparse.ArgumentParser:
                           "hold-out of train that training used")
     evaluate.add_argument("--model", help="a model name, 'all', or the default model when left out")
     evaluate.add_argument("--json", help="write the records as a JSON list to this file")
+    evaluate.add_argument("--site", metavar="SITE.json", help="evaluate at this site profile's operating points "
+                          "and calibration (its model unless --model is given)")
     evaluate.add_argument("--top-losses", type=int, default=0, metavar="N", help="list the N worst images")
     evaluate.add_argument("--save-report", action="store_true",
                           help="store the record, predictions included, as models/NAME.SPLIT.json")
@@ -318,7 +377,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "rejected or could not be read (the others are still screened), 2 for usage errors.")
     screen.add_argument("paths", nargs="+")
     screen.add_argument("--model", help="model name (default: the manifest's default)")
-    screen.add_argument("--operating-point", default="balanced", choices=("balanced", "screening"))
+    screen.add_argument("--operating-point", default=DEFAULT_OPERATING_POINT, choices=OPERATING_POINTS)
+    screen.add_argument("--site", metavar="SITE.json", help="use this site profile's operating points and calibration")
     screen.add_argument("--format", default="csv", choices=("csv", "json"))
     screen.add_argument("--heatmaps", metavar="DIR", help="write one heat-map overlay PNG per screened image")
     screen.set_defaults(run=cmd_screen)
@@ -327,6 +387,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--model", help="one model (default: all)")
     bench.add_argument("--runs", type=int, default=50)
     bench.add_argument("--save", action="store_true", help="store the numbers in models/bench.json for the dashboard")
+    bench.add_argument("--json", metavar="OUT", help="write the rows to this JSON file")
     bench.set_defaults(run=cmd_bench)
 
     download = commands.add_parser("download", help="fetch the public chest X-ray set (Kaggle layout)")
@@ -360,8 +421,20 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data(calibrate)
     calibrate.add_argument("--model", help="a model name, 'all', or the default model when left out")
     calibrate.add_argument("--test-time-zooms", type=_zooms, metavar="Z1,Z2,...",
-                           help="average over these framings from now on (core/tta.py), e.g. 1,1.12,0.9")
+                           help="average over these framings from now on (core/serving/tta.py), e.g. 1,1.12,0.9")
     calibrate.set_defaults(run=cmd_calibrate)
+
+    export = commands.add_parser("export", help="write the ONNX serving file of trained models")
+    export.add_argument("--model", help="a model name, 'all', or the default model when left out")
+    export.set_defaults(run=cmd_export)
+
+    site = commands.add_parser("calibrate-site", help="a clinic's own operating points from its labelled X-rays")
+    site.add_argument("--data", required=True, help="a folder with NORMAL/ and PNEUMONIA/ folders of local X-rays")
+    site.add_argument("--model", help="model name (default: the manifest's default)")
+    site.add_argument("--sensitivity", type=float, default=0.98, help="sensitivity target of the screening point")
+    site.add_argument("--out", required=True, metavar="SITE.json", help="where to write the site profile")
+    site.add_argument("--site-name", help="the site's name in the profile (default: the file's name)")
+    site.set_defaults(run=cmd_calibrate_site)
 
     detector = commands.add_parser("fit-detector", help="fit the not-a-chest-X-ray check on real X-rays")
     _add_data(detector)

@@ -3,8 +3,11 @@ import numpy as np
 import plotly.graph_objects as go
 import streamlit as st
 
-from core import data, evaluation, explain, registry, reports, tuning
-from pages.common import card_summary, cards, confusion_figure, line_figure, predictor, report
+from core.analysis import evaluation, explain, reports
+from core.learning import data, tuning
+from core.serving import registry
+from core.serving.heatmap import overlay
+from ui.common import card_summary, cards, confusion_figure, line_figure, predictor, report
 
 st.title("Model comparison")
 st.caption("Validation numbers come from each model's patient-level validation split (patients never seen in "
@@ -154,7 +157,7 @@ elif folder:
             for i, worst in enumerate(reports.top_losses(scored, int(top_count))):
                 index = worst["index"]
                 heat = explain.explain(model.model, scored.inputs[index], explain.best_method(model.model))
-                image = explain.overlay((scored.inputs[index][..., 0] * 255).astype(np.uint8), heat)
+                image = overlay((scored.inputs[index][..., 0] * 255).astype(np.uint8), heat)
                 columns[i % 4].image(image, width="stretch", caption=(
                     f"{worst['label']}, p={worst['probability']:.2f}, loss {worst['loss']:.2f}: "
                     f"{worst['file'].rsplit('/', 1)[-1]}"))

@@ -3,9 +3,12 @@ from pathlib import Path
 
 import streamlit as st
 
-from core import data, explain
-from core.imaging import ImageError, decode_image, preprocess
-from pages.common import gray_image, model_picker, predictor
+from core.analysis import explain
+from core.learning import data
+from core.serving.heatmap import overlay
+from core.serving.imaging import ImageError, decode_image, preprocess
+from core.serving.quality import check_chest_xray
+from ui.common import format_probability, gray_image, model_picker, predictor
 
 st.title("Explain a prediction")
 st.caption("Heat maps show where the model finds evidence of pneumonia. A model that looks at borders, "
@@ -38,14 +41,19 @@ if image_bytes is None:
     st.stop()
 
 try:
-    gray = decode_image(image_bytes).pixels
+    # The same input checks as the Screen page: what Screen refuses is not explained here either.
+    decoded = decode_image(image_bytes)
+    warnings = check_chest_xray(decoded, model.detector)
 except ImageError as exc:
     st.error(f"{image_name}: {exc}")
     st.stop()
+gray = decoded.pixels
+for warning in warnings:
+    st.warning(f"Image quality: {warning}")
 inputs = preprocess(gray, model.spec)
 probability = float(model.probabilities(inputs[None])[0])
 zooms = model.test_time_zooms
-st.metric("Probability of pneumonia", f"{probability:.1%}",
+st.metric("Probability of pneumonia", format_probability(probability),
           help=f"model {model.name}" + (f", averaged over {len(zooms)} framings; the maps explain the image as "
                                         "uploaded" if len(zooms) > 1 else ""))
 
@@ -68,13 +76,14 @@ with st.spinner("Computing the heat map…"):
 shares = explain.focus_shares(heat)
 image_column, heat_column = st.columns(2)
 image_column.image(gray_image(gray), caption=image_name, width="stretch")
-heat_column.image(explain.overlay(gray, heat, opacity), width="stretch",
+heat_column.image(overlay(gray, heat, opacity), width="stretch",
                   caption=f"{method}: {shares['inside']:.0%} of the heat inside the central thorax region")
 
 if layers:
     st.subheader("Activation maps")
-    count = st.slider("Channels", 4, 64, 16, 4)
     maps = explain.activations(model.model, inputs, layer)
+    channels = maps.shape[-1]
+    count = st.slider("Channels", 1, channels, min(16, channels)) if channels > 1 else 1
     st.image(explain.activation_grid(maps, max_channels=count), width="stretch",
              caption=f"{layer}: {maps.shape[0]}x{maps.shape[1]} feature maps, first {min(count, maps.shape[-1])} "
                      f"of {maps.shape[-1]} channels")

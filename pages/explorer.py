@@ -1,13 +1,12 @@
 """Dataset explorer: class balance, pixel histograms, sizes, duplicates and samples."""
-from pathlib import Path
 
 import numpy as np
 import plotly.graph_objects as go
 import streamlit as st
 
-from core import data
-from core.download import DEFAULT_BASE_URL, DownloadError, download
-from pages.common import shipped_profile
+from core.learning import data
+from core.learning.download import DEFAULT_BASE_URL, DownloadError, download
+from ui.common import shipped_profile
 
 st.title("Dataset explorer")
 

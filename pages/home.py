@@ -1,7 +1,7 @@
 """Home: what the tool is for, and the model in use."""
 import streamlit as st
 
-from pages.common import DISCLAIMER, card_summary, cards, default_model
+from ui.common import DISCLAIMER, card_summary, cards, default_model
 
 st.title("Chest X-ray pneumonia screening")
 st.markdown(DISCLAIMER)

@@ -1,32 +1,118 @@
-"""Screen: upload X-rays, get a probability, a label and a heat map for each."""
+"""Screen: upload X-rays and get a triage list: flagged images first, each verdict beside its own image."""
+import hashlib
+
 import streamlit as st
 
-from core import explain, screening
-from core.imaging import ImageError, decode_image
-from pages.common import DISCLAIMER, OPERATING_POINT_HELP, model_picker, predictor
+from core.serving import registry, screening
+from core.serving.heatmap import overlay
+from core.serving.imaging import ImageError, decode_image
+from core.serving.settings import OPERATING_POINTS
+from core.serving.site import SiteProfile, SiteProfileError, shipped_profiles
+from ui.common import DISCLAIMER, OPERATING_POINT_HELP, default_model, format_probability, keep, predictor
+
+SHIPPED = "Shipped operating points (training hospital)"
+UPLOAD_PROFILE = "Upload a site profile…"
+HEATMAP_CAPTION = ("Heat map: red areas raised the pneumonia score most, blue areas least. "
+                   "It shows where the model looked, not a finding.")
+CACHE_LIMIT = 200  # screened images kept per session (results only, never the uploads)
 
 st.title("Screen chest X-rays")
 st.caption(DISCLAIMER)
 
-with st.sidebar:
-    model_name = model_picker()
-    operating_point = st.radio("Operating point", ["screening", "balanced"], help=OPERATING_POINT_HELP)
-    opacity = st.slider("Heat-map opacity", 0.0, 1.0, 0.4, 0.05)
+
+def choose_site() -> tuple[bytes | None, str]:
+    """(site profile bytes or None, its name), from the sites folder or an upload."""
+    shipped = {path.stem: path for path in shipped_profiles()}
+    options = [SHIPPED, *shipped, UPLOAD_PROFILE]
+    choice = st.selectbox("Operating points", options, **keep("site_choice", SHIPPED),
+                          help="A site profile holds thresholds set on your own clinic's X-rays "
+                               "(python -m core calibrate-site, or the Site calibration page).")
+    if choice in shipped:
+        return shipped[choice].read_bytes(), choice
+    if choice == UPLOAD_PROFILE:
+        upload = st.file_uploader("Site profile (JSON)", type=["json"], key="site_upload")
+        if upload:
+            st.session_state["site_profile"] = (upload.getvalue(), upload.name.rsplit(".", 1)[0])
+        return st.session_state.get("site_profile", (None, ""))
+    return None, ""
+
+
+with st.expander("Settings", expanded=False):
+    site_bytes, site_name = choose_site()
+    operating_point = st.radio("Operating point", OPERATING_POINTS, horizontal=True, help=OPERATING_POINT_HELP,
+                               **keep("operating_point", OPERATING_POINTS[0]))
+    opacity = st.slider("Heat-map opacity", 0.0, 1.0, **keep("opacity", 0.4), step=0.05)
+    maps_for_negatives = st.toggle("Show heat maps on images not flagged", **keep("maps_for_negatives", False))
+    model_name = default_model()
+    if st.toggle("Advanced: screen with another model", **keep("other_model", False),
+                 help="For analysts comparing models. Models disagree on the same X-ray; health workers "
+                      "should use the default, which is the one validated for screening."):
+        names = registry.model_names()
+        model_name = st.selectbox("Model", names, **keep("model_choice", model_name))
+
+try:
+    if site_bytes:
+        model_name = SiteProfile.from_bytes(site_bytes, site_name).model
+    model = predictor(model_name, site_bytes, site_name)
+except SiteProfileError as exc:
+    st.error(f"Site profile refused: {exc}. The shipped operating points are used instead.")
+    model = predictor(model_name)
+
+if model.site:
+    counts = model.site.content["counts"]
+    source = (f"site profile **{model.site.name}** ({counts['NORMAL'] + counts['PNEUMONIA']} local X-rays, "
+              f"made {model.site.content['created'][:10]})")
+else:
+    source = "the model card (validation at the training hospital; see Home for other periods)"
+st.caption(f"Model **{model.name}** · {operating_point} threshold "
+           f"**{model.operating_points[operating_point]:.3f}** from {source}.")
 
 uploads = st.file_uploader("Chest X-rays (JPEG, PNG or DICOM)", type=["jpg", "jpeg", "png", "dcm", "dicom"],
                            accept_multiple_files=True,
                            help="Processed in memory only: nothing you upload is stored or logged.")
-if not uploads:
+
+
+def screen_upload(name: str, data: bytes) -> screening.ScreeningRow:
+    """Screened once per image, model file, operating point and site: display controls only redraw."""
+    key = (hashlib.sha256(data).hexdigest(), model.card["sha256"], operating_point,
+           model.site.content["profile_sha256"] if model.site else None)
+    cache = st.session_state.setdefault("screen_cache", {})
+    if key not in cache:
+        if len(cache) >= CACHE_LIMIT:
+            cache.pop(next(iter(cache)))
+        cache[key] = screening.screen_bytes(model, name, data, operating_point, heatmap=True)
+    row = cache[key]
+    row.file = name
+    return row
+
+
+if uploads:
+    with st.spinner("Screening…"):
+        rows = [screen_upload(upload.name, upload.getvalue()) for upload in uploads]
+    # Results (not the uploads) survive a visit to another page.
+    st.session_state["last_batch"] = rows
+    st.session_state["last_batch_dicom"] = {u.name: u.getvalue() for u in uploads if u.getvalue()[128:132] == b"DICM"}
+elif st.session_state.get("last_batch"):
+    rows = st.session_state["last_batch"]
+    left, right = st.columns([3, 1])
+    left.info(f"Your last batch ({len(rows)} images). Upload images to screen a new batch.")
+    if right.button("Clear results"):
+        st.session_state.pop("last_batch")
+        st.session_state.pop("last_batch_dicom", None)
+        st.rerun()
+else:
     st.info("Upload one or more chest X-rays to screen them.")
     st.stop()
 
-model = predictor(model_name)
-with st.spinner("Screening…"):
-    rows = [screening.screen_bytes(model, upload.name, upload.getvalue(), operating_point) for upload in uploads]
-
-st.subheader("Results")
-st.dataframe([row.to_dict() for row in rows], hide_index=True, width="stretch")
-st.download_button("Download results (CSV)", screening.rows_to_csv(rows), "screening_results.csv", "text/csv")
+flagged = [r for r in rows if r.status == "ok" and r.label == "PNEUMONIA"]
+refused = [r for r in rows if r.status != "ok"]
+clear = [r for r in rows if r.status == "ok" and r.label != "PNEUMONIA"]
+unreliable = [r for r in rows if r.status == "ok" and r.result.warnings]
+summary = f"**{len(flagged)} of {len(rows)} flagged** for clinical review"
+summary += f", {len(refused)} refused" if refused else ""
+summary += f", {len(unreliable)} with image-quality warnings" if unreliable else ""
+st.subheader("Summary")
+st.markdown(summary + ".")
 
 
 def show_patient_tags(data: bytes, key: str) -> None:
@@ -38,30 +124,43 @@ def show_patient_tags(data: bytes, key: str) -> None:
             st.error(str(exc))
 
 
-for index, (upload, row) in enumerate(zip(uploads, rows)):
-    st.divider()
-    if row.status != "ok":
-        (st.warning if row.status == "rejected" else st.error)(f"**{row.file}**: {row.message}")
-        continue
-    left, right = st.columns([3, 2])
-    data = upload.getvalue()
-    with right:
-        st.markdown(f"**{row.file}**")
-        st.metric("Probability of pneumonia", f"{row.probability:.1%}")
-        if row.label == "PNEUMONIA":
-            st.error(f"Possible pneumonia at the {operating_point} operating point: refer for clinical review.")
-        else:
-            st.success(f"No pneumonia flagged at the {operating_point} operating point.")
-        st.caption(f"{operating_point} threshold {row.result.threshold:.3f}, model {row.model}, "
-                   f"{row.result.timings_ms['total']:.0f} ms")
-        for warning in row.result.warnings:
-            st.warning(f"Image quality: {warning}")
-        if data[128:132] == b"DICM":
-            show_patient_tags(data, key=f"tags-{index}")
-    with left:
-        try:
-            gray, heat = explain.explain_bytes(model.model, model.spec, data)
-            st.image(explain.overlay(gray, heat, opacity), caption="Heat map: where the model sees pneumonia",
-                     width="stretch")
-        except explain.ExplanationUnavailable as exc:
-            st.info(str(exc))
+def result_card(row: screening.ScreeningRow, index: int) -> None:
+    """The verdict above (phone) or beside (desktop) its own image."""
+    with st.container(border=True):
+        verdict, picture = st.columns([2, 3])
+        with verdict:
+            st.markdown(f"**{row.file}**")
+            if row.status != "ok":
+                (st.warning if row.status == "rejected" else st.error)(f"Not screened: {row.message}")
+                return
+            result = row.result
+            if result.warnings:
+                st.warning("**Result may be unreliable:** " + "; ".join(result.warnings))
+            if row.label == "PNEUMONIA":
+                st.error("**Possible pneumonia**: refer for clinical review.")
+            else:
+                st.success("**No pneumonia flagged.**")
+            st.metric("Probability of pneumonia", format_probability(row.probability))
+            st.caption(f"{operating_point} threshold {result.threshold:.3f} · model {row.model}"
+                       + (f" · site {result.site}" if result.site else "") + f" · {result.timings_ms['total']:.0f} ms")
+            dicom = st.session_state.get("last_batch_dicom", {}).get(row.file)
+            if dicom:
+                show_patient_tags(dicom, key=f"tags-{index}")
+        with picture:
+            show_map = row.label == "PNEUMONIA" or maps_for_negatives
+            if show_map and result.heatmap is not None:
+                st.image(overlay(result.image, result.heatmap, opacity), caption=HEATMAP_CAPTION, width="stretch")
+            else:
+                st.image(result.image, caption="The X-ray as screened (heat map: see Settings)", width="stretch")
+
+
+for index, row in enumerate(sorted(flagged, key=lambda r: -r.probability) + refused + clear):
+    result_card(row, index)
+
+with st.expander("Table and CSV download"):
+    table = [{"File": r.file, "Result": {"ok": "Possible pneumonia" if r.label == "PNEUMONIA" else "Not flagged",
+                                         "rejected": "Refused", "error": "Not screened"}[r.status],
+              "Probability": format_probability(r.probability) if r.probability is not None else "",
+              "Note": r.message} for r in rows]
+    st.dataframe(table, hide_index=True, width="stretch")
+    st.download_button("Download results (CSV)", screening.rows_to_csv(rows), "screening_results.csv", "text/csv")

@@ -8,9 +8,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import pytest
 
-from core import data
-from core.synthetic import chest_xray as xray_like  # noqa: F401  shared by the test modules
-from core.synthetic import encode
+from core.analysis.synthetic import chest_xray as xray_like  # noqa: F401  shared by the test modules
+from core.analysis.synthetic import encode
+from core.learning import data
 
 TINY_SIZE = 32
 
@@ -38,7 +38,7 @@ def tiny_data(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_models(tiny_data, tmp_path_factory) -> Path:
     """A models folder holding one cnn_small trained for one epoch at 32 px."""
-    from core.train import TrainConfig, train
+    from core.learning.train import TrainConfig, train
 
     folder = tmp_path_factory.mktemp("models")
     train(TrainConfig(arch="cnn_small", data_dir=tiny_data, epochs=1, size=TINY_SIZE, models_dir=folder),

@@ -2,9 +2,8 @@
 from pathlib import Path
 
 import pytest
-from streamlit.testing.v1 import AppTest
-
 from conftest import encode, xray_like
+from streamlit.testing.v1 import AppTest
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGES = ["home", "screen", "explorer", "compare", "explain"]
@@ -48,7 +47,7 @@ def test_screen_page_screens_an_upload_and_reports_a_bad_file():
 
 
 def test_screen_page_uses_the_chosen_operating_point_of_the_card():
-    from core import registry
+    from core.serving import registry
 
     card = registry.load_card(registry.default_model_name())
     app = page("screen")

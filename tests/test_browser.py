@@ -2,10 +2,10 @@
 import asyncio
 
 import pytest
+from conftest import encode, xray_like
 
 from benchmarks.browser_load import run_sessions
 from benchmarks.streamlit_server import CHROMIUM, CHROMIUM_ARGS, ROOT, streamlit_server
-from conftest import encode, xray_like
 
 ARTIFACTS = ROOT / "artifacts"
 

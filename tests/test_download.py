@@ -6,10 +6,11 @@ from pathlib import Path
 
 import pytest
 import tensorflow as tf
-
 from conftest import encode, xray_like
-from core import cli, data
-from core.download import DownloadError, download, fetch
+
+from core import cli
+from core.learning import data
+from core.learning.download import DownloadError, download, fetch
 
 NAMES = {"NORMAL": ["IM-0001-0001.jpeg", "IM-0002-0001.jpeg"],
          "PNEUMONIA": ["person1_bacteria_1.jpeg", "person1_bacteria_2.jpeg", "person2_virus_3.jpeg"]}

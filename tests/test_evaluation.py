@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from core import evaluation
+from core.analysis import evaluation
 
 LABELS = np.array([0, 0, 0, 0, 1, 1, 1, 1, 1, 1])
 PROBS = np.array([0.1, 0.4, 0.6, 0.2, 0.9, 0.8, 0.3, 0.7, 0.55, 0.95])

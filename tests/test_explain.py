@@ -3,12 +3,13 @@ import cv2
 import keras
 import numpy as np
 import pytest
+from conftest import xray_like
 from scipy.stats import spearmanr
 
-from conftest import xray_like
-from core import explain, registry
-from core.imaging import PreprocessSpec, preprocess
-from core.zoo import ARCHITECTURES, get_architecture
+from core.analysis import explain
+from core.learning.zoo import ARCHITECTURES, get_architecture
+from core.serving import registry
+from core.serving.imaging import PreprocessSpec, preprocess
 
 SIZE = 32
 REGION = (slice(4, 12), slice(4, 12))  # the region that decides, top left

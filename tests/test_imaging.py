@@ -3,13 +3,20 @@ import io
 
 import numpy as np
 import pytest
+from conftest import encode, xray_like
 from PIL import Image
 
-from conftest import encode, xray_like
-from core import data
-from core.imaging import (DECODE_SIDE, ImageError, PreprocessSpec, decode_image, load_model_input, preprocess,
-                          to_uint8)
-from core.predictor import Predictor
+from core.learning import data
+from core.serving.imaging import (
+    DECODE_SIDE,
+    ImageError,
+    PreprocessSpec,
+    decode_image,
+    load_model_input,
+    preprocess,
+    to_uint8,
+)
+from core.serving.predictor import Predictor
 
 SPEC = PreprocessSpec(64)
 

@@ -4,16 +4,16 @@ import zlib
 
 import numpy as np
 import pytest
+from conftest import encode, xray_like
+from dicom_factory import make_dicom
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 from pydicom.uid import RLELossless
 
-from conftest import encode, xray_like
-from core import screening
-from core.imaging import ImageError, PreprocessSpec, decode_image, preprocess
-from core.predictor import Predictor
-from dicom_factory import make_dicom
+from core.serving import screening
+from core.serving.imaging import ImageError, PreprocessSpec, decode_image, preprocess
+from core.serving.predictor import Predictor
 
 GRAY = xray_like(11, True, 256)
 STORED = GRAY.astype(np.uint16) * 16 + 100  # 12-bit-like values, as a detector writes them
@@ -88,11 +88,11 @@ def test_nothing_of_a_dicom_file_is_logged(caplog, recwarn):
 
 
 def test_file_over_the_size_limit_is_refused_before_decoding(tmp_path, monkeypatch):
-    import core.imaging
-    import core.screening
+    import core.serving.imaging
+    import core.serving.screening
 
-    monkeypatch.setattr(core.imaging, "MAX_FILE_BYTES", 1000)
-    monkeypatch.setattr(core.screening, "MAX_FILE_BYTES", 1000)
+    monkeypatch.setattr(core.serving.imaging, "MAX_FILE_BYTES", 1000)
+    monkeypatch.setattr(core.serving.screening, "MAX_FILE_BYTES", 1000)
     big = tmp_path / "big.png"
     big.write_bytes(encode(xray_like(1, True, 256), "PNG"))
     with pytest.raises(ImageError, match="larger than"):

@@ -1,9 +1,10 @@
 """The predictor under concurrency and repetition."""
 from concurrent.futures import ThreadPoolExecutor
 
-from benchmarks.soak import resident_mb, soak
 from conftest import encode, xray_like
-from core.predictor import Predictor
+
+from benchmarks.soak import resident_mb, soak
+from core.serving.predictor import Predictor
 
 THREADS, CALLS = 8, 50
 

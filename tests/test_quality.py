@@ -1,13 +1,14 @@
 """The not-a-chest-X-ray check: generated non-X-rays refused, real and drawn X-rays accepted."""
 import numpy as np
 import pytest
+from conftest import encode, real_data_dir, requires_real_data, xray_like
 
 from benchmarks.non_xrays import generate
 from benchmarks.xray_check import rejected
-from conftest import encode, real_data_dir, requires_real_data, xray_like
-from core import data, registry
-from core.imaging import decode_image
-from core.quality import NotChestXRayError, XrayDetector, check_chest_xray
+from core.learning import data
+from core.serving import registry
+from core.serving.imaging import decode_image
+from core.serving.quality import NotChestXRayError, XrayDetector, check_chest_xray
 
 
 @pytest.fixture(scope="module")

@@ -6,8 +6,8 @@ from pathlib import Path
 import keras
 import pytest
 
-from core import registry
-from core.predictor import Predictor
+from core.serving import registry
+from core.serving.predictor import Predictor
 
 CARD_KEYS = {"name", "architecture", "preprocess", "parameters", "calibration", "operating_points", "training",
              "validation", "file", "file_bytes", "sha256"}
@@ -78,7 +78,7 @@ def test_backbone_loads_pretrained_weights_from_a_file(tmp_path):
     """`--weights` takes 'imagenet' (Keras' published file, needs the internet) or a local weights file."""
     import numpy as np
 
-    from core.zoo import get_architecture
+    from core.learning.zoo import get_architecture
 
     arch = get_architecture("backbone", size=64)
     donor = keras.applications.MobileNetV3Small(input_shape=(64, 64, 3), include_top=False, weights=None,

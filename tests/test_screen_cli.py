@@ -4,10 +4,11 @@ import io
 import json
 
 import pytest
-
 from conftest import encode, xray_like
-from core import cli, registry
-from core.screening import ROW_FIELDS
+
+from core import cli
+from core.serving import registry
+from core.serving.screening import ROW_FIELDS
 
 
 @pytest.fixture

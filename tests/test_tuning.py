@@ -3,10 +3,11 @@ import json
 
 import numpy as np
 
-from core import cli, registry
-from core.train import load_split
-from core.tuning import find_learning_rate, suggest
-from core.zoo import get_architecture
+from core import cli
+from core.learning.train import load_split
+from core.learning.tuning import find_learning_rate, suggest
+from core.learning.zoo import get_architecture
+from core.serving import registry
 
 
 def test_suggestion_is_the_steepest_descent_before_the_minimum():

@@ -10,8 +10,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from core import data
-from core.zoo import Architecture, Recipe, get_architecture
+from core.learning import data
+from core.learning.zoo import Architecture, Recipe, get_architecture
 
 LR_MIN, LR_MAX = 1e-6, 1.0
 LR_STEPS = 150
@@ -59,7 +59,7 @@ def suggest(rates: np.ndarray, smoothed: np.ndarray) -> tuple[float, str]:
 def find_learning_rate(arch: Architecture, recipe: Recipe, train_set: data.LoadedSet, steps: int = LR_STEPS,
                        min_lr: float = LR_MIN, max_lr: float = LR_MAX, strategy=None, seed: int = 42) -> dict:
     """Run the range test on training data and return the curve with a suggested rate."""
-    from core.train import compile_model, training_dataset
+    from core.learning.train import compile_model, training_dataset
 
     rates = np.geomspace(min_lr, max_lr, steps)
     dataset = training_dataset(train_set.inputs, train_set.labels, recipe, recipe.batch_size, seed)[0].repeat()
@@ -118,7 +118,7 @@ def tune(arch_name: str, data_dir, trials: int, directory: Path, max_minutes: fl
     between trials."""
     import keras_tuner
 
-    from core.train import compile_model, make_dataset, training_dataset
+    from core.learning.train import compile_model, make_dataset, training_dataset
 
     train_examples, val_examples = data.split_by_patient(data.list_examples(data_dir, "train"), seed=seed)
     if max_train_images:

@@ -15,9 +15,9 @@ from typing import Callable
 import cv2
 import numpy as np
 
-from core import evaluation
-from core.imaging import PreprocessSpec, preprocess
-from core.reports import in_batches
+from core.analysis import evaluation
+from core.analysis.reports import in_batches
+from core.serving.imaging import PreprocessSpec, preprocess
 
 Score = Callable[[np.ndarray], np.ndarray]  # preprocessed batch -> calibrated probabilities
 NOISE_SEED = 0

@@ -1,6 +1,6 @@
 """Image input and preprocessing: bytes in, model tensor out.
 
-Training (``core.data``) and serving (``core.predictor``) both call
+Training (``core.learning.data``) and serving (``core.serving.predictor``) both call
 :func:`load_model_input`, so a model sees exactly the same tensor for the same
 file at training and at screening time.
 """
@@ -85,7 +85,7 @@ def decode_image(data: bytes) -> DecodedImage:
         raise ImageError(f"the file is larger than the {MAX_FILE_BYTES // 2**20} MB limit")
     kind = sniff_format(data)
     if kind == "DICOM":
-        from core.dicom import decode_dicom  # pydicom is only imported when needed
+        from core.serving.dicom import decode_dicom  # pydicom is only imported when needed
 
         pixels, bit_depth, tags = decode_dicom(data)
         decoded = DecodedImage(to_uint8(pixels), kind, bit_depth, private_tags=tags)

@@ -13,13 +13,14 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from core.serving.heatmap import normalise, upsample
+
 # Layers whose 4-D output is a spatial feature map worth explaining; pooling,
 # dropout and padding only move the same features around.
 _SKIPPED = (keras.layers.Dropout, keras.layers.ZeroPadding2D, keras.layers.InputLayer, keras.layers.Concatenate,
             keras.layers.Rescaling)
 OCCLUSION_PATCH_FRACTION = 1 / 8
 OCCLUSION_STRIDE_FRACTION = 1 / 16
-OVERLAY_COLORMAP = cv2.COLORMAP_JET
 # Central thorax box as fractions of width and height; outside it lie the
 # borders, corners and the top band where letters and markers sit.
 THORAX_BOX = (0.12, 0.10, 0.88, 0.92)  # left, top, right, bottom
@@ -128,21 +129,13 @@ def _logit(model: keras.Model, head_input):
     return keras.ops.matmul(keras.ops.cast(head_input, "float32"), head.kernel)[:, 0] + head.bias[0]
 
 
-def normalise(heat: np.ndarray) -> np.ndarray:
-    heat = np.maximum(np.asarray(heat, np.float32), 0.0)
-    peak = float(heat.max())
-    return heat / peak if peak > 0 else heat
-
-
 def gradcam(model: keras.Model, inputs: np.ndarray, layer: str | None = None) -> np.ndarray:
     """Grad-CAM heat maps (batch, H, W) at the input's resolution (Selvaraju et al. 2017)."""
     ref = find_layer(model, layer)
     features, grads = _features_and_gradients(model, ref)(tf.convert_to_tensor(inputs, tf.float32))
     weights = tf.reduce_mean(tf.cast(grads, tf.float32), axis=(1, 2), keepdims=True)
-    cams = tf.nn.relu(tf.reduce_sum(weights * tf.cast(features, tf.float32), axis=-1)).numpy()
-    size = inputs.shape[1:3]
-    return np.stack([normalise(cv2.resize(cam, (size[1], size[0]), interpolation=cv2.INTER_LINEAR))
-                     for cam in cams])
+    cams = tf.reduce_sum(weights * tf.cast(features, tf.float32), axis=-1).numpy()
+    return upsample(cams, inputs.shape[1:3])
 
 
 def occlusion(model: keras.Model, image: np.ndarray, patch_fraction: float = OCCLUSION_PATCH_FRACTION,
@@ -181,7 +174,7 @@ def explain(model: keras.Model, image: np.ndarray, method: str = "gradcam", laye
 def explain_bytes(model: keras.Model, spec, data: bytes, method: str | None = None, layer: str | None = None
                   ) -> tuple[np.ndarray, np.ndarray]:
     """(8-bit grayscale image, heat map) for image bytes: what the Screen and Explain pages show."""
-    from core.imaging import decode_image, preprocess
+    from core.serving.imaging import decode_image, preprocess
 
     gray = decode_image(data).pixels
     heat = explain(model, preprocess(gray, spec), method or best_method(model), layer)
@@ -217,26 +210,6 @@ def activation_grid(maps: np.ndarray, max_channels: int = 32, columns: int = 8, 
         grid[r * (tile + 2):r * (tile + 2) + tile, col * (tile + 2):col * (tile + 2) + tile] = cv2.resize(
             scaled, (tile, tile), interpolation=cv2.INTER_NEAREST)
     return grid
-
-
-def overlay(gray: np.ndarray, heat: np.ndarray, opacity: float = 0.4) -> np.ndarray:
-    """The heat map, resized to the image and colour-mapped, blended over it: (H, W, 3) RGB uint8."""
-    height, width = gray.shape[:2]
-    heat = cv2.resize(np.asarray(heat, np.float32), (width, height), interpolation=cv2.INTER_LINEAR)
-    coloured = cv2.applyColorMap(np.uint8(np.clip(heat, 0, 1) * 255), OVERLAY_COLORMAP)
-    base = cv2.cvtColor(np.asarray(gray, np.uint8), cv2.COLOR_GRAY2BGR)
-    blended = cv2.addWeighted(coloured, float(opacity), base, 1.0 - float(opacity), 0.0)
-    return cv2.cvtColor(blended, cv2.COLOR_BGR2RGB)
-
-
-def to_png(image: np.ndarray) -> bytes:
-    """PNG bytes of an RGB or gray uint8 array."""
-    if image.ndim == 3:
-        image = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
-    ok, encoded = cv2.imencode(".png", image)
-    if not ok:
-        raise ValueError("could not encode PNG")
-    return encoded.tobytes()
 
 
 def thorax_mask(height: int, width: int) -> np.ndarray:

@@ -16,12 +16,10 @@ from pathlib import Path
 
 import numpy as np
 
-from core.imaging import ImageError, PreprocessSpec, decode_image, preprocess
+from core.serving.imaging import ImageError, PreprocessSpec, decode_image, preprocess
+from core.serving.settings import CLASS_NAMES, IMAGE_SUFFIXES, PROJECT_ROOT
 
-CLASS_NAMES = ("NORMAL", "PNEUMONIA")  # label index = position
-IMAGE_SUFFIXES = {".jpeg", ".jpg", ".png", ".dcm", ".dicom"}
 DATA_ENV = "CXR_DATA_DIR"
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DATA_DIR = PROJECT_ROOT.parent / "shared" / "data"
 VALIDATION_FRACTION = 0.15
 HISTOGRAM_BINS = 32

@@ -5,8 +5,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from core import data, evaluation, explain, registry
-from core.predictor import Predictor
+from core.analysis import evaluation, explain
+from core.learning import data
+from core.serving import registry
+from core.serving.predictor import Predictor
 
 BATCH_SIZE = 64
 

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from core.data import CLASS_NAMES
-from core.imaging import ImageError, decode_image
+from core.learning.data import CLASS_NAMES
+from core.serving.imaging import ImageError, decode_image
 
 DEFAULT_BASE_URL = "https://storage.googleapis.com/download.tensorflow.org/data/ChestXRay2017"
 SPLITS = ("train", "test")

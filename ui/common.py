@@ -5,19 +5,44 @@ import numpy as np
 import plotly.graph_objects as go
 import streamlit as st
 
-from core import registry
-from core.predictor import Predictor
+from core.serving import registry
+from core.serving.predictor import Predictor
+from core.serving.site import SiteProfile
 
 DISCLAIMER = ("**A screening aid, not a diagnosis.** It flags chest X-rays that may show pneumonia "
               "so that a clinician looks at them first; a clinician makes the diagnosis.")
-OPERATING_POINT_HELP = ("screening: misses at most 2% of pneumonia on validation data, at the cost of more "
-                        "false alarms. balanced: the best sum of sensitivity and specificity.")
+OPERATING_POINT_HELP = ("screening: misses at most 2% of pneumonia (on the data its thresholds were set on), "
+                        "at the cost of more false alarms. balanced: the best sum of sensitivity and specificity.")
 
 
 @st.cache_resource(show_spinner="Loading the model…")
-def predictor(name: str) -> Predictor:
-    """One Predictor per model for the whole server: loading is slow, predicting is thread-safe."""
-    return Predictor.load(name)
+def predictor(name: str, site_profile: bytes | None = None, site_name: str = "") -> Predictor:
+    """One Predictor per model and site profile for the whole server; predicting is thread-safe.
+    Raises SiteProfileError for a profile that does not fit the model."""
+    site = SiteProfile.from_bytes(site_profile, site_name) if site_profile else None
+    return Predictor.load(name, site=site)
+
+
+def format_probability(probability: float) -> str:
+    """A percentage that never claims certainty: "> 99.9%" and "< 0.1%" at the ends."""
+    if probability > 0.999:
+        return "> 99.9%"
+    if probability < 0.001:
+        return "< 0.1%"
+    return f"{probability:.1%}"
+
+
+def keep(key: str, default):
+    """Restore a widget's value from the last visit: Streamlit forgets the state of widgets
+    on pages that are not shown, so values also live under a key no widget owns."""
+    saved = f"saved_{key}"
+    st.session_state.setdefault(saved, default)
+    st.session_state[key] = st.session_state[saved]
+    return {"key": key, "on_change": _save, "args": (key,)}
+
+
+def _save(key: str) -> None:
+    st.session_state[f"saved_{key}"] = st.session_state[key]
 
 
 @st.cache_data

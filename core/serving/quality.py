@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from core.imaging import DecodedImage, ImageError, PreprocessSpec, preprocess
+from core.serving.imaging import DecodedImage, ImageError, PreprocessSpec, preprocess
 
 # A gray X-ray saved as colour JPEG scores about 0-2; photos score 15 and more.
 MAX_COLOURFULNESS = 8.0

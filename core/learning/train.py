@@ -16,8 +16,14 @@ import numpy as np
 import tensorflow as tf
 from tqdm import tqdm
 
-from core import data, evaluation, registry, tta
-from core.zoo import Recipe, get_architecture
+from core.analysis import evaluation
+from core.analysis.reports import in_batches
+from core.learning import data, keras_model
+from core.learning.export import export
+from core.learning.keras_model import KerasNetwork
+from core.learning.zoo import Recipe, get_architecture
+from core.serving import registry
+from core.serving.predictor import Predictor
 
 AUTOTUNE = tf.data.AUTOTUNE
 
@@ -273,7 +279,7 @@ def train(config: TrainConfig, log=print) -> dict:
     train_set, val_set = load_split(config.data_dir, arch.preprocess, config.seed, config.max_train_images, log)
     hyperparameters_from = config.hyperparameters_from
     if config.lr_auto:
-        from core.tuning import find_learning_rate
+        from core.learning.tuning import find_learning_rate
 
         found = find_learning_rate(arch, recipe, train_set, strategy=strategy)
         recipe = replace(recipe, learning_rate=found["suggestion"])
@@ -300,9 +306,10 @@ def train(config: TrainConfig, log=print) -> dict:
         model.load_weights(best)
 
     # Calibration and thresholds are fitted on what serving computes: the
-    # output averaged over the recipe's test-time zooms (core.tta).
-    forward = tf.function(tta.averaged(model, recipe.test_time_zooms))
-    raw = np.concatenate([forward(images).numpy() for images, _ in val_ds])
+    # output averaged over the recipe's test-time zooms, by the Predictor itself.
+    scorer = Predictor(KerasNetwork(model), {"name": name, "preprocess": arch.preprocess.to_dict(),
+                                             "test_time_zooms": list(recipe.test_time_zooms), "operating_points": {}})
+    raw = in_batches(scorer.raw_probabilities, val_set.inputs)
     calibration, points, validation = evaluation.validation_evidence(
         val_set.labels, raw, [e.patient for e in val_set.examples])
     epochs_run = len(history.history["loss"])
@@ -343,7 +350,7 @@ def train(config: TrainConfig, log=print) -> dict:
         "validation": evaluation.card_summary(validation),
         "intended_use": "Screening aid for paediatric chest X-rays; a clinician makes the diagnosis.",
     }
-    card = registry.save_model(model, card, config.models_dir)
+    card = export(model, keras_model.save(model, card, config.models_dir), config.models_dir)
     registry.save_report(name, "validation", {"model": name, "split": "validation (patient-level)", **validation},
                          config.models_dir)
     registry.save_report(name, "history", {k: [float(v) for v in vals] for k, vals in history.history.items()},

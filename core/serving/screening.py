@@ -8,12 +8,14 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterable
 
-from core.data import IMAGE_SUFFIXES
-from core.imaging import MAX_FILE_BYTES, ImageError
-from core.predictor import Predictor, ScreeningResult
-from core.quality import NotChestXRayError
+from core.serving.imaging import MAX_FILE_BYTES, ImageError
+from core.serving.predictor import Predictor, ScreeningResult
+from core.serving.quality import NotChestXRayError
+from core.serving.settings import DEFAULT_OPERATING_POINT, IMAGE_SUFFIXES
 
-ROW_FIELDS = ("file", "status", "probability", "label", "operating_point", "model", "message")
+# Every row says which threshold, model file and site profile gave its label.
+ROW_FIELDS = ("file", "status", "probability", "label", "operating_point", "threshold", "model", "model_sha256",
+              "site", "message")
 
 
 @dataclass
@@ -25,7 +27,10 @@ class ScreeningRow:
     probability: float | None = None
     label: str | None = None
     operating_point: str | None = None
+    threshold: float | None = None
     model: str | None = None
+    model_sha256: str | None = None
+    site: str | None = None
     message: str = ""
     result: ScreeningResult | None = None
 
@@ -33,10 +38,11 @@ class ScreeningRow:
         return {k: v for k, v in asdict(self).items() if k in ROW_FIELDS}
 
 
-def screen_bytes(predictor: Predictor, name: str, data: bytes, operating_point: str = "balanced") -> ScreeningRow:
+def screen_bytes(predictor: Predictor, name: str, data: bytes, operating_point: str = DEFAULT_OPERATING_POINT,
+                 heatmap: bool = False) -> ScreeningRow:
     """Screen one named upload; every failure becomes a row with a readable message."""
     try:
-        result = predictor.screen(data, operating_point)
+        result = predictor.screen(data, operating_point, heatmap=heatmap)
     except NotChestXRayError as exc:
         return ScreeningRow(name, "rejected", model=predictor.name, message=str(exc))
     except ImageError as exc:
@@ -45,7 +51,8 @@ def screen_bytes(predictor: Predictor, name: str, data: bytes, operating_point: 
         return ScreeningRow(name, "error", model=predictor.name,
                             message=f"could not be screened ({type(exc).__name__})")
     return ScreeningRow(name, "ok", round(result.probability, 6), result.label, operating_point,
-                        predictor.name, "; ".join(result.warnings), result)
+                        result.threshold, predictor.name, result.model_sha256, result.site,
+                        "; ".join(result.warnings), result)
 
 
 def expand_paths(paths: Iterable[str | Path]) -> list[Path]:
@@ -68,8 +75,8 @@ def read_file(path: Path) -> bytes:
     return path.read_bytes()
 
 
-def screen_paths(predictor: Predictor, paths: Iterable[str | Path], operating_point: str = "balanced"
-                 ) -> list[ScreeningRow]:
+def screen_paths(predictor: Predictor, paths: Iterable[str | Path], operating_point: str = DEFAULT_OPERATING_POINT,
+                 heatmaps: bool = False) -> list[ScreeningRow]:
     rows = []
     for path in expand_paths(paths):
         try:
@@ -78,7 +85,7 @@ def screen_paths(predictor: Predictor, paths: Iterable[str | Path], operating_po
             message = str(exc) if isinstance(exc, ImageError) else f"cannot be read ({exc.strerror})"
             rows.append(ScreeningRow(str(path), "error", model=predictor.name, message=message))
             continue
-        rows.append(screen_bytes(predictor, str(path), data, operating_point))
+        rows.append(screen_bytes(predictor, str(path), data, operating_point, heatmaps))
     return rows
 
 

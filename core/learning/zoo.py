@@ -1,6 +1,6 @@
 """The model zoo: every architecture by name, with its input and training recipe.
 
-All models take ``(size, size, 1)`` grayscale in [0, 1] (see ``core.imaging``)
+All models take ``(size, size, 1)`` grayscale in [0, 1] (see ``core.serving.imaging``)
 and end in one sigmoid unit: the probability of pneumonia.
 """
 from __future__ import annotations
@@ -11,7 +11,7 @@ from typing import Callable
 import keras
 from keras import layers, regularizers
 
-from core.imaging import PreprocessSpec
+from core.serving.imaging import PreprocessSpec
 
 
 @keras.saving.register_keras_serializable(package="core")
@@ -37,7 +37,7 @@ class Recipe:
     learning_rate: float = 1e-3
     lr_schedule: str = "cosine"  # "cosine", "exponential" (keras.io) or "constant"
     weight_decay: float = 0.0
-    augment: str = "none"  # "none", "light", "strong", "framing", "acquisition" or "robust" (see core.train)
+    augment: str = "none"  # "none", "light", "strong", "framing", "acquisition" or "robust" (see core.learning.train)
     label_smoothing: float = 0.0
     mixup: float = 0.0  # Beta(alpha, alpha) of mixup; 0 turns it off
     sampling: str = "class_weights"  # or "balanced": both classes drawn equally often
@@ -217,7 +217,7 @@ ARCHITECTURES: dict[str, Architecture] = {
         # specificity up). Dropped: mixup and the wider zoom range ("framing"),
         # which lowered the mean AUC under shift. Session 3, after the withheld
         # period read tightly framed normal X-rays as pneumonia: random-resized
-        # crops ("scale"), measured on the lung-field crop shifts of core.shift.
+        # crops ("scale"), measured on the lung-field crop shifts of core.analysis.shift.
         Architecture("cxrnet", "Our residual CNN: CLAHE, per-image standardisation, scale and acquisition "
                      "augmentation, balanced sampling, test-time zooms",
                      build_cxrnet, PreprocessSpec(160, clahe=True),

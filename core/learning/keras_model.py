@@ -1,0 +1,57 @@
+"""Keras model files: saving after training, hash-checked loading, and the Keras forward pass.
+
+The ``.keras`` file is the source of truth for training and the analyst views;
+screening runs its ONNX export (``core.learning.export``, ``core.serving.network``).
+"""
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+import core.learning.zoo  # noqa: F401  registers the custom layers that model files refer to
+from core.serving import registry
+
+
+def load(name: str, directory: Path | None = None) -> tuple[keras.Model, dict]:
+    """The model and its card, after checking the file against the card's hash (safe_mode=True)."""
+    card = registry.load_card(name, directory)
+    path = registry.verified_path(card, directory=directory)
+    return keras.saving.load_model(path, compile=False, safe_mode=True), card
+
+
+def save(model: keras.Model, card: dict, directory: Path | None = None) -> dict:
+    """Write NAME.keras (weights only, no optimizer state) and its card; list it in the manifest."""
+    directory = directory or registry.models_dir()
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"{card['name']}.keras"
+    # A fresh, uncompiled copy drops the optimizer state, two thirds of the file
+    # (clone_model would keep the optimizer; from_config does not).
+    inference = keras.Model.from_config(model.get_config())
+    inference.set_weights(model.get_weights())
+    inference.save(path)
+    card = {**card, "file": path.name, "file_bytes": path.stat().st_size, "sha256": registry.sha256_of(path)}
+    registry.write_card(card, directory)
+    registry.update_manifest(directory)
+    return card
+
+
+class KerasNetwork:
+    """The same interface as ``core.serving.network.OnnxNetwork``, on the Keras model; thread-safe."""
+
+    has_cam = False  # heat maps come from core.analysis.explain (Grad-CAM) on this path
+
+    def __init__(self, model: keras.Model):
+        self.model = model
+        signature = tf.TensorSpec([None, *model.input_shape[1:]], tf.float32)
+        # One traced graph for every batch size: no retracing, no per-call
+        # overhead of Model.predict, and no state shared between threads.
+        self._forward = tf.function(lambda x: model(x, training=False), input_signature=[signature])
+        self._lock = threading.Lock()
+
+    def forward(self, batch: np.ndarray) -> tuple[np.ndarray, None]:
+        with self._lock:
+            return self._forward(tf.convert_to_tensor(batch, tf.float32)).numpy().reshape(-1), None

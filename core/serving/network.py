@@ -1,0 +1,30 @@
+"""The forward pass of a shipped model in ONNX Runtime: no TensorFlow on the screening path.
+
+``core export`` writes ``NAME.onnx`` beside ``NAME.keras``. Its first output is the
+pneumonia probability; for networks whose head is global average pooling then one
+dense unit, a second output holds the class activation map (the last feature maps
+weighted by the head's weights), which for that head equals Grad-CAM up to scale.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+
+class OnnxNetwork:
+    """Thread-safe (ONNX Runtime sessions may be run from many threads)."""
+
+    def __init__(self, path: Path):
+        options = ort.SessionOptions()
+        options.log_severity_level = 3  # errors only: no graph-optimisation chatter in every command
+        self._session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self._input = self._session.get_inputs()[0].name
+        self.has_cam = len(self._session.get_outputs()) > 1
+
+    def forward(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """(probabilities (N,), class activation maps (N, h, w) or None) for a preprocessed batch."""
+        outputs = self._session.run(None, {self._input: np.ascontiguousarray(batch, np.float32)})
+        cams = outputs[1][..., 0] if self.has_cam else None
+        return outputs[0].reshape(-1), cams

@@ -1,0 +1,164 @@
+"""The Predictor: a loaded model with its card, turning image bytes into a result.
+
+Screening runs the model's ONNX export in ONNX Runtime and imports no
+TensorFlow; the Keras file is loaded only when an analyst view asks for it
+(``Predictor.model``) or when a model has no export yet.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from core.serving import registry, tta
+from core.serving.calibration import apply_calibration
+from core.serving.heatmap import upsample
+from core.serving.imaging import PreprocessSpec, decode_image, preprocess
+from core.serving.quality import XrayDetector, check_chest_xray
+from core.serving.settings import CLASS_NAMES, DEFAULT_OPERATING_POINT
+from core.serving.site import SiteProfile
+
+RUNTIMES = ("onnx", "keras")
+
+
+@dataclass
+class ScreeningResult:
+    """One screened image. A screening aid: a clinician makes the diagnosis."""
+
+    probability: float  # calibrated probability of pneumonia
+    label: str  # at the operating point below
+    operating_point: str
+    threshold: float
+    model: str
+    model_sha256: str = ""
+    site: str | None = None  # the site profile whose operating points are in force, if any
+    timings_ms: dict[str, float] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+    # For display only, never exported: the decoded image and, when asked for, its heat map.
+    image: np.ndarray | None = field(default=None, repr=False)
+    heatmap: np.ndarray | None = field(default=None, repr=False)
+
+    def to_dict(self) -> dict:
+        return {k: v for k, v in asdict(self).items() if k not in ("image", "heatmap")}
+
+
+class Predictor:
+    """Thread-safe: one model, shared by every session of the dashboard."""
+
+    def __init__(self, network, card: dict, detector: XrayDetector | None = None,
+                 site: SiteProfile | None = None, directory: Path | None = None, runtime: str = "onnx"):
+        self.network = network  # OnnxNetwork or core.learning.keras_model.KerasNetwork
+        self.runtime = runtime
+        self.card = card
+        self.detector = detector
+        self.site = site
+        self.directory = directory
+        self.name: str = card["name"]
+        self.spec = PreprocessSpec.from_dict(card["preprocess"])
+        self.test_time_zooms: list[float] = card.get("test_time_zooms", [1.0])
+        # A site profile replaces the calibration and operating points fitted at the training hospital.
+        self.calibration: dict | None = site.calibration if site else card.get("calibration")
+        self.operating_points: dict[str, float] = dict(site.operating_points if site else card["operating_points"])
+        self._keras_model = None
+        self._keras_lock = threading.Lock()
+
+    @classmethod
+    def load(cls, name: str | None = None, directory: Path | None = None, runtime: str = "onnx",
+             site: SiteProfile | None = None) -> "Predictor":
+        """The named (else the default) model, hash-checked. runtime "onnx" falls back to
+        Keras (and TensorFlow) only for a model that has no ONNX export."""
+        if runtime not in RUNTIMES:
+            raise ValueError(f"unknown runtime '{runtime}'; choose from {', '.join(RUNTIMES)}")
+        card = registry.load_card(name or registry.default_model_name(directory), directory)
+        if site is not None:
+            site.check_model(card)
+        if runtime == "onnx" and card.get("onnx"):
+            from core.serving.network import OnnxNetwork
+
+            network = OnnxNetwork(registry.verified_path(card["onnx"], directory=directory))
+        else:
+            from core.learning.keras_model import KerasNetwork, load
+
+            runtime = "keras"
+            network = KerasNetwork(load(card["name"], directory)[0])
+        return cls(network, card, registry.load_detector(directory), site, directory, runtime)
+
+    @property
+    def model(self):
+        """The Keras model, for analyst views (Grad-CAM layers, activations, occlusion); loads TensorFlow."""
+        with self._keras_lock:
+            if self._keras_model is None:
+                network_model = getattr(self.network, "model", None)
+                if network_model is not None:
+                    self._keras_model = network_model
+                else:
+                    from core.learning.keras_model import load
+
+                    self._keras_model = load(self.name, self.directory)[0]
+            return self._keras_model
+
+    def _forward(self, inputs: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """Raw probabilities averaged over the test-time zooms, and the unzoomed views' heat maps."""
+        probabilities, cams = self.network.forward(tta.views(inputs, self.test_time_zooms))
+        if cams is not None and 1.0 in self.test_time_zooms:
+            first = self.test_time_zooms.index(1.0) * len(inputs)
+            cams = cams[first:first + len(inputs)]
+        else:
+            cams = None
+        return tta.average(probabilities, self.test_time_zooms), cams
+
+    def raw_probabilities(self, inputs: np.ndarray) -> np.ndarray:
+        """The model's sigmoid outputs (averaged over its test-time zooms) for a preprocessed batch."""
+        return self._forward(inputs)[0]
+
+    def probabilities(self, inputs: np.ndarray) -> np.ndarray:
+        """Calibrated pneumonia probabilities for a batch of preprocessed inputs."""
+        return apply_calibration(self.raw_probabilities(inputs), self.calibration)
+
+    def heatmap(self, image: np.ndarray) -> np.ndarray:
+        """Where the model sees pneumonia in one (H, W, 1) input: (H, W) in [0, 1]."""
+        _, cams = self._forward(image[np.newaxis])
+        if cams is not None:
+            return upsample(cams, image.shape[:2])[0]
+        from core.analysis import explain  # Grad-CAM or occlusion on the Keras model
+
+        return explain.explain(self.model, image, explain.best_method(self.model))
+
+    def label_for(self, probability: float, operating_point: str = DEFAULT_OPERATING_POINT) -> str:
+        return CLASS_NAMES[int(probability >= self.operating_points[operating_point])]
+
+    def screen(self, data: bytes, operating_point: str = DEFAULT_OPERATING_POINT,
+               heatmap: bool = False) -> ScreeningResult:
+        """Screen one image given as bytes; raises ImageError for input that cannot be screened."""
+        if operating_point not in self.operating_points:
+            raise ValueError(f"unknown operating point '{operating_point}'; "
+                             f"choose from {', '.join(self.operating_points)}")
+        started = time.perf_counter()
+        decoded = decode_image(data)
+        decoded_at = time.perf_counter()
+        warnings = check_chest_xray(decoded, self.detector)
+        inputs = preprocess(decoded.pixels, self.spec)[np.newaxis]
+        prepared_at = time.perf_counter()
+        raw, cams = self._forward(inputs)
+        probability = float(apply_calibration(raw, self.calibration)[0])
+        finished = time.perf_counter()
+        heat = None
+        if heatmap:
+            heat = upsample(cams, inputs.shape[1:3])[0] if cams is not None else self.heatmap(inputs[0])
+        return ScreeningResult(
+            probability=probability,
+            label=self.label_for(probability, operating_point),
+            operating_point=operating_point,
+            threshold=float(self.operating_points[operating_point]),
+            model=self.name,
+            model_sha256=self.card.get("sha256", ""),
+            site=self.site.name if self.site else None,
+            timings_ms={"decode": 1e3 * (decoded_at - started), "preprocess": 1e3 * (prepared_at - decoded_at),
+                        "inference": 1e3 * (finished - prepared_at), "total": 1e3 * (finished - started)},
+            warnings=warnings,
+            image=decoded.pixels,
+            heatmap=heat,
+        )

@@ -1,0 +1,13 @@
+"""Constants shared by every part of the project: one source for each."""
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+CLASS_NAMES = ("NORMAL", "PNEUMONIA")  # label index = position; the model outputs P(PNEUMONIA)
+IMAGE_SUFFIXES = {".jpeg", ".jpg", ".png", ".dcm", ".dicom"}
+# screening: the threshold that keeps sensitivity at the target (a missed pneumonia
+# costs more than a review); balanced: the best sum of sensitivity and specificity.
+OPERATING_POINTS = ("screening", "balanced")
+# A health worker screens; every caller (page, CLI, API) defaults to the same point.
+DEFAULT_OPERATING_POINT = "screening"
+# Written into site profiles and reports; raised when what they mean changes.
+TOOL_VERSION = "0.3.0"

@@ -1,0 +1,135 @@
+"""The serving core: ONNX parity with Keras, heat maps without gradients, hash checks,
+and screening that never imports TensorFlow."""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import encode, real_data_dir, requires_real_data, xray_like
+
+from core.serving import registry
+from core.serving.predictor import Predictor
+from core.serving.registry import ModelIntegrityError
+
+ROOT = Path(__file__).resolve().parent.parent
+PARITY_IMAGES = 96
+PARITY_TOLERANCE = 1e-4
+NO_TENSORFLOW = """
+import sys
+{body}
+leaked = sorted(m for m in sys.modules if m.split(".")[0] in ("tensorflow", "keras", "tf_keras", "jax", "torch"))
+assert not leaked, leaked[:5]
+print("no tensorflow")
+"""
+
+
+def _run_python(code: str, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", code, *args], cwd=ROOT, capture_output=True, text=True, timeout=300)
+
+
+def test_screening_a_file_with_a_heat_map_imports_no_tensorflow(tmp_path):
+    image = tmp_path / "chest.jpeg"
+    image.write_bytes(encode(xray_like(4, True, 512)))
+    body = """
+from core import Predictor
+from core.serving import screening
+predictor = Predictor.load()
+assert predictor.runtime == "onnx", predictor.runtime
+[row] = screening.screen_paths(predictor, [sys.argv[1]], heatmaps=True)
+assert row.status == "ok" and row.result.heatmap is not None and row.result.heatmap.max() > 0, row
+"""
+    done = _run_python(NO_TENSORFLOW.format(body=body), str(image))
+    assert done.returncode == 0 and "no tensorflow" in done.stdout, done.stderr[-2000:]
+
+
+def test_the_screen_command_imports_no_tensorflow(tmp_path):
+    image = tmp_path / "chest.jpeg"
+    image.write_bytes(encode(xray_like(5, False, 400)))
+    # -X importtime lists every module the command imports, on stderr.
+    done = subprocess.run([sys.executable, "-X", "importtime", "-m", "core", "screen", str(image),
+                           "--heatmaps", str(tmp_path / "maps")], cwd=ROOT, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    imported = {line.split("|")[-1].strip() for line in done.stderr.splitlines() if "import time:" in line}
+    assert "onnxruntime" in imported and "core.serving.predictor" in imported
+    assert not {m for m in imported if m.split(".")[0] in ("tensorflow", "keras")}
+    assert (tmp_path / "maps" / "chest.png").stat().st_size > 0
+    assert "oneDNN" not in done.stderr and "absl" not in done.stderr
+
+
+def test_home_and_screen_pages_import_no_tensorflow():
+    body = """
+from pathlib import Path
+from streamlit.testing.v1 import AppTest
+from conftest import encode, xray_like
+for name in ("home", "screen"):
+    app = AppTest.from_file(str(Path("pages") / f"{name}.py"), default_timeout=120)
+    app.run()
+    assert not app.exception, [e.value for e in app.exception]
+    if name == "screen":
+        app.file_uploader[0].set_value(("chest.jpeg", encode(xray_like(1, True, 256)), "image/jpeg"))
+        app.run()
+        assert not app.exception, [e.value for e in app.exception]
+        assert any(m.label == "Probability of pneumonia" for m in app.metric)
+"""
+    done = subprocess.run([sys.executable, "-c", NO_TENSORFLOW.format(body=body)], cwd=ROOT, capture_output=True,
+                          text=True, timeout=300, env={**__import__("os").environ, "PYTHONPATH": f"{ROOT}:{ROOT / 'tests'}"})
+    assert done.returncode == 0 and "no tensorflow" in done.stdout, done.stderr[-2000:]
+
+
+def test_every_shipped_model_has_a_hash_checked_onnx_file():
+    for card in registry.cards():
+        assert card["onnx"]["file"] == f"{card['name']}.onnx"
+        assert registry.verified_path(card["onnx"]) == registry.models_dir() / card["onnx"]["file"]
+
+
+def test_a_tampered_onnx_file_is_refused(tmp_path):
+    name = registry.default_model_name()
+    for file in (f"{name}.json", f"{name}.onnx", registry.MANIFEST):
+        shutil.copy(registry.models_dir() / file, tmp_path / file)
+    with open(tmp_path / f"{name}.onnx", "ab") as handle:
+        handle.write(b"\0")
+    with pytest.raises(ModelIntegrityError, match="does not match its card"):
+        Predictor.load(name, tmp_path)
+
+
+@requires_real_data
+def test_onnx_matches_keras_on_validation_images_at_every_operating_point():
+    from core.analysis import reports
+    from core.learning import data
+
+    for name in registry.model_names():
+        onnx = Predictor.load(name, runtime="onnx")
+        keras = Predictor.load(name, runtime="keras")
+        assert (onnx.runtime, keras.runtime) == ("onnx", "keras")
+        examples = reports.split_examples(real_data_dir(), "validation")[::8][:PARITY_IMAGES]
+        inputs = data.load_set(examples, onnx.spec).inputs
+        p_onnx, p_keras = onnx.probabilities(inputs), keras.probabilities(inputs)
+        assert np.max(np.abs(p_onnx - p_keras)) <= PARITY_TOLERANCE, name
+        for point, threshold in onnx.operating_points.items():
+            np.testing.assert_array_equal(p_onnx >= threshold, p_keras >= threshold, err_msg=f"{name} {point}")
+
+
+def test_the_onnx_class_activation_map_equals_grad_cam_of_the_keras_model():
+    from core.analysis import explain
+
+    predictor = Predictor.load()  # the default: global pooling then one dense unit
+    assert predictor.card["onnx"]["heatmap"] == "cam"
+    for seed in (1, 2):
+        image = (xray_like(seed, True, predictor.spec.size) / 255.0).astype(np.float32)[..., np.newaxis]
+        served = predictor.heatmap(image)
+        gradcam = explain.gradcam(predictor.model, image[np.newaxis])[0]
+        assert served.shape == gradcam.shape == image.shape[:2]
+        np.testing.assert_allclose(served, gradcam, atol=2e-3)
+
+
+def test_the_card_records_the_serving_file():
+    card = registry.load_card(registry.default_model_name())
+    on_disk = registry.models_dir() / card["onnx"]["file"]
+    assert card["onnx"]["file_bytes"] == on_disk.stat().st_size
+    assert json.loads((registry.models_dir() / registry.MANIFEST).read_text())["default"] == card["name"]
