@@ -5,7 +5,13 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import streamlit as st  # noqa: E402
 
+from ui.common import default_model, predictor  # noqa: E402
+
 st.set_page_config(page_title="Chest X-ray pneumonia screening", page_icon=":material/pulmonology:", layout="wide")
+
+# Warm start: the default model (ONNX Runtime, no TensorFlow) is loaded by the first request
+# of the server, whatever page it asks for, and then shared by every session.
+predictor(default_model())
 
 navigation = st.navigation([
     st.Page("pages/home.py", title="Home", icon=":material/home:", default=True),
@@ -13,5 +19,6 @@ navigation = st.navigation([
     st.Page("pages/explorer.py", title="Dataset explorer", icon=":material/bar_chart:"),
     st.Page("pages/compare.py", title="Model comparison", icon=":material/compare:"),
     st.Page("pages/explain.py", title="Explain", icon=":material/search_insights:"),
+    st.Page("pages/site.py", title="Site calibration", icon=":material/tune:"),
 ])
 navigation.run()

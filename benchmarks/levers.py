@@ -48,10 +48,12 @@ LEVERS: dict[str, Lever] = {
     "base, another init": Lever("base_init7", BASE, init_seed=7),
     "scale (random-resized crops)": Lever("scale", {"augment": "scale"}),
     "scale, another init": Lever("scale_init7", {"augment": "scale"}, init_seed=7),
+    "scale to 25% of the area": Lever("scale25", {"augment": "scale", "min_crop_area": 0.25}),
 }
 # Logit-averaged pairs of the models above: what an ensemble of two buys over one.
 ENSEMBLES: dict[str, tuple[str, ...]] = {
     "ensemble of base and another init": ("base", "base, another init"),
+    "ensemble of scale and another init": ("scale (random-resized crops)", "scale, another init"),
 }
 
 

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -24,9 +25,24 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+@dataclass(frozen=True)
+class Server:
+    url: str
+    pid: int
+    started: float  # time.monotonic() when the process was launched
+
+    def resident_mb(self) -> float:
+        """The server process's resident memory (VmRSS) now, in MB."""
+        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+        raise RuntimeError("no VmRSS for the server process")
+
+
 @contextlib.contextmanager
 def streamlit_server(timeout_s: float = 90):
-    """Yields the base URL of a running dashboard; stops it afterwards."""
+    """Yields the running dashboard (URL, process id, launch time); stops it afterwards."""
+    started = time.monotonic()
     port = free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", "streamlit_app.py", "--server.port", str(port),
@@ -44,7 +60,7 @@ def streamlit_server(timeout_s: float = 90):
                     raise RuntimeError("streamlit did not start: "
                                        + process.stdout.read().decode(errors="replace")[-2000:]) from None
                 time.sleep(0.5)
-        yield url
+        yield Server(url, process.pid, started)
     finally:
         process.terminate()
         try:

@@ -40,7 +40,8 @@ def cmd_train(args) -> int:
                       size=args.size or config.get("size"), seed=args.seed, init_seed=args.init_seed,
                       weights=args.weights, max_train_images=args.max_train_images,
                       overrides={**config["recipe"], **_recipe_settings(args.set)}, lr_auto=args.lr == "auto",
-                      models_dir=Path(args.models_dir) if args.models_dir else None, **extra))
+                      models_dir=Path(args.models_dir) if args.models_dir else None, ensemble=args.ensemble,
+                      **extra))
     return 0
 
 
@@ -353,6 +354,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                        help="override a recipe field (see Recipe in core/zoo.py), e.g. --set mixup=0.2 "
                        "or --set test_time_zooms=1,1.12,0.9")
+    train.add_argument("--ensemble", type=int, default=1, metavar="N",
+                       help="train N members from different initialisations and save their logit average "
+                       "as one model (history and epochs in the card are per member)")
     train.add_argument("--weights", default="none", help="'none' (from scratch), 'imagenet' or a weights file")
     train.add_argument("--max-train-images", type=int, help="subsample the training split (quick runs)")
     train.add_argument("--models-dir", help="where to write the model (default: models/)")

@@ -1,26 +1,57 @@
-"""Home: what the tool is for, and the model in use."""
+"""Home: what the tool is for, the model in use, and what is known of its quality elsewhere."""
 import streamlit as st
 
+from core.serving import registry
 from ui.common import DISCLAIMER, card_summary, cards, default_model
 
 st.title("Chest X-ray pneumonia screening")
 st.markdown(DISCLAIMER)
 st.markdown(
     "For health workers in clinics: upload paediatric chest X-rays (JPEG, PNG or DICOM) on the **Screen** page "
-    "and get, for each, the probability of pneumonia, a label at a chosen operating point and a heat map of "
-    "where the model looked. Images are processed in memory and never stored.\n\n"
-    "For analysts: the **Dataset explorer** shows the training data, **Model comparison** sets the models "
-    "side by side, and **Explain** opens Grad-CAM and activation maps layer by layer.")
+    "and get a triage list: the images that may show pneumonia first, each with its probability and a heat map "
+    "of where the model looked. Images are processed in memory and never stored.\n\n"
+    "For analysts: **Site calibration** sets a clinic's own thresholds from its own labelled X-rays; the "
+    "**Dataset explorer** shows the training data, **Model comparison** sets the models side by side, and "
+    "**Explain** opens Grad-CAM and activation maps layer by layer.")
 
 name = default_model()
 card = next(c for c in cards() if c["name"] == name)
 st.subheader(f"Model in use: {name}")
+st.caption(f"{card['description']}. File sha256 {card['sha256'][:12]}…")
+
+st.markdown("**On X-rays from another hospital period** (independent check)")
+checks = registry.external_checks(name)
+this_file = [c for c in checks if c["sha256"] == card["sha256"]]
+if this_file:
+    check = this_file[0]
+    columns = st.columns(4)
+    columns[0].metric("AUC", f"{check['auc']:.3f}")
+    columns[1].metric("accuracy (balanced point)", f"{check['balanced']['accuracy']:.3f}")
+    columns[2].metric("screening sensitivity", f"{check['screening']['sensitivity']:.3f}")
+    columns[3].metric("screening specificity", f"{check['screening']['specificity']:.3f}")
+    st.caption(f"{check['data']}; {check['by']}, {check['date']}.")
+else:
+    message = ("This model file has **no independent check yet**: until one is run, its quality on another "
+               "hospital's X-rays is unknown.")
+    if checks:
+        previous = checks[0]
+        message += (f" The previous {name} file ({previous['sha256'][:8]}…) was checked on {previous['data']}: "
+                    f"AUC {previous['auc']:.3f}, and at the screening point sensitivity "
+                    f"{previous['screening']['sensitivity']:.3f} but specificity "
+                    f"{previous['screening']['specificity']:.3f}: "
+                    f"{1 - previous['screening']['specificity']:.0%} of healthy children were referred.")
+    st.warning(message)
+st.info("Thresholds set at the training hospital do not carry over to other machines and populations. "
+        "A clinic should set its own on a few hundred of its own labelled X-rays: **Site calibration**.")
+
+st.markdown("**On validation X-rays of other patients from the training hospital** (an upper bound, not the "
+            "quality to expect in a clinic)")
 summary = card_summary(card)
 columns = st.columns(4)
 for column, key in zip(columns, ("AUC", "accuracy", "sensitivity", "specificity")):
     column.metric(f"validation {key}", f"{summary[key]:.3f}")
-st.caption(f"{card['description']}. Trained on {sum(card['training']['counts']['train'].values())} images, "
-           f"validated on {card['validation']['n']} images of other patients; operating points: "
+st.caption(f"Trained on {sum(card['training']['counts']['train'].values())} images, validated on "
+           f"{card['validation']['n']} images of other patients; operating points: "
            + ", ".join(f"{k} {v:.3f}" for k, v in card["operating_points"].items()) + ".")
 with st.expander("Full model card"):
     st.json(card)

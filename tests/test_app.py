@@ -1,12 +1,15 @@
 """Every page through Streamlit's AppTest, on the shipped models."""
+import io
+import zipfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 from conftest import encode, xray_like
 from streamlit.testing.v1 import AppTest
 
 ROOT = Path(__file__).resolve().parent.parent
-PAGES = ["home", "screen", "explorer", "compare", "explain"]
+PAGES = ["home", "screen", "explorer", "compare", "explain", "site"]
 TIMEOUT = 180
 
 
@@ -30,20 +33,49 @@ def test_page_renders_without_exception(name):
     page(name)
 
 
-def test_screen_page_screens_an_upload_and_reports_a_bad_file():
-    app = page("screen")
-    app.file_uploader[0].set_value([
-        ("chest.jpeg", encode(xray_like(1, True, 256)), "image/jpeg"),
-        ("broken.png", b"\x89PNG\r\n\x1a\nbroken", "image/png"),
-    ])
+def _screened(app: AppTest, files) -> AppTest:
+    app.file_uploader[0].set_value(files)
     app.run()
+    assert not app.exception, [e.value for e in app.exception]
+    return app
+
+
+def test_screen_page_shows_a_triage_summary_with_flagged_images_first():
+    from core.serving.predictor import Predictor
+
+    images = {f"chest{i}.jpeg": encode(xray_like(i, bool(i % 2), 256)) for i in range(4)}
+    default = Predictor.load()
+    flagged = {n for n, b in images.items() if default.screen(b).label == "PNEUMONIA"}
+    app = _screened(page("screen"), [(n, b, "image/jpeg") for n, b in images.items()]
+                    + [("broken.png", b"\x89PNG\r\n\x1a\nbroken", "image/png")])
+    summary = next(m.value for m in app.markdown if "flagged" in m.value)
+    assert f"{len(flagged)} of 5 flagged" in summary and "1 refused" in summary
+    # Cards in order: flagged (highest probability first), refused, then the rest.
+    order = [m.value.strip("*") for m in app.markdown if m.value.startswith("**") and m.value.strip("*") in
+             {*images, "broken.png"}]
+    assert set(order[:len(flagged)]) == flagged and order[len(flagged)] == "broken.png"
+    assert any("broken.png" not in e.value and "corrupt" in e.value for e in app.error) or any(
+        "corrupt" in w.value for w in app.error + app.warning)
+    probabilities = [m.value for m in app.metric if m.label == "Probability of pneumonia"]
+    assert len(probabilities) == 4 and all(p.endswith("%") and p not in ("100.0%", "0.0%") for p in probabilities)
+
+
+def test_screen_page_keeps_results_and_settings_after_visiting_another_page():
+    app = AppTest.from_file(str(ROOT / "streamlit_app.py"), default_timeout=TIMEOUT).run()
+    app.switch_page("pages/screen.py").run()
+    app = _screened(app, ("chest.jpeg", encode(xray_like(2, True, 256)), "image/jpeg"))
+    app.radio(key="operating_point").set_value("balanced").run()
+    screened = dict(app.session_state["screen_cache"])
+    app.switch_page("pages/home.py").run()
+    assert not app.file_uploader  # on Home now
+    app.switch_page("pages/screen.py").run()
     assert not app.exception
-    [probability] = [m for m in app.metric if m.label == "Probability of pneumonia"]
-    assert probability.value.endswith("%")
-    assert any("broken.png" in e.value and "corrupt" in e.value for e in app.error)
-    table = app.dataframe[0].value
-    assert list(table["status"]) == ["ok", "error"]
-    assert any("Heat map" in caption for image in app.image for caption in image.captions), "no heat map shown"
+    assert any("Your last batch (1 images)" in i.value for i in app.info)
+    assert app.radio(key="operating_point").value == "balanced"
+    assert any(m.label == "Probability of pneumonia" for m in app.metric)
+    # Moving the opacity slider redraws: nothing new is screened.
+    app.slider(key="opacity").set_value(0.8).run()
+    assert dict(app.session_state["screen_cache"]) == screened
 
 
 def test_screen_page_uses_the_chosen_operating_point_of_the_card():
@@ -51,11 +83,38 @@ def test_screen_page_uses_the_chosen_operating_point_of_the_card():
 
     card = registry.load_card(registry.default_model_name())
     app = page("screen")
-    app.file_uploader[0].set_value(("chest.jpeg", encode(xray_like(2, False, 256)), "image/jpeg"))
-    app.sidebar.radio[0].set_value("balanced")
+    app.radio(key="operating_point").set_value("balanced").run()
+    app = _screened(app, ("chest.jpeg", encode(xray_like(2, False, 256)), "image/jpeg"))
+    assert f"balanced threshold **{card['operating_points']['balanced']:.3f}** from the model card" in " ".join(
+        c.value for c in app.caption)
+
+
+def test_explain_page_refuses_what_the_screen_page_refuses():
+    rgb = np.zeros((200, 200, 3), np.uint8)
+    rgb[..., 0], rgb[50:150, 50:150, 1] = 200, 255  # a colour picture, not an X-ray
+    app = page("explain")
+    app.file_uploader[0].set_value(("photo.png", encode(rgb, "PNG"), "image/png"))
     app.run()
     assert not app.exception
-    assert f"balanced threshold {card['operating_points']['balanced']:.3f}" in " ".join(c.value for c in app.caption)
+    assert any("photo.png" in e.value and "not a chest X-ray" in e.value for e in app.error)
+    assert not [m for m in app.metric if m.label == "Probability of pneumonia"]
+
+
+def test_site_page_calibrates_on_a_zip_and_offers_the_profile(tmp_path):
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for label, name in enumerate(("NORMAL", "PNEUMONIA")):
+            for i in range(10):
+                archive.writestr(f"site/{name}/IM-{i:04d}-0001.jpeg", encode(xray_like(50 * label + i, bool(label), 200)))
+        archive.writestr("site/NORMAL/readme.png", b"not an image")
+    app = page("site")
+    app.file_uploader[0].set_value(("site.zip", buffer.getvalue(), "application/zip"))
+    app.run()
+    app.button[0].click().run()
+    assert not app.exception, [e.value for e in app.exception]
+    assert any("readme.png" in w.value for w in app.warning)
+    assert any("cannot show a sensitivity of 0.98" in w.value for w in app.warning)
+    assert [t.label for t in app.get("download_button")] or app.get("download_button")
 
 
 def test_explorer_profiles_a_data_folder(tiny_data):
@@ -99,3 +158,19 @@ def test_compare_page_shows_training_curves_and_tuning_sections():
     assert "Shift check" in [t.label for t in app.tabs]
     assert app.selectbox(key="shift_metric").value == "screening specificity"
     assert not any("No shift check" in i.value for i in app.info)
+
+
+def test_home_shows_independent_figures_only_for_the_file_they_were_measured_on():
+    from core.serving import registry
+
+    card = registry.load_card(registry.default_model_name())
+    app = page("home")
+    checked = [c for c in registry.external_checks(card["name"]) if c["sha256"] == card["sha256"]]
+    if checked:
+        assert any(m.label == "AUC" and m.value == f"{checked[0]['auc']:.3f}" for m in app.metric)
+    else:
+        assert any("no independent check yet" in w.value for w in app.warning)
+    assert any("Site calibration" in i.value for i in app.info)
+    # Another model's check is matched by its file: the shipped cnn_small is the file that was checked.
+    small = registry.load_card("cnn_small")
+    assert [c["sha256"] for c in registry.external_checks("cnn_small")] == [small["sha256"]]

@@ -14,36 +14,62 @@ pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="Chromium not installed
 
 @pytest.fixture(scope="module")
 def server():
-    with streamlit_server() as url:
-        yield url
+    with streamlit_server() as running:
+        yield running.url
 
 
-def test_upload_shows_probability_and_heat_map(server):
+def _photo_png() -> bytes:
+    import numpy as np
+
+    rgb = np.zeros((200, 200, 3), np.uint8)
+    rgb[..., 0], rgb[50:150, 50:150, 1] = 200, 255  # a colour picture, not an X-ray
+    return encode(rgb, "PNG")
+
+
+@pytest.mark.parametrize("viewport", [{"width": 390, "height": 844}, {"width": 1400, "height": 1000}],
+                         ids=["phone", "desktop"])
+def test_triage_persistence_and_explain_refusal_in_a_real_browser(server, viewport):
     from playwright.sync_api import expect, sync_playwright
 
     ARTIFACTS.mkdir(exist_ok=True)
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1400, "height": 1100})
+        page = browser.new_page(viewport=viewport)
         # Through the entry point, as a user arrives: it sets up st.navigation's pages.
         page.goto(server)
         expect(page.get_by_text("A screening aid, not a diagnosis.").first).to_be_visible(timeout=120_000)
-        page.get_by_role("link", name="Screen").click()
-        upload = page.locator('input[type="file"]')
+        page.goto(f"{server}/screen")
+        upload = page.locator('input[type="file"]').first
         upload.wait_for(state="attached", timeout=60_000)
-        upload.set_input_files(files=[{"name": "chest.jpeg", "mimeType": "image/jpeg",
-                                       "buffer": encode(xray_like(1, True, 512))}])
-        expect(page.get_by_text("Probability of pneumonia")).to_be_visible(timeout=120_000)
-        expect(page.get_by_text("Heat map: where the model sees pneumonia")).to_be_visible(timeout=60_000)
-        heat_map = page.locator('img[src*="media"]').first
-        expect(heat_map).to_be_visible()
-        assert heat_map.evaluate("img => img.naturalWidth") > 100
-        probability = page.locator('[data-testid="stMetricValue"]').first.inner_text()
-        assert probability.endswith("%")
-        page.screenshot(path=str(ARTIFACTS / "browser_screen.png"), full_page=True)
+        upload.set_input_files(files=[
+            {"name": f"chest{i}.jpeg", "mimeType": "image/jpeg", "buffer": encode(xray_like(i, i % 2 == 1, 512))}
+            for i in range(3)] + [{"name": "broken.png", "mimeType": "image/png", "buffer": b"\x89PNG\r\n\x1a\nx"}])
+        expect(page.get_by_text("of 4 flagged")).to_be_visible(timeout=120_000)
+        expect(page.get_by_text("1 refused")).to_be_visible()
+        expect(page.get_by_text("Probability of pneumonia")).to_have_count(3)
+        assert not page.get_by_text("100.0%").count() and not page.get_by_text("0.0%", exact=True).count()
+        page.get_by_text("Settings").click()
+        page.get_by_text("Show heat maps on images not flagged").click()
+        expect(page.get_by_text("Heat map: red areas").first).to_be_visible(timeout=60_000)
+        assert page.locator('img[src*="media"]').first.evaluate("img => img.naturalWidth") > 100
+        page.screenshot(path=str(ARTIFACTS / f"browser_screen_{viewport['width']}.png"), full_page=True)
+
+        page.get_by_role("link", name="Home").click()
+        expect(page.get_by_text("Model in use")).to_be_visible(timeout=60_000)
+        page.get_by_role("link", name="Screen").click()
+        expect(page.get_by_text("Your last batch (4 images)")).to_be_visible(timeout=60_000)
+        expect(page.get_by_text("of 4 flagged")).to_be_visible()
+
+        page.get_by_role("link", name="Explain").click()
+        upload = page.locator('input[type="file"]').first
+        upload.wait_for(state="attached", timeout=60_000)
+        upload.set_input_files(files=[{"name": "photo.png", "mimeType": "image/png", "buffer": _photo_png()}])
+        expect(page.get_by_text("not a chest X-ray").first).to_be_visible(timeout=120_000)
+        expect(page.get_by_text("Probability of pneumonia")).to_have_count(0)
+        assert not page.get_by_text("Traceback").count()
         browser.close()
 
 
 def test_ten_simultaneous_sessions_all_get_results(server):
-    times = asyncio.run(run_sessions(server, 10))
-    assert len(times) == 10
+    results = asyncio.run(run_sessions(server, 10))
+    assert len(results) == 10 and all(server_ms > 0 for _, server_ms in results)

@@ -7,8 +7,10 @@ from conftest import xray_like
 from scipy.stats import spearmanr
 
 from core.analysis import explain
+from core.learning import keras_model
 from core.learning.zoo import ARCHITECTURES, get_architecture
 from core.serving import registry
+from core.serving.heatmap import overlay, to_png
 from core.serving.imaging import PreprocessSpec, preprocess
 
 SIZE = 32
@@ -71,7 +73,7 @@ def test_randomised_weights_change_the_shipped_models_heat_map():
 
     Bound: they report rank correlations near 0 for methods that pass and above 0.8 for
     edge-detector-like ones; 0.5 separates the two with room for image structure."""
-    model, card = registry.load_model(registry.default_model_name())
+    model, card = keras_model.load(registry.default_model_name())
     spec = PreprocessSpec.from_dict(card["preprocess"])
     correlations = []
     for init in range(3):  # several random initialisations, seeded: one draw alone can be unlucky
@@ -116,9 +118,9 @@ def test_overlay_has_the_original_size_and_encodes_as_png():
     gray = xray_like(3, True, 300)[:, :250]
     heat = np.zeros((32, 32), np.float32)
     heat[:16] = 1.0
-    blended = explain.overlay(gray, heat, opacity=0.5)
+    blended = overlay(gray, heat, opacity=0.5)
     assert blended.shape == (300, 250, 3) and blended.dtype == np.uint8
-    decoded = cv2.imdecode(np.frombuffer(explain.to_png(blended), np.uint8), cv2.IMREAD_COLOR)
+    decoded = cv2.imdecode(np.frombuffer(to_png(blended), np.uint8), cv2.IMREAD_COLOR)
     assert decoded.shape == (300, 250, 3)
     # The hot top half is red-shifted against the cold bottom half (JET: red hot, blue cold).
     assert blended[:100, :, 0].mean() > blended[200:, :, 0].mean()

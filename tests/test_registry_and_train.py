@@ -37,14 +37,17 @@ def test_model_loads_in_safe_mode_and_predicts(tiny_models):
     assert model.output.shape == (None, 1)
 
 
-def test_tampered_model_is_refused(tiny_models, tmp_path):
+@pytest.mark.parametrize("file", ["cnn_small.keras", "cnn_small.onnx"])
+def test_tampered_model_is_refused(tiny_models, tmp_path, file):
     shutil.copytree(tiny_models, tmp_path / "m")
     folder = tmp_path / "m"
-    Predictor.load("cnn_small", folder)  # intact: loads
-    with open(folder / "cnn_small.keras", "ab") as handle:
+    for runtime in ("onnx", "keras"):
+        Predictor.load("cnn_small", folder, runtime=runtime)  # intact: loads
+    with open(folder / file, "ab") as handle:
         handle.write(b"tampered")
-    with pytest.raises(registry.ModelIntegrityError, match="does not match its card"):
-        Predictor.load("cnn_small", folder)
+    runtime = "keras" if file.endswith(".keras") else "onnx"
+    with pytest.raises(registry.ModelIntegrityError, match=f"{file} does not match its card"):
+        Predictor.load("cnn_small", folder, runtime=runtime)
 
 
 def _with_a_copy_of_higher_validation_auc(tiny_models, folder: Path, name: str) -> dict:

@@ -13,6 +13,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from core.learning import ensemble
 from core.serving.heatmap import normalise, upsample
 
 # Layers whose 4-D output is a spatial feature map worth explaining; pooling,
@@ -129,8 +130,25 @@ def _logit(model: keras.Model, head_input):
     return keras.ops.matmul(keras.ops.cast(head_input, "float32"), head.kernel)[:, 0] + head.bias[0]
 
 
+def _member_and_layer(model: keras.Model, layer: str | None) -> tuple[keras.Model, str | None] | None:
+    """For an ensemble and a layer named "member_i/layer": that member and its own layer name."""
+    networks = ensemble.members(model)
+    if not networks or layer is None:
+        return None
+    member, _, inner = layer.partition("/")
+    return next(m for m in networks if m.name == member), inner or None
+
+
 def gradcam(model: keras.Model, inputs: np.ndarray, layer: str | None = None) -> np.ndarray:
-    """Grad-CAM heat maps (batch, H, W) at the input's resolution (Selvaraju et al. 2017)."""
+    """Grad-CAM heat maps (batch, H, W) at the input's resolution (Selvaraju et al. 2017);
+    for an ensemble, the mean of its members' maps (or one member's, for a member's layer)."""
+    chosen = _member_and_layer(model, layer)
+    if chosen:
+        return gradcam(chosen[0], inputs, chosen[1])
+    networks = ensemble.members(model)
+    if networks:
+        maps = np.stack([gradcam(member, inputs) for member in networks], axis=1)  # (batch, members, H, W)
+        return np.stack([normalise(per_image.mean(axis=0)) for per_image in maps])
     ref = find_layer(model, layer)
     features, grads = _features_and_gradients(model, ref)(tf.convert_to_tensor(inputs, tf.float32))
     weights = tf.reduce_mean(tf.cast(grads, tf.float32), axis=(1, 2), keepdims=True)
@@ -192,6 +210,9 @@ def best_method(model: keras.Model) -> str:
 
 def activations(model: keras.Model, image: np.ndarray, layer: str | None = None) -> np.ndarray:
     """The feature maps (H', W', C) of one layer for one (H, W, 1) input."""
+    chosen = _member_and_layer(model, layer or default_layer(model).name)
+    if chosen:
+        return activations(chosen[0], image, chosen[1])
     ref = find_layer(model, layer)
     features, _ = _features_and_gradients(model, ref)(tf.convert_to_tensor(image[np.newaxis], tf.float32))
     return np.asarray(features[0], np.float32)

@@ -2,7 +2,8 @@
 
 For a network whose head is global average pooling (then dropout) then one dense
 unit, the export gets a second output, the class activation map: the last
-feature maps weighted by the head's weights (Zhou et al. 2016). For that head
+feature maps (before any max pooling) weighted by the head's weights (Zhou et
+al. 2016); an ensemble gets one map per member. For that head
 Grad-CAM's weights are the head's weights divided by the map's area, so the
 normalised maps are equal, and screening needs no gradients and no TensorFlow.
 """
@@ -14,6 +15,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from core.learning import ensemble
 from core.serving import registry
 
 
@@ -32,20 +34,44 @@ def _pooled_features(model: keras.Model):
         layer = _producer(layer)
     if not isinstance(layer, keras.layers.GlobalAveragePooling2D):
         return None
-    return layer.input
+    features = layer.input
+    # Max pooling before the global average routes each pooled cell's gradient to exactly one
+    # input, so Grad-CAM's channel weights at the map before it are still the head's weights
+    # (up to scale): the map before pooling is as faithful and finer (5x5 rather than 2x2).
+    while isinstance(_producer(layer), keras.layers.MaxPooling2D):
+        layer = _producer(layer)
+        features = layer.input
+    return features
+
+
+def _class_activation_map(model: keras.Model):
+    """A model from the input to (probability, class activation map), or None for other heads."""
+    features = _pooled_features(model)
+    if features is None:
+        return None
+    head = model.layers[-1]
+    channels = head.kernel.shape[0]
+    weighting = keras.layers.Conv2D(1, 1, use_bias=False, dtype="float32", name=f"{model.name}_cam")
+    cam = weighting(keras.ops.cast(features, "float32"))
+    weighting.set_weights([np.asarray(head.kernel).reshape(1, 1, channels, 1)])
+    return keras.Model(model.inputs, [model.output, cam])
 
 
 def serving_graph(model: keras.Model) -> tuple[keras.Model, bool]:
-    """(a model with the probability and, where the head allows, the class activation map; has_cam)."""
-    features = _pooled_features(model)
-    if features is None:
+    """(a model with the probability and, where every head allows, one class activation map per
+    member network, stacked on the last axis: (N, h, w, members); has the map)."""
+    networks = ensemble.members(model) or [model]
+    graphs = [_class_activation_map(network) for network in networks]
+    if any(graph is None for graph in graphs):
         return model, False
-    head = model.layers[-1]
-    channels = head.kernel.shape[0]
-    weighting = keras.layers.Conv2D(1, 1, use_bias=False, dtype="float32", name="class_activation_map")
-    cam = weighting(keras.ops.cast(features, "float32"))
-    weighting.set_weights([np.asarray(head.kernel).reshape(1, 1, channels, 1)])
-    return keras.Model(model.inputs, [model.output, cam], name=f"{model.name}_serving"), True
+    inputs = keras.Input(shape=model.input_shape[1:], name="image")
+    outputs = [graph(inputs) for graph in graphs]
+    if len(outputs) == 1:
+        probability, maps = outputs[0]
+    else:  # the ensemble's own combination, on the members' outputs: each member runs once
+        probability = ensemble.mean_of_logits([p for p, _ in outputs])
+        maps = keras.layers.Concatenate(name="member_maps")([cam for _, cam in outputs])
+    return keras.Model(inputs, [probability, maps], name=f"{model.name}_serving"), True
 
 
 def export(model: keras.Model, card: dict, directory: Path | None = None) -> dict:

@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 from core.analysis import evaluation
 from core.analysis.reports import in_batches
-from core.learning import data, keras_model
+from core.learning import data, ensemble, keras_model
 from core.learning.export import export
 from core.learning.keras_model import KerasNetwork
 from core.learning.zoo import Recipe, get_architecture
@@ -26,6 +26,7 @@ from core.serving import registry
 from core.serving.predictor import Predictor
 
 AUTOTUNE = tf.data.AUTOTUNE
+ENSEMBLE_SEED_STEP = 1000  # member k is initialised with init_seed + k * this
 
 
 @dataclass
@@ -45,6 +46,7 @@ class TrainConfig:
     overrides: dict = field(default_factory=dict)  # recipe fields, e.g. from `core tune`'s best config
     lr_auto: bool = False  # run the learning-rate finder first and use its suggestion
     hyperparameters_from: str = "hand-set recipe in core/zoo.py"
+    ensemble: int = 1  # members trained from different initialisations, averaged in logit space
 
 
 def pick_strategy() -> tuple[tf.distribute.Strategy, str]:
@@ -84,7 +86,7 @@ def set_seeds(seed: int) -> None:
 _STRONG = {"rotate": 0.05, "shift": 0.08, "zoom": 0.15, "gamma": 0.35, "contrast": 0.3, "brightness": 0.1}
 _WIDE_FRAMING = {"zoom": 0.3, "shift": 0.1}
 _DETECTOR = {"sharpness": 1.0, "noise": 0.03}
-_SCALE = {"crop_area": 0.4}
+_SCALE = {"crop": True}  # down to Recipe.min_crop_area
 _AUGMENT = {
     "light": {"rotate": 0.03, "shift": 0.05, "zoom": 0.08, "gamma": 0.0, "contrast": 0.1, "brightness": 0.05},
     "strong": _STRONG,
@@ -111,7 +113,7 @@ def random_resized_crops(images, min_area: float):
     return tf.image.crop_and_resize(images, boxes, tf.range(n), (size, size))
 
 
-def augmenter(level: str, seed: int):
+def augmenter(level: str, seed: int, min_crop_area: float = 0.4):
     """A function from a batch of [0, 1] images to an augmented batch, or None."""
     if level == "none":
         return None
@@ -123,8 +125,8 @@ def augmenter(level: str, seed: int):
     ])
 
     def apply(images):
-        if p.get("crop_area"):
-            images = random_resized_crops(images, p["crop_area"])
+        if p.get("crop"):
+            images = random_resized_crops(images, min_crop_area)
         images = geometry(images, training=True)
         n = tf.shape(images)[0]
         shape = tf.stack([n, 1, 1, 1])
@@ -200,7 +202,7 @@ def training_dataset(inputs: np.ndarray, labels: np.ndarray, recipe: Recipe, bat
     else:
         raise ValueError(f"unknown sampling '{recipe.sampling}'")
     ds = ds.batch(batch_size)
-    transform = augmenter(recipe.augment, seed)
+    transform = augmenter(recipe.augment, seed, recipe.min_crop_area)
     if transform is not None:
         ds = ds.map(lambda x, y, w: (transform(x), y, w), num_parallel_calls=AUTOTUNE)
     if recipe.mixup:
@@ -265,6 +267,38 @@ def compile_model(arch, recipe: Recipe, steps_per_epoch: int, weights: str = "no
     return model
 
 
+@dataclass
+class FittedMember:
+    model: keras.Model
+    history: keras.callbacks.History
+    seconds: float
+
+
+def fit_member(arch, recipe: Recipe, train_set, val_ds, batch: int, seed: int, strategy, weights: str,
+               log=print) -> FittedMember:
+    """One network trained with the recipe from one initialisation, at its best validation AUC."""
+    set_seeds(seed)
+    train_ds, steps = training_dataset(train_set.inputs, train_set.labels, recipe, batch, seed)
+    with strategy.scope():
+        model = compile_model(arch, recipe, steps, weights)
+    with tempfile.TemporaryDirectory() as scratch:
+        best = Path(scratch) / "best.weights.h5"
+        callbacks = [
+            LearningRateLog(),
+            keras.callbacks.ModelCheckpoint(best, monitor="val_auc", mode="max", save_best_only=True,
+                                            save_weights_only=True),
+            keras.callbacks.EarlyStopping(monitor="val_auc", mode="max", patience=recipe.patience),
+        ]
+        started = time.perf_counter()
+        history = model.fit(train_ds, validation_data=val_ds, epochs=recipe.epochs,
+                            callbacks=callbacks, verbose=1 if sys.stderr.isatty() else 2)
+        seconds = time.perf_counter() - started
+        model.load_weights(best)
+    log(f"member (init seed {seed}) trained in {seconds / 60:.1f} min, best validation AUC "
+        f"{max(history.history['val_auc']):.4f}")
+    return FittedMember(model, history, seconds)
+
+
 def train(config: TrainConfig, log=print) -> dict:
     """Train one architecture on the patient-level split and write model, card and reports."""
     init_seed = config.seed if config.init_seed is None else config.init_seed
@@ -287,23 +321,14 @@ def train(config: TrainConfig, log=print) -> dict:
         log(f"learning-rate finder suggests {found['suggestion']:.2e} ({found['method']})")
 
     batch = recipe.batch_size * strategy.num_replicas_in_sync
-    train_ds, steps = training_dataset(train_set.inputs, train_set.labels, recipe, batch, init_seed)
     val_ds = make_dataset(val_set.inputs, val_set.labels, batch)
-    with strategy.scope():
-        model = compile_model(arch, recipe, steps, config.weights)
-    with tempfile.TemporaryDirectory() as scratch:
-        best = Path(scratch) / "best.weights.h5"
-        callbacks = [
-            LearningRateLog(),
-            keras.callbacks.ModelCheckpoint(best, monitor="val_auc", mode="max", save_best_only=True,
-                                            save_weights_only=True),
-            keras.callbacks.EarlyStopping(monitor="val_auc", mode="max", patience=recipe.patience),
-        ]
-        started = time.perf_counter()
-        history = model.fit(train_ds, validation_data=val_ds, epochs=recipe.epochs,
-                            callbacks=callbacks, verbose=1 if sys.stderr.isatty() else 2)
-        seconds = time.perf_counter() - started
-        model.load_weights(best)
+    # An ensemble's members differ only in their initialisation and batch order.
+    member_seeds = [init_seed + ENSEMBLE_SEED_STEP * k for k in range(config.ensemble)]
+    fitted = [fit_member(arch, recipe, train_set, val_ds, batch, seed, strategy, config.weights, log)
+              for seed in member_seeds]
+    model = fitted[0].model if len(fitted) == 1 else ensemble.combine([f.model for f in fitted], name)
+    history = fitted[0].history
+    seconds = sum(f.seconds for f in fitted)
 
     # Calibration and thresholds are fitted on what serving computes: the
     # output averaged over the recipe's test-time zooms, by the Predictor itself.
@@ -315,7 +340,7 @@ def train(config: TrainConfig, log=print) -> dict:
     epochs_run = len(history.history["loss"])
     card = {
         "name": name,
-        "architecture": arch.name,
+        "architecture": arch.name if len(fitted) == 1 else f"ensemble of {len(fitted)} {arch.name}",
         "description": arch.description,
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "preprocess": arch.preprocess.to_dict(),
@@ -330,6 +355,11 @@ def train(config: TrainConfig, log=print) -> dict:
             "recipe": asdict(recipe),
             "weights": config.weights,
             "init_seed": init_seed,
+            "ensemble": None if len(fitted) == 1 else {
+                "members": len(fitted), "combination": "mean of the members' logits", "init_seeds": member_seeds,
+                "member_best_validation_auc": [max(f.history.history["val_auc"]) for f in fitted],
+                "member_epochs_run": [len(f.history.history["loss"]) for f in fitted],
+                "member_minutes": [round(f.seconds / 60, 1) for f in fitted]},
             "hyperparameters_from": hyperparameters_from,
             "class_weights": ({data.CLASS_NAMES[k]: v for k, v in data.class_weights(train_set.labels).items()}
                               if recipe.sampling == "class_weights" else None),

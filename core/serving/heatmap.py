@@ -20,6 +20,12 @@ def upsample(maps: np.ndarray, size: tuple[int, int]) -> np.ndarray:
                                           interpolation=cv2.INTER_LINEAR)) for m in maps])
 
 
+def member_mean(maps: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """One (H, W) map from the (members, h, w) maps of one image: each member's map scaled to
+    [0, 1] at the input's resolution, then averaged, so that no member outweighs the others."""
+    return normalise(upsample(maps, size).mean(axis=0))
+
+
 def overlay(gray: np.ndarray, heat: np.ndarray, opacity: float = 0.4) -> np.ndarray:
     """The heat map, resized to the image and colour-mapped, blended over it: (H, W, 3) RGB uint8."""
     height, width = gray.shape[:2]

@@ -24,7 +24,7 @@ class OnnxNetwork:
         self.has_cam = len(self._session.get_outputs()) > 1
 
     def forward(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-        """(probabilities (N,), class activation maps (N, h, w) or None) for a preprocessed batch."""
+        """(probabilities (N,), class activation maps (N, members, h, w) or None) for a preprocessed batch."""
         outputs = self._session.run(None, {self._input: np.ascontiguousarray(batch, np.float32)})
-        cams = outputs[1][..., 0] if self.has_cam else None
+        cams = np.moveaxis(outputs[1], -1, 1) if self.has_cam else None
         return outputs[0].reshape(-1), cams

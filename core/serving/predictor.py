@@ -15,7 +15,7 @@ import numpy as np
 
 from core.serving import registry, tta
 from core.serving.calibration import apply_calibration
-from core.serving.heatmap import upsample
+from core.serving.heatmap import member_mean
 from core.serving.imaging import PreprocessSpec, decode_image, preprocess
 from core.serving.quality import XrayDetector, check_chest_xray
 from core.serving.settings import CLASS_NAMES, DEFAULT_OPERATING_POINT
@@ -101,7 +101,8 @@ class Predictor:
             return self._keras_model
 
     def _forward(self, inputs: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-        """Raw probabilities averaged over the test-time zooms, and the unzoomed views' heat maps."""
+        """Raw probabilities averaged over the test-time zooms, and the unzoomed views' class
+        activation maps (N, members, h, w) where the network gives them."""
         probabilities, cams = self.network.forward(tta.views(inputs, self.test_time_zooms))
         if cams is not None and 1.0 in self.test_time_zooms:
             first = self.test_time_zooms.index(1.0) * len(inputs)
@@ -122,7 +123,7 @@ class Predictor:
         """Where the model sees pneumonia in one (H, W, 1) input: (H, W) in [0, 1]."""
         _, cams = self._forward(image[np.newaxis])
         if cams is not None:
-            return upsample(cams, image.shape[:2])[0]
+            return member_mean(cams[0], image.shape[:2])
         from core.analysis import explain  # Grad-CAM or occlusion on the Keras model
 
         return explain.explain(self.model, image, explain.best_method(self.model))
@@ -147,7 +148,7 @@ class Predictor:
         finished = time.perf_counter()
         heat = None
         if heatmap:
-            heat = upsample(cams, inputs.shape[1:3])[0] if cams is not None else self.heatmap(inputs[0])
+            heat = member_mean(cams[0], inputs.shape[1:3]) if cams is not None else self.heatmap(inputs[0])
         return ScreeningResult(
             probability=probability,
             label=self.label_for(probability, operating_point),

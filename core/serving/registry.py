@@ -20,6 +20,7 @@ MODELS_ENV = "CXR_MODELS_DIR"
 MANIFEST = "manifest.json"
 PROFILE = "dataset_profile.json"
 BENCHMARK = "bench.json"
+EXTERNAL_CHECKS = "external_checks.json"
 
 
 class ModelIntegrityError(RuntimeError):
@@ -149,3 +150,10 @@ def save_shared(file_name: str, value, directory: Path | None = None) -> None:
 def load_shared(file_name: str, directory: Path | None = None):
     path = (directory or models_dir()) / file_name
     return _read_json(path) if path.exists() else None
+
+
+def external_checks(name: str, directory: Path | None = None) -> list[dict]:
+    """Independent checks (another hospital or period) of any file of this model, newest first;
+    a check's sha256 says which file it measured."""
+    checks = (load_shared(EXTERNAL_CHECKS, directory) or {"checks": []})["checks"]
+    return sorted((c for c in checks if c["model"] == name), key=lambda c: c["date"], reverse=True)
