@@ -1,4 +1,7 @@
-"""Screenshots of every page for the README: python -m benchmarks.screenshots (needs Chromium)."""
+"""Screenshots of every page for the README, on a desktop and the Screen page on a phone:
+python -m benchmarks.screenshots (needs Chromium). Every image shown is synthetic."""
+import io
+import zipfile
 from pathlib import Path
 
 from playwright.sync_api import expect, sync_playwright
@@ -13,18 +16,60 @@ PAGES = {"home": ("Home", "Model in use"), "screen": ("Screen", "Probability of 
          "explain": ("Explain", "Activation maps")}
 
 
+BATCH = [{"name": f"synthetic_{i}.jpeg", "mimeType": "image/jpeg", "buffer": chest_jpeg(i, i % 3 == 0, 512)}
+         for i in range(5)] + [{"name": "scan_of_a_letter.png", "mimeType": "image/png", "buffer": b"\x89PNG\r\n\x1a\n"}]
+
+
+def site_zip() -> bytes:
+    """Labelled synthetic X-rays in the layout the Site calibration page takes."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for label, name in enumerate(("NORMAL", "PNEUMONIA")):
+            for i in range(40):
+                archive.writestr(f"site/{name}/IM-{i:04d}-0001.jpeg", chest_jpeg(100 * label + i, bool(label), 320))
+    return buffer.getvalue()
+
+
+def phone_screen(browser, url: str) -> None:
+    page = browser.new_page(viewport={"width": 390, "height": 844}, device_scale_factor=2)
+    page.set_default_timeout(120_000)
+    page.goto(f"{url}/screen")
+    page.locator('input[type="file"]').first.set_input_files(files=BATCH)
+    expect(page.get_by_text("flagged for clinical review")).to_be_visible(timeout=120_000)
+    page.wait_for_timeout(4000)
+    page.screenshot(path=str(OUT / "screen_phone.png"), full_page=False)
+    page.mouse.wheel(0, 700)
+    page.wait_for_timeout(1500)
+    page.screenshot(path=str(OUT / "screen_phone_cards.png"), full_page=False)
+    page.close()
+
+
+def site_page(page) -> None:
+    page.get_by_role("link", name="Site calibration").click()
+    page.locator('input[type="file"]').first.set_input_files(
+        files=[{"name": "clinic.zip", "mimeType": "application/zip", "buffer": site_zip()}])
+    page.get_by_role("button", name="Calibrate").click()
+    expect(page.get_by_text("Download the site profile")).to_be_visible(timeout=180_000)
+    page.wait_for_timeout(3000)
+    page.screenshot(path=str(OUT / "site.png"), full_page=True)
+
+
 def main() -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     upload = {"name": "synthetic_chest.jpeg", "mimeType": "image/jpeg", "buffer": chest_jpeg(3, True, 512)}
-    with streamlit_server() as url, sync_playwright() as playwright:
+    with streamlit_server() as server, sync_playwright() as playwright:
+        url = server.url
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        phone_screen(browser, url)
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         page.set_default_timeout(120_000)
         page.goto(url)
         for name, (title, ready) in PAGES.items():
             page.get_by_role("link", name=title).click()
-            if name in ("screen", "explain"):
-                page.locator('input[type="file"]').set_input_files(files=[upload])
+            if name == "screen":
+                page.locator('input[type="file"]').first.set_input_files(files=BATCH)
+            if name == "explain":
+                page.locator('input[type="file"]').first.set_input_files(files=[upload])
             expect(page.get_by_text(ready).first).to_be_visible(timeout=120_000)
             page.wait_for_timeout(4000)  # let charts and images settle
             page.screenshot(path=str(Path(OUT / f"{name}.png")), full_page=name != "compare")
@@ -34,6 +79,7 @@ def main() -> None:
                 page.mouse.wheel(0, 560)  # the page scrolls inside Streamlit's main block, not the window
                 page.wait_for_timeout(3000)
                 page.screenshot(path=str(OUT / "shift.png"))
+        site_page(page)
         browser.close()
 
 

@@ -1,5 +1,5 @@
 """Acquisition-shift check: each model's validation metrics under imitated machine differences
-(see core/shift.py), at the model's own fixed thresholds.
+(see core/analysis/shift.py), at the model's own fixed thresholds.
 
 Usage: python -m benchmarks.shift [--model NAME ...] [--models-dir DIR] [--data DIR] [--save]
 --save writes models/NAME.shift.json, shown on the model comparison page, and

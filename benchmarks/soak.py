@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 
-from core.analysis import explain
 from core.analysis.synthetic import chest_jpeg
 from core.serving.predictor import Predictor
 
@@ -27,11 +26,8 @@ def resident_mb() -> float:
 def soak(predictor: Predictor, total: int = 1000, every: int = 100) -> list[float]:
     """Resident MB after every `every` calls of screen + heat map."""
     samples = []
-    method = explain.best_method(predictor.model)
     for i in range(1, total + 1):
-        data = chest_jpeg(i % 50, i % 2 == 0, 256)
-        predictor.screen(data)
-        explain.explain_bytes(predictor.model, predictor.spec, data, method)
+        predictor.screen(chest_jpeg(i % 50, i % 2 == 0, 256), heatmap=True)
         if i % every == 0:
             samples.append(resident_mb())
     return samples

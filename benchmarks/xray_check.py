@@ -34,7 +34,7 @@ def measure(count: int, data_dir, seed: int = 42) -> dict:
     for kind, payload in files:
         by_kind[kind] += 1
         refused[kind] += rejected(payload, detector)
-    _, held_out = data.split_by_patient(data.list_examples(data_dir, "train"), seed=seed)
+    _, held_out = data.patient_split(data_dir, seed)
     xray_refused = sum(rejected(e.path.read_bytes(), detector) for e in held_out)
     return {
         "non_xray_rejected": sum(refused.values()) / len(files),

@@ -33,7 +33,7 @@ def cmd_train(args) -> int:
         raise SystemExit("train needs --arch NAME or --config FILE")
     extra = {"hyperparameters_from": config["hyperparameters_from"]} if "hyperparameters_from" in config else {}
     if args.set:
-        extra.setdefault("hyperparameters_from", "hand-set recipe in core/zoo.py")
+        extra.setdefault("hyperparameters_from", "hand-set recipe in core/learning/zoo.py")
         extra["hyperparameters_from"] += "; set on the command line: " + ", ".join(args.set)
     train(TrainConfig(arch=arch, data_dir=_data_dir(args.data), name=args.name, epochs=args.epochs,
                       batch_size=args.batch_size, learning_rate=None if args.lr in (None, "auto") else args.lr,
@@ -72,7 +72,7 @@ def _recipe_settings(settings: list[str]) -> dict:
 def cmd_lr_find(args) -> int:
     import json
 
-    from core.learning.train import load_split
+    from core.learning.pipeline import load_split
     from core.learning.tuning import find_learning_rate, lr_plot
     from core.learning.zoo import get_architecture
 
@@ -236,7 +236,7 @@ def cmd_bench(args) -> int:
     import json
 
     from core.analysis import bench
-    from core.learning.train import hardware
+    from core.learning.pipeline import hardware
     from core.serving import registry
 
     rows = bench.run(args.model and [args.model], runs=args.runs)
@@ -341,7 +341,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     train = commands.add_parser("train", help="train a zoo architecture and write its model and card")
-    train.add_argument("--arch", help="architecture (see core/zoo.py); or give --config")
+    train.add_argument("--arch", help="architecture (see core/learning/zoo.py); or give --config")
     train.add_argument("--config", help="a JSON configuration, such as the best one `core tune` writes")
     _add_data(train)
     train.add_argument("--name", help="model name (default: the architecture's)")
@@ -352,7 +352,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--seed", type=int, default=42, help="patient-split seed (and training seed)")
     train.add_argument("--init-seed", type=int, help="another initialisation and batch order on the same split")
     train.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
-                       help="override a recipe field (see Recipe in core/zoo.py), e.g. --set mixup=0.2 "
+                       help="override a recipe field (see Recipe in core/learning/zoo.py), e.g. --set mixup=0.2 "
                        "or --set test_time_zooms=1,1.12,0.9")
     train.add_argument("--ensemble", type=int, default=1, metavar="N",
                        help="train N members from different initialisations and save their logit average "

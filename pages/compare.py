@@ -7,7 +7,7 @@ from core.analysis import evaluation, explain, reports
 from core.learning import data, tuning
 from core.serving import registry
 from core.serving.heatmap import overlay
-from ui.common import card_summary, cards, confusion_figure, line_figure, predictor, report
+from ui.common import card_summary, cards, confusion_figure, line_figure, model_colour, predictor, report
 
 st.title("Model comparison")
 st.caption("Validation numbers come from each model's patient-level validation split (patients never seen in "
@@ -29,6 +29,8 @@ st.dataframe(rows, hide_index=True, width="stretch",
 st.caption("Metrics at each model's balanced operating point. Latency: `python -m core bench --save`.")
 
 chosen = st.multiselect("Models in the charts", names, default=names)
+if not chosen:
+    st.info("Choose at least one model for the charts.")
 validation = {name: report(name, "validation") for name in chosen}
 validation = {name: value for name, value in validation.items() if value}
 
@@ -38,13 +40,15 @@ with roc_tab:
     figure = line_figure("ROC on validation", "False positive rate (1 - specificity)", "Sensitivity", diagonal=True)
     for name, value in validation.items():
         roc = value["curves"]["roc"]
-        figure.add_trace(go.Scatter(x=roc["fpr"], y=roc["tpr"], mode="lines", name=f"{name} (AUC {value['auc']:.3f})"))
+        figure.add_trace(go.Scatter(x=roc["fpr"], y=roc["tpr"], mode="lines", name=f"{name} (AUC {value['auc']:.3f})",
+                                    line={"color": model_colour(name)}))
     st.plotly_chart(figure, width="stretch")
 with pr_tab:
     figure = line_figure("Precision-recall on validation", "Recall (sensitivity)", "Precision")
     for name, value in validation.items():
         pr = value["curves"]["pr"]
-        figure.add_trace(go.Scatter(x=pr["recall"], y=pr["precision"], mode="lines", name=name))
+        figure.add_trace(go.Scatter(x=pr["recall"], y=pr["precision"], mode="lines", name=name,
+                                    line={"color": model_colour(name)}))
     st.plotly_chart(figure, width="stretch")
 with calibration_tab:
     figure = line_figure("Reliability diagram (validation)", "Predicted probability", "Observed share of pneumonia",
@@ -52,7 +56,8 @@ with calibration_tab:
     for name, value in validation.items():
         bins = value["reliability"]
         figure.add_trace(go.Scatter(x=[b["mean_probability"] for b in bins], y=[b["fraction_positive"] for b in bins],
-                                    mode="lines+markers", name=f"{name} (ECE {value['ece']:.3f})"))
+                                    mode="lines+markers", name=f"{name} (ECE {value['ece']:.3f})",
+                                    line={"color": model_colour(name)}))
     st.plotly_chart(figure, width="stretch")
 with curves_tab:
     metric = st.selectbox("Metric", ["loss", "accuracy", "auc", "learning_rate"])
@@ -62,10 +67,15 @@ with curves_tab:
         if not history or metric not in history:
             continue
         epochs = list(range(1, len(history[metric]) + 1))
-        figure.add_trace(go.Scatter(x=epochs, y=history[metric], mode="lines+markers", name=f"{name} train"))
+        figure.add_trace(go.Scatter(x=epochs, y=history[metric], mode="lines+markers", name=f"{name} train",
+                                    line={"color": model_colour(name)}))
         if f"val_{metric}" in history:
             figure.add_trace(go.Scatter(x=epochs, y=history[f"val_{metric}"], mode="lines+markers",
-                                        line={"dash": "dash"}, name=f"{name} validation"))
+                                        line={"dash": "dash", "color": model_colour(name)},
+                                        name=f"{name} validation"))
+    if metric in ("loss", "learning_rate"):
+        # One diverging epoch (a validation loss of 11) would flatten every other curve.
+        figure.update_yaxes(type="log")
     st.plotly_chart(figure, width="stretch")
 
 with shift_tab:
@@ -77,7 +87,8 @@ with shift_tab:
         shifted = report(name, "shift")
         if shifted:
             figure.add_trace(go.Bar(x=[r["shift"] for r in shifted["shifts"]],
-                                    y=[r[shift_metrics[shown_metric]] for r in shifted["shifts"]], name=name))
+                                    y=[r[shift_metrics[shown_metric]] for r in shifted["shifts"]], name=name,
+                                    marker={"color": model_colour(name)}))
     if figure.data:
         figure.update_layout(title=f"Validation {shown_metric} under imitated machine differences", barmode="group",
                              yaxis={"title": shown_metric}, height=420)
@@ -116,7 +127,7 @@ if not shown:
     st.info("No finder or search results are stored for the chosen models.")
 
 st.subheader("Threshold trade-off")
-focus = st.selectbox("Model", names, key="threshold_model")
+focus = st.selectbox("Model", names, index=names.index(registry.default_model_name()), key="threshold_model")
 value = report(focus, "validation") or {}
 if "predictions" in value:
     labels = np.array(value["predictions"]["labels"])
@@ -136,8 +147,10 @@ else:
 
 st.subheader("Evaluate on a data folder")
 folder = st.text_input("Data folder (Kaggle layout)", str(data.default_data_dir() or ""))
-splits = ["validation"] + data.available_splits(folder) if folder else []
-if folder and not data.available_splits(folder):
+available = data.available_splits(folder) if folder else []
+# "validation" is the patient-level hold-out of train: offered only where there is a train split.
+splits = (["validation"] if "train" in available else []) + available
+if folder and not available:
     st.warning(f"No NORMAL/PNEUMONIA split folders under {folder}.")
 elif folder:
     left, right = st.columns(2)
@@ -145,9 +158,13 @@ elif folder:
     top_count = right.number_input("Top losses to show", 0, 48, 8)
     if st.button("Evaluate", type="primary"):
         model = predictor(focus)
-        with st.spinner(f"Scoring {split} with {focus}…"):
-            scored = reports.score_split(model, folder, split)
-            record = reports.evaluate(model, scored, split, False)
+        try:
+            with st.spinner(f"Scoring {split} with {focus}…"):
+                scored = reports.score_split(model, folder, split)
+                record = reports.evaluate(model, scored, split, False)
+        except (FileNotFoundError, OSError, ValueError) as exc:
+            st.error(f"Cannot evaluate {split} of {folder}: {exc}")
+            st.stop()
         st.dataframe([{k: record[k] for k in ("model", "n", "accuracy", "sensitivity", "specificity", "precision",
                                               "f1", "auc", "ece")}], hide_index=True, width="stretch")
         st.plotly_chart(confusion_figure(record["confusion"], f"{focus} on {split} (balanced)"), width="stretch")

@@ -6,7 +6,7 @@ import streamlit as st
 from core.analysis import explain
 from core.learning import data
 from core.serving.heatmap import overlay
-from core.serving.imaging import ImageError, decode_image, preprocess
+from core.serving.imaging import ImageError, load_model_input
 from core.serving.quality import check_chest_xray
 from ui.common import format_probability, gray_image, model_picker, predictor
 
@@ -42,22 +42,32 @@ if image_bytes is None:
 
 try:
     # The same input checks as the Screen page: what Screen refuses is not explained here either.
-    decoded = decode_image(image_bytes)
-    warnings = check_chest_xray(decoded, model.detector)
+    loaded = load_model_input(image_bytes, model.spec)
+    warnings = check_chest_xray(loaded.decoded, model.detector)
 except ImageError as exc:
     st.error(f"{image_name}: {exc}")
     st.stop()
-gray = decoded.pixels
+gray, inputs = loaded.decoded.pixels, loaded.tensor
 for warning in warnings:
     st.warning(f"Image quality: {warning}")
-inputs = preprocess(gray, model.spec)
 probability = float(model.probabilities(inputs[None])[0])
 zooms = model.test_time_zooms
 st.metric("Probability of pneumonia", format_probability(probability),
           help=f"model {model.name}" + (f", averaged over {len(zooms)} framings; the maps explain the image as "
                                         "uploaded" if len(zooms) > 1 else ""))
 
-layers = [ref.name for ref in explain.spatial_layers(model.model)]
+refs = {ref.name: ref for ref in explain.spatial_layers(model.model)}
+layers = list(refs)
+
+
+def layer_label(name: str) -> str:
+    """Keras names such as re_lu_1 say little: add the layer's kind and its feature-map shape."""
+    layer = refs[name].layer
+    _, height, width, channels = layer.output.shape
+    return f"{layers.index(name) + 1}. {name} ({type(layer).__name__}, {height}x{width}, {channels} channels)"
+
+
+
 methods = ["gradcam", "occlusion"] if layers else ["occlusion"]
 left, right = st.columns(2)
 method = left.radio("Method", methods, horizontal=True,
@@ -65,8 +75,10 @@ method = left.radio("Method", methods, horizontal=True,
 layer = None
 if layers:
     default = explain.default_layer(model.model).name
-    layer = right.selectbox("Layer", layers, index=layers.index(default),
-                            help="Grad-CAM and activation maps at this layer; the default is the last one")
+    layer = right.selectbox("Layer for Grad-CAM and the activation maps" if method == "gradcam"
+                            else "Layer for the activation maps (occlusion hides image regions, not layers)",
+                            layers, index=layers.index(default), format_func=layer_label,
+                            help="The default is the last convolutional layer, the one Grad-CAM prescribes")
 else:
     right.info("This model has no convolutional layers: Grad-CAM and activation maps do not apply, "
                "occlusion sensitivity does.")

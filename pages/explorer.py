@@ -39,7 +39,9 @@ if source == SOURCES[0]:
     st.caption("Computed by `python -m core train` on the data the shipped models saw (patient-level split).")
 elif source == SOURCES[1]:
     default = data.default_data_dir()
-    folder = st.text_input("Folder in Kaggle layout (SPLIT/NORMAL, SPLIT/PNEUMONIA)", str(default or ""))
+    # Empty until the user types: profiling a large default folder first would make them wait.
+    folder = st.text_input("Folder in Kaggle layout (SPLIT/NORMAL, SPLIT/PNEUMONIA)",
+                           placeholder=str(default or "path/to/chest_xray"))
     if folder and data.available_splits(folder):
         profile = folder_profile(folder)
     elif folder:
@@ -58,6 +60,8 @@ else:
             st.success("Downloaded: " + "; ".join(f"{s}: {c}" for s, c in summary.counts.items()))
         except DownloadError as exc:
             st.error(f"Download failed: {exc}")
+        finally:
+            bar.empty()  # no stale progress bar above the outcome
 
 if not profile:
     st.stop()
@@ -83,8 +87,10 @@ st.plotly_chart(histogram, width="stretch")
 
 st.subheader("Image sizes")
 sizes = splits[split]["image_size"]
-if sizes:
-    common = sizes["most_common"]
+common = sizes["most_common"] if sizes else []
+if len(common) == 1:  # one size for every image: a chart would be a single dot
+    st.write(f"Every image is {common[0]['width']} x {common[0]['height']} pixels ({common[0]['count']} images).")
+elif common:
     scatter = go.Figure(go.Scatter(x=[c["width"] for c in common], y=[c["height"] for c in common], mode="markers",
                                    marker={"size": [8 + 30 * c["count"] / common[0]["count"] for c in common]},
                                    text=[f"{c['count']} images" for c in common]))

@@ -26,7 +26,7 @@ def test_training_and_serving_give_the_same_tensor(tiny_data, tiny_models):
     example = data.list_examples(tiny_data, "train")[5]
     training_tensor = data.load_set([example], predictor.spec).inputs[0]
     raw = example.path.read_bytes()
-    serving_tensor = load_model_input(raw, predictor.spec)
+    serving_tensor = load_model_input(raw, predictor.spec).tensor
     np.testing.assert_array_equal(training_tensor, serving_tensor)
     assert serving_tensor.shape == (predictor.spec.size, predictor.spec.size, 1)
     # And the predictor's own path gives the probability of that tensor.

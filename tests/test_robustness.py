@@ -11,7 +11,8 @@ from core.analysis import evaluation, reports
 from core.analysis.shift import SHIFTS, shift_report
 from core.cli import _recipe_settings
 from core.learning import data
-from core.learning.train import TrainConfig, mixer, train, training_dataset
+from core.learning.pipeline import mixer, training_dataset
+from core.learning.train import TrainConfig, train
 from core.learning.zoo import Recipe
 from core.serving import tta
 from core.serving.imaging import PreprocessSpec, preprocess

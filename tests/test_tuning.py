@@ -4,7 +4,7 @@ import json
 import numpy as np
 
 from core import cli
-from core.learning.train import load_split
+from core.learning.pipeline import load_split
 from core.learning.tuning import find_learning_rate, suggest
 from core.learning.zoo import get_architecture
 from core.serving import registry

@@ -77,12 +77,14 @@ def card_summary(card: dict) -> dict:
     validation, training = card["validation"], card["training"]
     return {
         "model": card["name"],
-        "architecture": card["description"],
-        "input": f"{card['preprocess']['size']} px" + (" + CLAHE" if card["preprocess"].get("clahe") else ""),
         "AUC": validation["auc"], "accuracy": validation["accuracy"], "sensitivity": validation["sensitivity"],
         "specificity": validation["specificity"], "precision": validation["precision"], "F1": validation["f1"],
-        "ECE": validation.get("ece"), "parameters": card["parameters"], "file MB": card["file_bytes"] / 1e6,
+        "ECE": validation.get("ece"),
+        "input": f"{card['preprocess']['size']} px" + (" + CLAHE" if card["preprocess"].get("clahe") else ""),
+        "parameters": card["parameters"], "file MB": card["file_bytes"] / 1e6,
         "training min": training["seconds"] / 60, "hardware": training["hardware"],
+        # Long text last, so the metrics stay in view on narrow screens.
+        "architecture": card["description"],
     }
 
 
@@ -99,9 +101,21 @@ def line_figure(title: str, x_title: str, y_title: str, diagonal: bool = False) 
     if diagonal:
         figure.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", line={"dash": "dot", "color": "gray"},
                                     name="chance" if x_title.startswith("False") else "perfect calibration"))
-    figure.update_layout(title=title, xaxis_title=x_title, yaxis_title=y_title, height=380,
-                         margin={"l": 10, "r": 10, "t": 40, "b": 10}, legend={"orientation": "h"})
+    figure.update_layout(title=title, xaxis_title=x_title, yaxis_title=y_title, height=420,
+                         margin={"l": 10, "r": 10, "t": 90, "b": 10},
+                         # Above the plot, where it cannot cover the axis titles.
+                         legend={"orientation": "h", "yanchor": "bottom", "y": 1.02, "x": 0})
     return figure
+
+
+# One colour per model on every chart and tab (Plotly's qualitative palette, in name order).
+PALETTE = ("#636EFA", "#EF553B", "#00CC96", "#AB63FA", "#FFA15A", "#19D3F3", "#FF6692", "#B6E880", "#FF97FF",
+           "#FECB52")
+
+
+def model_colour(name: str) -> str:
+    names = sorted(registry.model_names())
+    return PALETTE[names.index(name) % len(PALETTE)] if name in names else "#444444"
 
 
 def confusion_figure(matrix: list[list[int]], title: str) -> go.Figure:

@@ -9,7 +9,7 @@ import numpy as np
 from core.analysis.synthetic import chest_jpeg
 from core.serving import registry
 from core.serving.heatmap import overlay
-from core.serving.imaging import decode_image, preprocess
+from core.serving.imaging import load_model_input
 from core.serving.predictor import RUNTIMES, Predictor
 
 WARM_UP = 3  # graph tracing, session start-up and allocators
@@ -34,7 +34,7 @@ def bench_model(predictor: Predictor, image: bytes, runs: int = 50, batch: int =
     """Bytes to result (decode, checks, preprocessing, zooms, forward, calibration), then batch
     throughput and the extra cost of a heat map with its overlay."""
     p50, p95 = _percentiles(_timed(lambda: predictor.screen(image), runs))
-    inputs = np.repeat(preprocess(decode_image(image).pixels, predictor.spec)[np.newaxis], batch, axis=0)
+    inputs = np.repeat(load_model_input(image, predictor.spec).tensor[np.newaxis], batch, axis=0)
     rounds = 5
     throughput = rounds * batch / (1e-3 * sum(_timed(lambda: predictor.probabilities(inputs), rounds)))
 

@@ -192,11 +192,10 @@ def explain(model: keras.Model, image: np.ndarray, method: str = "gradcam", laye
 def explain_bytes(model: keras.Model, spec, data: bytes, method: str | None = None, layer: str | None = None
                   ) -> tuple[np.ndarray, np.ndarray]:
     """(8-bit grayscale image, heat map) for image bytes: what the Screen and Explain pages show."""
-    from core.serving.imaging import decode_image, preprocess
+    from core.serving.imaging import load_model_input
 
-    gray = decode_image(data).pixels
-    heat = explain(model, preprocess(gray, spec), method or best_method(model), layer)
-    return gray, heat
+    loaded = load_model_input(data, spec)
+    return loaded.decoded.pixels, explain(model, loaded.tensor, method or best_method(model), layer)
 
 
 def best_method(model: keras.Model) -> str:

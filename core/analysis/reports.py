@@ -33,7 +33,7 @@ def in_batches(score, inputs: np.ndarray) -> np.ndarray:
 def split_examples(data_dir, split: str, seed: int = 42) -> list[data.Example]:
     """A folder's split; "validation" is the patient-level hold-out of "train" that training used."""
     if split == "validation":
-        return data.split_by_patient(data.list_examples(data_dir, "train"), seed=seed)[1]
+        return data.patient_split(data_dir, seed)[1]
     return data.list_examples(data_dir, split)
 
 

@@ -27,7 +27,7 @@ from core.analysis import evaluation
 from core.analysis.reports import in_batches
 from core.learning.data import patient_id
 from core.serving import screening
-from core.serving.imaging import ImageError, decode_image, preprocess
+from core.serving.imaging import ImageError, load_model_input
 from core.serving.predictor import Predictor
 from core.serving.quality import check_chest_xray
 from core.serving.settings import CLASS_NAMES, TOOL_VERSION
@@ -74,12 +74,12 @@ def score_files(predictor: Predictor, files: list[tuple[str, bytes, int]],
     inputs, labels, patients, hashes, refused = [], [], [], [], []
     for done, (name, data, label) in enumerate(files, 1):
         try:
-            decoded = decode_image(data)
-            check_chest_xray(decoded, predictor.detector)
+            loaded = load_model_input(data, predictor.spec)
+            check_chest_xray(loaded.decoded, predictor.detector)
         except ImageError as exc:
             refused.append((name, str(exc)))
         else:
-            inputs.append(preprocess(decoded.pixels, predictor.spec))
+            inputs.append(loaded.tensor)
             labels.append(label)
             # A patient's images are resampled together; unknown names count as their own patient.
             patients.append(f"{CLASS_NAMES[label]}/{patient_id(Path(name).name)}")
@@ -136,17 +136,18 @@ def screening_threshold(probabilities: np.ndarray, labels: np.ndarray, patients:
     return float(thresholds[meets[0]]) if meets.size else None
 
 
-def _point(labels, probabilities, threshold, patients) -> dict:
+def _point(labels, probabilities, threshold, patients, intervals: bool = True) -> dict:
     at = evaluation.metrics_at(labels, probabilities, threshold)
-    intervals = evaluation.bootstrap_intervals(labels, probabilities, threshold, patients)
+    intervals = evaluation.bootstrap_intervals(labels, probabilities, threshold, patients) if intervals else {}
     return {"threshold": float(threshold), "sensitivity": at["sensitivity"],
             "sensitivity_95ci": intervals.get("sensitivity"), "specificity": at["specificity"],
             "specificity_95ci": intervals.get("specificity"), "confusion": at["confusion"]}
 
 
 def calibrate(predictor: Predictor, local: LocalSet, target: float = evaluation.SCREENING_SENSITIVITY,
-              site_name: str = "site") -> tuple[dict, list[str]]:
-    """(the sealed site profile's content, advice for the analyst)."""
+              site_name: str = "site", intervals: bool = True) -> tuple[dict, list[str]]:
+    """(the sealed site profile's content, advice for the analyst); intervals=False skips the
+    95% intervals of the table (for simulations that calibrate many times)."""
     labels, raw = local.labels, local.raw
     counts = {name: int((labels == i).sum()) for i, name in enumerate(CLASS_NAMES)}
     if min(counts.values()) == 0:
@@ -182,9 +183,10 @@ def calibrate(predictor: Predictor, local: LocalSet, target: float = evaluation.
 
     points = {"screening": screening_point, "balanced": balanced}
     metrics = {
-        "shipped": {name: _point(labels, shipped_probabilities, threshold, local.patients)
+        "shipped": {name: _point(labels, shipped_probabilities, threshold, local.patients, intervals)
                     for name, threshold in predictor.card["operating_points"].items()},
-        "site": {name: _point(labels, probabilities, threshold, local.patients) for name, threshold in points.items()},
+        "site": {name: _point(labels, probabilities, threshold, local.patients, intervals)
+                 for name, threshold in points.items()},
     }
     content = seal({
         "site": site_name,

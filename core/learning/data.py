@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from core.serving.imaging import ImageError, PreprocessSpec, decode_image, preprocess
+from core.serving.imaging import ImageError, PreprocessSpec, load_model_input
 from core.serving.settings import CLASS_NAMES, IMAGE_SUFFIXES, PROJECT_ROOT
 
 DATA_ENV = "CXR_DATA_DIR"
@@ -103,6 +103,16 @@ def split_by_patient(examples: list[Example], fraction: float = VALIDATION_FRACT
     return train, validation
 
 
+def patient_split(data_dir: str | Path, seed: int = 42, max_train_images: int | None = None
+                  ) -> tuple[list[Example], list[Example]]:
+    """The (train, validation) patient-level split of DIR/train that every model, check and report
+    uses; max_train_images subsamples the training side only (quick runs), the same way everywhere."""
+    train, validation = split_by_patient(list_examples(data_dir, "train"), seed=seed)
+    if max_train_images:
+        train = random.Random(seed).sample(train, min(max_train_images, len(train)))
+    return train, validation
+
+
 def labels_of(examples: list[Example]) -> np.ndarray:
     return np.array([e.label for e in examples], dtype=np.int32)
 
@@ -129,12 +139,12 @@ class LoadedSet:
 def _read_one(example: Example, spec: PreprocessSpec):
     data = example.path.read_bytes()
     try:
-        decoded = decode_image(data)
+        loaded = load_model_input(data, spec)
     except ImageError as exc:
         return None, str(exc)
-    histogram = np.bincount(decoded.pixels.ravel() // (256 // HISTOGRAM_BINS), minlength=HISTOGRAM_BINS)
-    return (preprocess(decoded.pixels, spec), hashlib.sha256(data).hexdigest(), histogram,
-            decoded.pixels.shape), None
+    pixels = loaded.decoded.pixels
+    histogram = np.bincount(pixels.ravel() // (256 // HISTOGRAM_BINS), minlength=HISTOGRAM_BINS)
+    return (loaded.tensor, hashlib.sha256(data).hexdigest(), histogram, pixels.shape), None
 
 
 def load_set(examples: list[Example], spec: PreprocessSpec, workers: int | None = None,

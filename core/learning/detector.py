@@ -9,7 +9,7 @@ from core.serving.quality import DETECTOR_FILE, DETECTOR_SPEC, XrayDetector
 def fit_detector(data_dir, seed: int = 42, progress=None) -> tuple[float, float, int]:
     """Fit on the training patients, threshold from the held-out ones, save beside the models.
     Returns (threshold, share of held-out X-rays rejected, held-out count)."""
-    train, held_out = data.split_by_patient(data.list_examples(data_dir, "train"), seed=seed)
+    train, held_out = data.patient_split(data_dir, seed)
     train_set = data.load_set(train, DETECTOR_SPEC, progress=progress)
     held_out_set = data.load_set(held_out, DETECTOR_SPEC, progress=progress)
     detector = XrayDetector.fit(train_set.inputs, held_out_set.inputs)

@@ -11,6 +11,7 @@ import numpy as np
 import tensorflow as tf
 
 from core.learning import data
+from core.learning.pipeline import compile_model, make_dataset, training_dataset
 from core.learning.zoo import Architecture, Recipe, get_architecture
 
 LR_MIN, LR_MAX = 1e-6, 1.0
@@ -59,7 +60,6 @@ def suggest(rates: np.ndarray, smoothed: np.ndarray) -> tuple[float, str]:
 def find_learning_rate(arch: Architecture, recipe: Recipe, train_set: data.LoadedSet, steps: int = LR_STEPS,
                        min_lr: float = LR_MIN, max_lr: float = LR_MAX, strategy=None, seed: int = 42) -> dict:
     """Run the range test on training data and return the curve with a suggested rate."""
-    from core.learning.train import compile_model, training_dataset
 
     rates = np.geomspace(min_lr, max_lr, steps)
     dataset = training_dataset(train_set.inputs, train_set.labels, recipe, recipe.batch_size, seed)[0].repeat()
@@ -80,8 +80,10 @@ def lr_plot(result: dict):
     """Plotly figure of the smoothed loss against the learning rate, the suggestion marked."""
     import plotly.graph_objects as go
 
-    figure = go.Figure([go.Scatter(x=result["rates"], y=result["losses"], mode="lines", name="loss", opacity=0.3),
-                        go.Scatter(x=result["rates"], y=result["smoothed"], mode="lines", name="smoothed loss")])
+    figure = go.Figure([go.Scatter(x=result["rates"], y=result["losses"], mode="lines", name="loss",
+                                   line={"color": "#9AA5B1"}),
+                        go.Scatter(x=result["rates"], y=result["smoothed"], mode="lines", name="smoothed loss",
+                                   line={"color": "#D1495B", "width": 3})])
     figure.add_vline(x=result["suggestion"], line_dash="dash",
                      annotation_text=f"suggested {result['suggestion']:.1e}")
     figure.update_layout(title=f"Learning-rate finder: {result['architecture']}", xaxis_type="log",
@@ -118,11 +120,8 @@ def tune(arch_name: str, data_dir, trials: int, directory: Path, max_minutes: fl
     between trials."""
     import keras_tuner
 
-    from core.learning.train import compile_model, make_dataset, training_dataset
 
-    train_examples, val_examples = data.split_by_patient(data.list_examples(data_dir, "train"), seed=seed)
-    if max_train_images:
-        train_examples = train_examples[:: max(1, len(train_examples) // max_train_images)]
+    train_examples, val_examples = data.patient_split(data_dir, seed, max_train_images)
     loaded: dict[int, tuple[data.LoadedSet, data.LoadedSet]] = {}
 
     def sets_for(size: int):

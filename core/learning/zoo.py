@@ -37,11 +37,13 @@ class Recipe:
     learning_rate: float = 1e-3
     lr_schedule: str = "cosine"  # "cosine", "exponential" (keras.io) or "constant"
     weight_decay: float = 0.0
-    augment: str = "none"  # "none", "light", "strong", "framing", "acquisition" or "robust" (see core.learning.train)
+    # "none", "light", "strong", "framing", "acquisition", "robust" or "scale" (see core.learning.train)
+    augment: str = "none"
+    min_crop_area: float = 0.4  # smallest random-resized crop of "scale" augmentation, as a share of the area
     label_smoothing: float = 0.0
     mixup: float = 0.0  # Beta(alpha, alpha) of mixup; 0 turns it off
     sampling: str = "class_weights"  # or "balanced": both classes drawn equally often
-    test_time_zooms: tuple[float, ...] = (1.0,)  # framings averaged at inference (core.tta)
+    test_time_zooms: tuple[float, ...] = (1.0,)  # framings averaged at inference (core.serving.tta)
     patience: int = 5
 
 
@@ -221,7 +223,7 @@ ARCHITECTURES: dict[str, Architecture] = {
         Architecture("cxrnet", "Our residual CNN: CLAHE, per-image standardisation, scale and acquisition "
                      "augmentation, balanced sampling, test-time zooms",
                      build_cxrnet, PreprocessSpec(160, clahe=True),
-                     Recipe(epochs=20, learning_rate=2e-3, weight_decay=1e-4, augment="scale",
+                     Recipe(epochs=30, learning_rate=2e-3, weight_decay=1e-4, augment="scale",
                             label_smoothing=0.05, sampling="balanced", test_time_zooms=(1.0, 1.12, 0.9),
                             patience=6)),
     )

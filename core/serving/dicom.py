@@ -10,7 +10,8 @@ import pydicom
 from pydicom.errors import InvalidDicomError
 from pydicom.pixels import apply_modality_lut, apply_voi_lut
 
-from core.serving.imaging import MAX_PIXELS, ImageError
+from core.serving.errors import ImageError
+from core.serving.settings import MAX_PIXELS
 
 # pydicom's validation warnings quote tag values, which can be a patient's name:
 # nothing of a file may reach a log, so they are silenced.

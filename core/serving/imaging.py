@@ -13,12 +13,10 @@ import cv2
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-# --- Configurable limits -------------------------------------------------------
-# A clinic upload is a few MB; anything far larger is refused before decoding.
-MAX_FILE_BYTES = 50 * 1024 * 1024
-# Checked from the header, before the pixels are decoded: a 30,000 x 30,000
-# "decompression bomb" would need gigabytes of memory.
-MAX_PIXELS = 40_000_000
+from core.serving.errors import ImageError
+from core.serving.settings import MAX_FILE_BYTES, MAX_PIXELS
+
+# --- Configurable limits (the file-size and pixel limits are in core.serving.settings) ---
 # Smaller than this cannot hold a readable chest X-ray.
 MIN_SIDE = 32
 # Large JPEGs are decoded at no less than this size (see _decode_raster).
@@ -30,10 +28,6 @@ JPEG_MAGIC = b"\xff\xd8\xff"
 
 # Pillow refuses (rather than warns about) images above this many pixels.
 Image.MAX_IMAGE_PIXELS = MAX_PIXELS
-
-
-class ImageError(ValueError):
-    """An input that cannot be screened; the message says why, for a person."""
 
 
 @dataclass(frozen=True)
@@ -170,6 +164,15 @@ def preprocess(gray: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
     return (resized.astype(np.float32) / 255.0)[..., np.newaxis]
 
 
-def load_model_input(data: bytes, spec: PreprocessSpec) -> np.ndarray:
-    """Bytes to model input: the one path shared by training and serving."""
-    return preprocess(decode_image(data).pixels, spec)
+@dataclass
+class ModelInput:
+    """An image as decoded (for checks and display) and as the model sees it."""
+
+    decoded: DecodedImage
+    tensor: np.ndarray  # (size, size, 1) float32 in [0, 1]
+
+
+def load_model_input(data: bytes, spec: PreprocessSpec) -> ModelInput:
+    """Bytes to model input: the one path shared by training, screening and every analysis."""
+    decoded = decode_image(data)
+    return ModelInput(decoded, preprocess(decoded.pixels, spec))

@@ -16,7 +16,7 @@ import numpy as np
 from core.serving import registry, tta
 from core.serving.calibration import apply_calibration
 from core.serving.heatmap import member_mean
-from core.serving.imaging import PreprocessSpec, decode_image, preprocess
+from core.serving.imaging import PreprocessSpec, load_model_input
 from core.serving.quality import XrayDetector, check_chest_xray
 from core.serving.settings import CLASS_NAMES, DEFAULT_OPERATING_POINT
 from core.serving.site import SiteProfile
@@ -138,10 +138,10 @@ class Predictor:
             raise ValueError(f"unknown operating point '{operating_point}'; "
                              f"choose from {', '.join(self.operating_points)}")
         started = time.perf_counter()
-        decoded = decode_image(data)
+        loaded = load_model_input(data, self.spec)
         decoded_at = time.perf_counter()
-        warnings = check_chest_xray(decoded, self.detector)
-        inputs = preprocess(decoded.pixels, self.spec)[np.newaxis]
+        warnings = check_chest_xray(loaded.decoded, self.detector)
+        inputs = loaded.tensor[np.newaxis]
         prepared_at = time.perf_counter()
         raw, cams = self._forward(inputs)
         probability = float(apply_calibration(raw, self.calibration)[0])
@@ -157,9 +157,10 @@ class Predictor:
             model=self.name,
             model_sha256=self.card.get("sha256", ""),
             site=self.site.name if self.site else None,
-            timings_ms={"decode": 1e3 * (decoded_at - started), "preprocess": 1e3 * (prepared_at - decoded_at),
+            timings_ms={"decode_and_preprocess": 1e3 * (decoded_at - started),
+                        "checks": 1e3 * (prepared_at - decoded_at),
                         "inference": 1e3 * (finished - prepared_at), "total": 1e3 * (finished - started)},
             warnings=warnings,
-            image=decoded.pixels,
+            image=loaded.decoded.pixels,
             heatmap=heat,
         )

@@ -9,5 +9,10 @@ IMAGE_SUFFIXES = {".jpeg", ".jpg", ".png", ".dcm", ".dicom"}
 OPERATING_POINTS = ("screening", "balanced")
 # A health worker screens; every caller (page, CLI, API) defaults to the same point.
 DEFAULT_OPERATING_POINT = "screening"
+# A clinic upload is a few MB; anything far larger is refused before decoding.
+MAX_FILE_BYTES = 50 * 1024 * 1024
+# Checked from the header, before the pixels are decoded: a 30,000 x 30,000
+# "decompression bomb" would need gigabytes of memory.
+MAX_PIXELS = 40_000_000
 # Written into site profiles and reports; raised when what they mean changes.
 TOOL_VERSION = "0.3.0"

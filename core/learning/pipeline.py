@@ -1,0 +1,238 @@
+"""The training pipeline: strategy, seeds, augmentation, tf.data input, schedules and compilation.
+
+Shared by training (core.learning.train), the learning-rate finder and the search
+(core.learning.tuning), so neither imports the other.
+"""
+from __future__ import annotations
+
+import os
+import platform
+import random
+import sys
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+from tqdm import tqdm
+
+from core.learning import data
+from core.learning.zoo import Recipe
+
+AUTOTUNE = tf.data.AUTOTUNE
+
+
+def pick_strategy() -> tuple[tf.distribute.Strategy, str]:
+    """TPU when a resolver connects, all GPUs with mixed precision, else the default (CPU)."""
+    try:
+        resolver = tf.distribute.cluster_resolver.TPUClusterResolver()
+        tf.config.experimental_connect_to_cluster(resolver)
+        tf.tpu.experimental.initialize_tpu_system(resolver)
+        return tf.distribute.TPUStrategy(resolver), "TPU"
+    except (ValueError, RuntimeError, tf.errors.NotFoundError):
+        pass  # no TPU here: the usual case
+    gpus = tf.config.list_physical_devices("GPU")
+    if gpus:
+        # Half-precision matmuls on tensor cores; outputs stay float32 (see zoo).
+        keras.mixed_precision.set_global_policy("mixed_float16")
+        return tf.distribute.MirroredStrategy(), f"{len(gpus)} GPU(s), mixed precision"
+    return tf.distribute.get_strategy(), "CPU"
+
+
+def set_seeds(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    keras.utils.set_random_seed(seed)
+
+
+# --- Augmentation ------------------------------------------------------------
+# Geometry: small rotations, shifts and zoom, as positioning varies. Intensity:
+# gamma, contrast and brightness, because exposure is what differs most
+# between hospital periods and machines (the withheld test set among them).
+# "framing" widens the zoom range: machines and radiographers frame the chest
+# more tightly or loosely, and a tighter crop was what most moved validation
+# specificity in the shift check (benchmarks/shift.py). "acquisition" adds what
+# else differs between detectors: sharpness (blur or unsharp masking) and noise.
+# "scale" adds random-resized crops down to 40% of the area (zoom-in up to
+# 1.6x): the withheld period's normal X-rays show the lungs filling the frame,
+# and models trained on full frames read that framing as pneumonia.
+_STRONG = {"rotate": 0.05, "shift": 0.08, "zoom": 0.15, "gamma": 0.35, "contrast": 0.3, "brightness": 0.1}
+_WIDE_FRAMING = {"zoom": 0.3, "shift": 0.1}
+_DETECTOR = {"sharpness": 1.0, "noise": 0.03}
+_SCALE = {"crop": True}  # down to Recipe.min_crop_area
+_AUGMENT = {
+    "light": {"rotate": 0.03, "shift": 0.05, "zoom": 0.08, "gamma": 0.0, "contrast": 0.1, "brightness": 0.05},
+    "strong": _STRONG,
+    "framing": _STRONG | _WIDE_FRAMING,
+    "acquisition": _STRONG | _DETECTOR,
+    "robust": _STRONG | _WIDE_FRAMING | _DETECTOR,
+    "scale": _STRONG | _DETECTOR | _SCALE,
+}
+# Aspect ratios of the random-resized crops, as in Inception's training (Szegedy et al. 2015).
+_CROP_ASPECT = (3 / 4, 4 / 3)
+
+
+def random_resized_crops(images, min_area: float):
+    """Each image cropped to a random box of min_area..1 of its area, resized back."""
+    n = tf.shape(images)[0]
+    size = images.shape[1]
+    area = tf.random.uniform([n], min_area, 1.0)
+    aspect = tf.exp(tf.random.uniform([n], np.log(_CROP_ASPECT[0]), np.log(_CROP_ASPECT[1])))
+    width = tf.minimum(tf.sqrt(area * aspect), 1.0)
+    height = tf.minimum(tf.sqrt(area / aspect), 1.0)
+    left = tf.random.uniform([n]) * (1.0 - width)
+    top = tf.random.uniform([n]) * (1.0 - height)
+    boxes = tf.stack([top, left, top + height, left + width], axis=1)
+    return tf.image.crop_and_resize(images, boxes, tf.range(n), (size, size))
+
+
+def augmenter(level: str, seed: int, min_crop_area: float = 0.4):
+    """A function from a batch of [0, 1] images to an augmented batch, or None."""
+    if level == "none":
+        return None
+    p = _AUGMENT[level]
+    geometry = keras.Sequential([
+        keras.layers.RandomRotation(p["rotate"], fill_mode="constant", seed=seed),
+        keras.layers.RandomTranslation(p["shift"], p["shift"], fill_mode="constant", seed=seed + 1),
+        keras.layers.RandomZoom((-p["zoom"], p["zoom"]), fill_mode="constant", seed=seed + 2),
+    ])
+
+    def apply(images):
+        if p.get("crop"):
+            images = random_resized_crops(images, min_crop_area)
+        images = geometry(images, training=True)
+        n = tf.shape(images)[0]
+        shape = tf.stack([n, 1, 1, 1])
+        if p.get("sharpness"):
+            # x + a * (x - blur(x)): a < 0 blurs (down to a 3x3 box blur at -1), a > 0 sharpens.
+            amount = tf.random.uniform(shape, -p["sharpness"], p["sharpness"])
+            blurred = tf.nn.avg_pool2d(images, 3, 1, "SAME")
+            images = images + amount * (images - blurred)
+        if p.get("noise"):
+            sigma = tf.random.uniform(shape, 0.0, p["noise"])
+            images = images + sigma * tf.random.normal(tf.shape(images))
+        if p["gamma"]:
+            gamma = tf.exp(tf.random.uniform(shape, -p["gamma"], p["gamma"]))
+            images = tf.pow(tf.clip_by_value(images, 1e-6, 1.0), gamma)
+        mean = tf.reduce_mean(images, axis=(1, 2, 3), keepdims=True)
+        contrast = tf.random.uniform(shape, 1 - p["contrast"], 1 + p["contrast"])
+        brightness = tf.random.uniform(shape, -p["brightness"], p["brightness"])
+        return tf.clip_by_value((images - mean) * contrast + mean + brightness, 0.0, 1.0)
+
+    return apply
+
+
+def mixer(alpha: float):
+    """Mixup (Zhang et al. 2018): convex combinations of pairs in a batch, labels and weights alike.
+
+    Soft targets between the classes keep the network from becoming
+    over-confident, the failure that costs specificity on a new hospital's data.
+    """
+
+    def apply(images, labels, weights):
+        n = tf.shape(images)[0]
+        # Beta(alpha, alpha) from two gamma draws; max(lam, 1 - lam) keeps each
+        # mixed image closer to its own label.
+        a = tf.random.gamma([n], alpha)
+        b = tf.random.gamma([n], alpha)
+        lam = a / (a + b)
+        lam = tf.maximum(lam, 1.0 - lam)
+        partner = tf.random.shuffle(tf.range(n))
+        mix = lambda t, w: w * t + (1.0 - w) * tf.gather(t, partner)
+        return (mix(images, tf.reshape(lam, [-1, 1, 1, 1])), mix(labels, lam), mix(weights, lam))
+
+    return apply
+
+
+def make_dataset(inputs: np.ndarray, labels: np.ndarray, batch_size: int) -> tf.data.Dataset:
+    """Batches in file order, for validation and prediction."""
+    return tf.data.Dataset.from_tensor_slices((inputs, labels.astype(np.float32))).batch(batch_size).prefetch(AUTOTUNE)
+
+
+def training_dataset(inputs: np.ndarray, labels: np.ndarray, recipe: Recipe, batch_size: int,
+                     seed: int = 42) -> tuple[tf.data.Dataset, int]:
+    """Shuffled, augmented (image, label, weight) batches and the number of batches per epoch.
+
+    The 74/26 class mix is countered either by loss weights ("class_weights",
+    as keras.io does) or by drawing both classes equally often ("balanced").
+    """
+    labels = labels.astype(np.int64)
+    steps = int(np.ceil(len(labels) / batch_size))
+    if recipe.sampling == "balanced":
+        per_class = [
+            tf.data.Dataset.from_tensor_slices((inputs[labels == c], np.full((labels == c).sum(), c, np.float32)))
+            .shuffle(int((labels == c).sum()), seed=seed + c, reshuffle_each_iteration=True).repeat()
+            for c in range(len(data.CLASS_NAMES))
+        ]
+        ds = tf.data.Dataset.sample_from_datasets(per_class, weights=[0.5, 0.5], seed=seed,
+                                                   rerandomize_each_iteration=True)
+        ds = ds.map(lambda x, y: (x, y, tf.constant(1.0)))
+    elif recipe.sampling == "class_weights":
+        table = data.class_weights(labels)
+        weights = np.array([table[int(c)] for c in labels], np.float32)
+        ds = tf.data.Dataset.from_tensor_slices((inputs, labels.astype(np.float32), weights))
+        ds = ds.shuffle(len(labels), seed=seed, reshuffle_each_iteration=True)
+    else:
+        raise ValueError(f"unknown sampling '{recipe.sampling}'")
+    ds = ds.batch(batch_size)
+    transform = augmenter(recipe.augment, seed, recipe.min_crop_area)
+    if transform is not None:
+        ds = ds.map(lambda x, y, w: (transform(x), y, w), num_parallel_calls=AUTOTUNE)
+    if recipe.mixup:
+        ds = ds.map(mixer(recipe.mixup), num_parallel_calls=AUTOTUNE)
+    return ds.take(steps).prefetch(AUTOTUNE), steps
+
+
+def learning_rate(recipe: Recipe, base: float, steps_per_epoch: int, epochs: int):
+    if recipe.lr_schedule == "exponential":  # as in the keras.io example
+        return keras.optimizers.schedules.ExponentialDecay(base, decay_steps=100000, decay_rate=0.96,
+                                                           staircase=True)
+    if recipe.lr_schedule == "cosine":
+        return keras.optimizers.schedules.CosineDecay(base, decay_steps=max(1, steps_per_epoch * epochs),
+                                                      alpha=0.02)
+    return base
+
+
+class LearningRateLog(keras.callbacks.Callback):
+    """Adds the learning rate in force to each epoch's logs (for the training curves)."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            optimizer = self.model.optimizer
+            logs["learning_rate"] = float(keras.ops.convert_to_numpy(optimizer.learning_rate))
+
+
+def hardware() -> str:
+    gpus = tf.config.list_physical_devices("GPU")
+    devices = f"{len(gpus)} GPU" if gpus else "CPU only"
+    return f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, {devices}"
+
+
+def load_split(data_dir, spec, seed: int, max_train_images: int | None = None, log=print
+               ) -> tuple[data.LoadedSet, data.LoadedSet]:
+    """The patient-level (train, validation) split of DIR/train, decoded and preprocessed."""
+    train_examples, val_examples = data.patient_split(data_dir, seed, max_train_images)
+    log(f"data: {len(train_examples)} training and {len(val_examples)} validation images "
+        f"({len({e.patient for e in val_examples})} validation patients)")
+    loading = time.perf_counter()
+    with tqdm(total=len(train_examples) + len(val_examples), desc="reading images", file=sys.stderr,
+              disable=None) as bar:
+        train_set = data.load_set(train_examples, spec, progress=bar)
+        val_set = data.load_set(val_examples, spec, progress=bar)
+    log(f"read in {time.perf_counter() - loading:.0f} s")
+    return train_set, val_set
+
+
+def compile_model(arch, recipe: Recipe, steps_per_epoch: int, weights: str = "none") -> keras.Model:
+    """The architecture built and compiled with its recipe (call inside a strategy scope)."""
+    model = arch.build(arch.preprocess, weights)
+    schedule = learning_rate(recipe, recipe.learning_rate, steps_per_epoch, recipe.epochs)
+    optimizer = (keras.optimizers.AdamW(schedule, weight_decay=recipe.weight_decay)
+                 if recipe.weight_decay else keras.optimizers.Adam(schedule))
+    model.compile(
+        optimizer=optimizer,
+        loss=keras.losses.BinaryCrossentropy(label_smoothing=recipe.label_smoothing),
+        metrics=["accuracy", keras.metrics.AUC(name="auc"),
+                 keras.metrics.Precision(name="precision"), keras.metrics.Recall(name="recall")],
+    )
+    return model
