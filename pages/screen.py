@@ -138,6 +138,8 @@ def result_card(row: screening.ScreeningRow, index: int) -> None:
                 st.warning("**Result may be unreliable:** " + "; ".join(result.warnings))
             if row.label == "PNEUMONIA":
                 st.error("**Possible pneumonia**: refer for clinical review.")
+            elif result.warnings:  # no reassuring green for a result that cannot be relied on
+                st.info("**No pneumonia flagged**, but see the warning above: repeat or review the X-ray.")
             else:
                 st.success("**No pneumonia flagged.**")
             st.metric("Probability of pneumonia", format_probability(row.probability))

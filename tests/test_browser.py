@@ -2,6 +2,7 @@
 import asyncio
 
 import pytest
+from playwright.sync_api import expect
 from conftest import encode, xray_like
 
 from benchmarks.browser_load import run_sessions
@@ -26,10 +27,20 @@ def _photo_png() -> bytes:
     return encode(rgb, "PNG")
 
 
+def open_page(page, name: str, ready: str) -> None:
+    """Navigate inside the app (the session, and so its results, is kept); on a phone the
+    navigation sits in a collapsed sidebar that has to be opened first."""
+    expand = page.get_by_role("button", name="Expand sidebar")
+    if page.viewport_size["width"] < 700 and expand.is_visible():
+        expand.click()
+    page.get_by_role("link", name=name).click()
+    expect(page.get_by_text(ready).first).to_be_visible(timeout=60_000)
+
+
 @pytest.mark.parametrize("viewport", [{"width": 390, "height": 844}, {"width": 1400, "height": 1000}],
                          ids=["phone", "desktop"])
 def test_triage_persistence_and_explain_refusal_in_a_real_browser(server, viewport):
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import sync_playwright
 
     ARTIFACTS.mkdir(exist_ok=True)
     with sync_playwright() as playwright:
@@ -54,13 +65,11 @@ def test_triage_persistence_and_explain_refusal_in_a_real_browser(server, viewpo
         assert page.locator('img[src*="media"]').first.evaluate("img => img.naturalWidth") > 100
         page.screenshot(path=str(ARTIFACTS / f"browser_screen_{viewport['width']}.png"), full_page=True)
 
-        page.get_by_role("link", name="Home").click()
-        expect(page.get_by_text("Model in use")).to_be_visible(timeout=60_000)
-        page.get_by_role("link", name="Screen").click()
-        expect(page.get_by_text("Your last batch (4 images)")).to_be_visible(timeout=60_000)
+        open_page(page, "Home", "Model in use")
+        open_page(page, "Screen", "Your last batch (4 images)")
         expect(page.get_by_text("of 4 flagged")).to_be_visible()
 
-        page.get_by_role("link", name="Explain").click()
+        open_page(page, "Explain", "Choose an image to explain")
         upload = page.locator('input[type="file"]').first
         upload.wait_for(state="attached", timeout=60_000)
         upload.set_input_files(files=[{"name": "photo.png", "mimeType": "image/png", "buffer": _photo_png()}])

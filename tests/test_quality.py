@@ -47,3 +47,11 @@ def test_detector_round_trip(tmp_path, detector):
     loaded = XrayDetector.load(tmp_path / "d.npz")
     assert loaded.threshold == detector.threshold
     np.testing.assert_array_equal(loaded.components, detector.components)
+
+
+def test_a_turned_or_inverted_chest_x_ray_is_refused_with_a_hint_to_fix_it(detector):
+    upright = decode_image(encode(xray_like(11, False, 256)))
+    assert check_chest_xray(upright, detector) is not None  # accepted as it is
+    for turned, hint in ((np.rot90(upright.pixels, 1), "rotated a quarter turn"), (255 - upright.pixels, "inverted")):
+        with pytest.raises(NotChestXRayError, match=hint):
+            check_chest_xray(decode_image(encode(np.ascontiguousarray(turned))), detector)

@@ -133,3 +133,26 @@ def test_the_card_records_the_serving_file():
     on_disk = registry.models_dir() / card["onnx"]["file"]
     assert card["onnx"]["file_bytes"] == on_disk.stat().st_size
     assert json.loads((registry.models_dir() / registry.MANIFEST).read_text())["default"] == card["name"]
+
+
+def test_an_ensemble_is_one_model_whose_onnx_matches_keras_and_whose_map_is_the_members_mean(tiny_data, tmp_path):
+    from core.analysis import explain
+    from core.learning import ensemble
+    from core.learning.train import TrainConfig, train
+
+    card = train(TrainConfig(arch="cxrnet", data_dir=tiny_data, epochs=1, size=64, models_dir=tmp_path,
+                             ensemble=2, max_train_images=24), log=lambda *_: None)
+    assert card["architecture"] == "ensemble of 2 cxrnet" and card["training"]["ensemble"]["init_seeds"] == [42, 1042]
+    served, keras = Predictor.load("cxrnet", tmp_path), Predictor.load("cxrnet", tmp_path, runtime="keras")
+    assert served.runtime == "onnx" and card["onnx"]["heatmap"] == "cam"
+    members = ensemble.members(keras.model)
+    assert len(members) == 2
+    inputs = np.random.default_rng(0).random((4, 64, 64, 1)).astype(np.float32)
+    np.testing.assert_allclose(served.probabilities(inputs), keras.probabilities(inputs), atol=PARITY_TOLERANCE)
+    # The ensemble's output is the sigmoid of its members' mean logit.
+    logits = [np.log(p / (1 - p)) for p in (m(inputs, training=False).numpy().reshape(-1) for m in members)]
+    np.testing.assert_allclose(keras.model(inputs, training=False).numpy().reshape(-1),
+                               1 / (1 + np.exp(-np.mean(logits, axis=0))), atol=1e-5)
+    member_maps = [explain.gradcam(m, inputs[:1])[0] for m in members]
+    expected = np.mean(member_maps, axis=0) / np.mean(member_maps, axis=0).max()
+    np.testing.assert_allclose(served.heatmap(inputs[0]), expected, atol=2e-3)

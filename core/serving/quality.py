@@ -76,6 +76,23 @@ class XrayDetector:
             return cls(stored["mean"], stored["components"], float(stored["threshold"]))
 
 
+# What a health worker can fix: an X-ray saved sideways, upside down, mirrored or with inverted grey levels.
+_ORIENTATIONS = {
+    "rotated a quarter turn clockwise": lambda g: np.rot90(g, 1),
+    "rotated a quarter turn anticlockwise": lambda g: np.rot90(g, -1),
+    "upside down": lambda g: np.rot90(g, 2),
+    "inverted (bones dark, lungs light)": lambda g: 255 - g,
+}
+
+
+def orientation_hint(gray: np.ndarray, detector: XrayDetector) -> str:
+    """A hint when the image becomes a chest radiograph once turned or inverted, else ''."""
+    for problem, fix in _ORIENTATIONS.items():
+        if detector.residual(np.ascontiguousarray(fix(gray))) <= detector.threshold:
+            return f"; it looks {problem}: save it upright with bones light, then upload it again"
+    return "; if it is a chest X-ray, check that it is upright, not mirrored and not inverted"
+
+
 def check_chest_xray(decoded: DecodedImage, detector: XrayDetector | None = None) -> list[str]:
     """Raise NotChestXRayError for what is no chest X-ray; return quality warnings.
 
@@ -86,7 +103,8 @@ def check_chest_xray(decoded: DecodedImage, detector: XrayDetector | None = None
     if max(height, width) / min(height, width) > MAX_ASPECT_RATIO:
         raise NotChestXRayError(f"not a chest X-ray: the image is too elongated ({width}x{height})")
     if detector is not None and detector.residual(decoded.pixels) > detector.threshold:
-        raise NotChestXRayError("not a chest X-ray: the image does not have the layout of a chest radiograph")
+        raise NotChestXRayError("not a chest X-ray: the image does not have the layout of a chest radiograph"
+                                + orientation_hint(decoded.pixels, detector))
     warnings = []
     pixels = decoded.pixels.astype(np.float32) / 255.0
     if pixels.std() < MIN_CONTRAST_STD:
