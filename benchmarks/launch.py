@@ -12,7 +12,20 @@ import time
 from benchmarks.streamlit_server import CHROMIUM, CHROMIUM_ARGS, streamlit_server
 from core.analysis.synthetic import chest_jpeg
 
-PAGES = ("Dataset explorer", "Model comparison", "Explain", "Site calibration")
+# page -> text that shows it has run
+PAGES = {"Dataset explorer": "Class balance", "Model comparison": "Threshold trade-off",
+         "Explain": "Choose an image to explain", "Site calibration": "Choose labelled local X-rays"}
+
+
+def open_page(page, name: str, ready: str) -> None:
+    """In-app navigation; on a phone the navigation sits in a collapsed sidebar, opened first."""
+    from playwright.sync_api import expect
+
+    expand = page.get_by_role("button", name="Expand sidebar")
+    if expand.is_visible():
+        expand.click()
+    page.get_by_role("link", name=name).click()
+    expect(page.get_by_text(ready).first).to_be_visible(timeout=TIMEOUT_MS)
 TIMEOUT_MS = 180_000
 
 
@@ -30,12 +43,10 @@ def main() -> None:
             upload.set_input_files(files=[{"name": "chest.jpeg", "mimeType": "image/jpeg", "buffer": chest_jpeg()}])
             expect(page.get_by_text("Probability of pneumonia")).to_be_visible(timeout=TIMEOUT_MS)
             first_result = time.monotonic()
-            page.get_by_role("link", name="Home").click()
-            expect(page.get_by_text("Model in use")).to_be_visible(timeout=TIMEOUT_MS)
+            open_page(page, "Home", "Model in use")
             after_screen = server.resident_mb()
-            for name in PAGES:
-                page.get_by_role("link", name=name).click()
-                page.wait_for_load_state("networkidle")
+            for name, ready in PAGES.items():
+                open_page(page, name, ready)
                 time.sleep(3)  # let each page finish its first run
             after_all = server.resident_mb()
         browser.close()

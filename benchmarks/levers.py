@@ -77,15 +77,15 @@ def row(label: str, directory: Path, data_dir) -> dict:
     lever = LEVERS[label]
     name = ensure_model(lever, directory, data_dir)
     card = registry.load_card(name, directory)
-    return _row(label, lever.recipe, card["validation"], measure(Predictor.load(name, directory), data_dir),
-                init_seed=card["training"].get("init_seed"), minutes=card["training"]["seconds"] / 60)
+    return _row(label, lever.recipe, card.validation, measure(Predictor.load(name, directory), data_dir),
+                init_seed=card.training.get("init_seed"), minutes=card.training["seconds"] / 60)
 
 
 def ensemble_row(label: str, directory: Path, data_dir) -> dict:
     """Members' raw outputs averaged in logit space, calibrated and thresholded on validation as training does."""
     members = [Predictor.load(LEVERS[m].model, directory) for m in ENSEMBLES[label]]
     first = members[0]
-    seed = first.card["training"]["split"]["seed"]
+    seed = first.card.split_seed
 
     def raw(inputs):
         return evaluation.sigmoid(np.mean([evaluation.logit(m.raw_probabilities(inputs)) for m in members], axis=0))
@@ -97,7 +97,7 @@ def ensemble_row(label: str, directory: Path, data_dir) -> dict:
     shift = {"model": label, **shift_report(lambda x: evaluation.apply_calibration(raw(x), calibration),
                                             images, labels, first.spec, points)}
     return _row(label, {"members": list(ENSEMBLES[label])}, validation, shift,
-                minutes=sum(m.card["training"]["seconds"] for m in members) / 60)
+                minutes=sum(m.card.training["seconds"] for m in members) / 60)
 
 
 def main() -> None:

@@ -30,8 +30,8 @@ def validation_images(data_dir, seed: int) -> tuple[list[np.ndarray], np.ndarray
 
 
 def measure(predictor: Predictor, data_dir) -> dict:
-    images, labels = validation_images(data_dir, predictor.card["training"]["split"]["seed"])
-    return {"model": predictor.name, "sha256": predictor.card["sha256"], "split": "validation (patient-level)",
+    images, labels = validation_images(data_dir, predictor.card.split_seed)
+    return {"model": predictor.name, "sha256": predictor.card.sha256, "split": "validation (patient-level)",
             **shift_report(predictor.probabilities, images, labels, predictor.spec, predictor.operating_points)}
 
 

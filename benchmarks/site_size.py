@@ -57,7 +57,7 @@ def main() -> None:
     parser.add_argument("--data", default=None)
     args = parser.parse_args()
     predictor = Predictor.load(args.model)
-    seed = predictor.card["training"]["split"]["seed"]
+    seed = predictor.card.split_seed
     data_dir = args.data or data.default_data_dir()
     images, labels = validation_images(data_dir, seed)
     examples = split_examples(data_dir, "validation", seed)  # the same images, in the same order

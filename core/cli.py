@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -198,8 +199,8 @@ def cmd_export(args) -> int:
     for name in _model_names(args.model):
         model, card = keras_model.load(name)
         card = export(model, card)
-        print(f"{name}: {card['onnx']['file']} ({card['onnx']['file_bytes'] / 1e6:.1f} MB), "
-              f"heat map: {card['onnx']['heatmap'] or 'from the Keras model (Grad-CAM or occlusion)'}")
+        print(f"{name}: {card.onnx['file']} ({card.onnx['file_bytes'] / 1e6:.1f} MB), "
+              f"heat map: {card.onnx['heatmap'] or 'from the Keras model (Grad-CAM or occlusion)'}")
     return 0
 
 
@@ -316,9 +317,9 @@ def cmd_calibrate(args) -> int:
             registry.update_card(name, "test_time_zooms", list(args.test_time_zooms))
         with _bar(None, f"calibrating {name}") as bar:
             card = reports.recalibrate(Predictor.load(name), _data_dir(args.data), progress=bar)
-        v = card["validation"]
-        print(f"{name}: test-time zooms {card.get('test_time_zooms', [1.0])}, calibration {card['calibration']}, "
-              f"operating points {card['operating_points']}; "
+        v = card.validation
+        print(f"{name}: test-time zooms {card.test_time_zooms}, calibration {card.calibration}, "
+              f"operating points {card.operating_points}; "
               f"validation AUC {v['auc']:.4f}, accuracy {v['accuracy']:.4f}, ECE {v['ece']:.4f}")
     return 0
 
@@ -457,8 +458,28 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Commands whose work is in Keras: they load TensorFlow before running.
+TENSORFLOW_COMMANDS = {"train", "evaluate", "bench", "lr-find", "tune", "calibrate", "explain", "export"}
+
+
+def _import_tensorflow_quietly() -> None:
+    """TensorFlow writes its oneDNN and absl notices to the process's stderr while it is imported,
+    before any log setting can apply; they are dropped there. An import error still raises, after
+    stderr is restored, so its traceback is seen."""
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    try:
+        import tensorflow  # noqa: F401
+    finally:
+        os.dup2(saved, 2)
+        os.close(devnull)
+        os.close(saved)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command in TENSORFLOW_COMMANDS:
+        _import_tensorflow_quietly()
     return args.run(args)
 
 

@@ -14,12 +14,12 @@ st.caption("Validation numbers come from each model's patient-level validation s
            "training). Expect lower numbers on X-rays from other hospitals or periods.")
 
 all_cards = cards()
-names = [card["name"] for card in all_cards]
+names = [card.name for card in all_cards]
 benchmark = {row["model"]: row for row in (registry.load_shared(registry.BENCHMARK) or {"rows": []})["rows"]}
 rows = []
 for card in all_cards:
     row = card_summary(card)
-    bench = benchmark.get(card["name"], {})
+    bench = benchmark.get(card.name, {})
     row["latency p50 ms"] = bench.get("p50_ms")
     row["heat map ms"] = bench.get("explain_ms")
     rows.append(row)
@@ -119,7 +119,7 @@ for name in chosen:
     if found:
         st.plotly_chart(tuning.lr_plot(found), width="stretch")
         st.caption(f"{name}: suggested {found['suggestion']:.2e} ({found['method']}); the card's rate came from: "
-                   f"{next(c for c in all_cards if c['name'] == name)['training']['hyperparameters_from']}.")
+                   f"{next(c for c in all_cards if c.name == name).training['hyperparameters_from']}.")
     if search:
         st.markdown(f"**{name}**: search trials, best validation AUC first")
         st.dataframe(search, hide_index=True, width="stretch")
@@ -132,15 +132,15 @@ value = report(focus, "validation") or {}
 if "predictions" in value:
     labels = np.array(value["predictions"]["labels"])
     probabilities = np.array(value["predictions"]["probabilities"])
-    card = next(c for c in all_cards if c["name"] == focus)
-    threshold = st.slider("Threshold", 0.0, 1.0, float(card["operating_points"]["balanced"]), 0.005)
+    card = next(c for c in all_cards if c.name == focus)
+    threshold = st.slider("Threshold", 0.0, 1.0, float(card.operating_points["balanced"]), 0.005)
     at = evaluation.metrics_at(labels, probabilities, threshold)
     columns = st.columns(4)
     for column, key in zip(columns, ("sensitivity", "specificity", "accuracy", "precision")):
         column.metric(key, f"{at[key]:.3f}")
     st.plotly_chart(confusion_figure(at["confusion"], f"{focus} at threshold {threshold:.3f}"), width="stretch")
     st.caption("Operating points from the card: " + ", ".join(
-        f"{k} = {v:.3f}" for k, v in card["operating_points"].items()))
+        f"{k} = {v:.3f}" for k, v in card.operating_points.items()))
 else:
     st.info("This model's validation report holds no per-image predictions; refresh it with "
             f"`python -m core evaluate --split validation --model {focus} --save-report`.")

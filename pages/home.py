@@ -15,13 +15,13 @@ st.markdown(
     "**Explain** opens Grad-CAM and activation maps layer by layer.")
 
 name = default_model()
-card = next(c for c in cards() if c["name"] == name)
+card = next(c for c in cards() if c.name == name)
 st.subheader(f"Model in use: {name}")
-st.caption(f"{card['description']}. File sha256 {card['sha256'][:12]}…")
+st.caption(f"{card.description}. File sha256 {card.sha256[:12]}…")
 
 st.markdown("**On X-rays from another hospital period** (independent check)")
 checks = registry.external_checks(name)
-this_file = [c for c in checks if c["sha256"] == card["sha256"]]
+this_file = [c for c in checks if c["sha256"] == card.sha256]
 if this_file:
     check = this_file[0]
     columns = st.columns(4)
@@ -50,8 +50,8 @@ summary = card_summary(card)
 columns = st.columns(4)
 for column, key in zip(columns, ("AUC", "accuracy", "sensitivity", "specificity")):
     column.metric(f"validation {key}", f"{summary[key]:.3f}")
-st.caption(f"Trained on {sum(card['training']['counts']['train'].values())} images, validated on "
-           f"{card['validation']['n']} images of other patients; operating points: "
-           + ", ".join(f"{k} {v:.3f}" for k, v in card["operating_points"].items()) + ".")
+st.caption(f"Trained on {sum(card.training['counts']['train'].values())} images, validated on "
+           f"{card.validation['n']} images of other patients; operating points: "
+           + ", ".join(f"{k} {v:.3f}" for k, v in card.operating_points.items()) + ".")
 with st.expander("Full model card"):
-    st.json(card)
+    st.json(card.to_dict())

@@ -1,6 +1,7 @@
 """Screen: upload X-rays and get a triage list: flagged images first, each verdict beside its own image."""
 import hashlib
 
+import numpy as np
 import streamlit as st
 
 from core.serving import registry, screening
@@ -14,6 +15,9 @@ SHIPPED = "Shipped operating points (training hospital)"
 UPLOAD_PROFILE = "Upload a site profile…"
 HEATMAP_CAPTION = ("Heat map: red areas raised the pneumonia score most, blue areas least. "
                    "It shows where the model looked, not a finding.")
+# The overlay's colour scale, low to high, shown once above the cards.
+COLOUR_SCALE = overlay(np.tile(np.linspace(0, 255, 256, dtype=np.uint8), (10, 1)),
+                       np.tile(np.linspace(0, 1, 256, dtype=np.float32), (10, 1)), 1.0)
 CACHE_LIMIT = 200  # screened images kept per session (results only, never the uploads)
 
 st.title("Screen chest X-rays")
@@ -74,7 +78,7 @@ uploads = st.file_uploader("Chest X-rays (JPEG, PNG or DICOM)", type=["jpg", "jp
 
 def screen_upload(name: str, data: bytes) -> screening.ScreeningRow:
     """Screened once per image, model file, operating point and site: display controls only redraw."""
-    key = (hashlib.sha256(data).hexdigest(), model.card["sha256"], operating_point,
+    key = (hashlib.sha256(data).hexdigest(), model.card.sha256, operating_point,
            model.site.content["profile_sha256"] if model.site else None)
     cache = st.session_state.setdefault("screen_cache", {})
     if key not in cache:
@@ -113,6 +117,8 @@ summary += f", {len(refused)} refused" if refused else ""
 summary += f", {len(unreliable)} with image-quality warnings" if unreliable else ""
 st.subheader("Summary")
 st.markdown(summary + ".")
+if flagged or maps_for_negatives:
+    st.image(COLOUR_SCALE, caption="Heat-map colours: blue, least weight for pneumonia → red, most", width=260)
 
 
 def show_patient_tags(data: bytes, key: str) -> None:

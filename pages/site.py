@@ -77,7 +77,7 @@ for line in advice:
 
 site_calibration_used = content["calibration"] if content["calibration"].get("method") == "platt" else None
 site_probabilities = evaluation.apply_calibration(local.raw, site_calibration_used)
-shipped_probabilities = evaluation.apply_calibration(local.raw, model.card.get("calibration"))
+shipped_probabilities = evaluation.apply_calibration(local.raw, model.card.calibration)
 figure = line_figure("ROC on the local X-rays", "False positive rate (1 - specificity)", "Sensitivity",
                      diagonal=True)
 roc = evaluation.curves(local.labels, site_probabilities)["roc"]

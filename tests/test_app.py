@@ -85,7 +85,7 @@ def test_screen_page_uses_the_chosen_operating_point_of_the_card():
     app = page("screen")
     app.radio(key="operating_point").set_value("balanced").run()
     app = _screened(app, ("chest.jpeg", encode(xray_like(2, False, 256)), "image/jpeg"))
-    assert f"balanced threshold **{card['operating_points']['balanced']:.3f}** from the model card" in " ".join(
+    assert f"balanced threshold **{card.operating_points['balanced']:.3f}** from the model card" in " ".join(
         c.value for c in app.caption)
 
 
@@ -165,7 +165,7 @@ def test_home_shows_independent_figures_only_for_the_file_they_were_measured_on(
 
     card = registry.load_card(registry.default_model_name())
     app = page("home")
-    checked = [c for c in registry.external_checks(card["name"]) if c["sha256"] == card["sha256"]]
+    checked = [c for c in registry.external_checks(card.name) if c["sha256"] == card.sha256]
     if checked:
         assert any(m.label == "AUC" and m.value == f"{checked[0]['auc']:.3f}" for m in app.metric)
     else:
@@ -173,4 +173,4 @@ def test_home_shows_independent_figures_only_for_the_file_they_were_measured_on(
     assert any("Site calibration" in i.value for i in app.info)
     # Another model's check is matched by its file: the shipped cnn_small is the file that was checked.
     small = registry.load_card("cnn_small")
-    assert [c["sha256"] for c in registry.external_checks("cnn_small")] == [small["sha256"]]
+    assert [c["sha256"] for c in registry.external_checks("cnn_small")] == [small.sha256]

@@ -2,8 +2,8 @@
 import asyncio
 
 import pytest
-from playwright.sync_api import expect
 from conftest import encode, xray_like
+from playwright.sync_api import expect
 
 from benchmarks.browser_load import run_sessions
 from benchmarks.streamlit_server import CHROMIUM, CHROMIUM_ARGS, ROOT, streamlit_server

@@ -30,10 +30,12 @@ def test_auc_counts_ordered_pairs():
 
 def test_operating_points():
     points = evaluation.choose_operating_points(LABELS, PROBS)
-    # Youden's J is best at 0.55 (sens 5/6, spec 3/4) ... or 0.7 (4/6, 4/4): J = 0.583 vs 0.667
-    assert points["balanced"] == pytest.approx(0.7)
-    # sensitivity >= 0.98 (+ 0.01 margin) needs every positive, so the threshold is the lowest positive, 0.3
-    assert points["screening"] == pytest.approx(0.3)
+    # Youden's J is best at 0.55 (sens 5/6, spec 3/4) ... or 0.7 (4/6, 4/4): J = 0.583 vs 0.667;
+    # the threshold sits halfway down to the next lower score, 0.6, so no image lies on it
+    assert points["balanced"] == pytest.approx(0.65)
+    # sensitivity >= 0.98 (+ 0.01 margin) needs every positive: the lowest positive, 0.3, and
+    # halfway down to the next score, 0.2
+    assert points["screening"] == pytest.approx(0.25)
     at = evaluation.metrics_at(LABELS, PROBS, points["screening"])
     assert at["sensitivity"] == 1.0 and at["specificity"] == pytest.approx(2 / 4)
 
@@ -47,8 +49,9 @@ def test_screening_never_sits_above_balanced():
     negatives = np.r_[np.linspace(0.01, 0.2, 199), 0.5]
     labels, probs = np.r_[np.ones(100), np.zeros(200)], np.r_[positives, negatives]
     points = evaluation.choose_operating_points(labels, probs)
-    assert points["balanced"] == pytest.approx(0.5)
-    assert points["screening"] == pytest.approx(0.5)
+    # 0.5, moved halfway down to the next lower score (0.3) so that no image sits on it
+    assert points["balanced"] == pytest.approx(0.4)
+    assert points["screening"] == pytest.approx(0.4)
 
 
 def test_highest_threshold_with_sensitivity_sees_thresholds_between_roc_corners():
@@ -70,8 +73,12 @@ def test_screening_threshold_keeps_a_margin_above_the_required_sensitivity():
         return max(t for t in probs if evaluation.metrics_at(labels, probs, t)["sensitivity"] >= sensitivity)
 
     assert points["screening"] < points["balanced"]
-    assert points["screening"] == pytest.approx(highest_threshold_with(0.99))
+    assert points["screening"] == pytest.approx(evaluation.between_scores(probs, highest_threshold_with(0.99)))
     assert highest_threshold_with(0.98) > points["screening"]  # the margin costs threshold, as intended
+    # Same labels as the score itself, and no image on a threshold: runtimes that differ in the
+    # last float digits still agree on every label.
+    assert evaluation.metrics_at(labels, probs, points["screening"])["sensitivity"] >= 0.99
+    assert not set(points.values()) & set(probs.tolist())
 
 
 def test_expected_calibration_error_by_hand():

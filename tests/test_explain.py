@@ -11,7 +11,7 @@ from core.learning import keras_model
 from core.learning.zoo import ARCHITECTURES, get_architecture
 from core.serving import registry
 from core.serving.heatmap import overlay, to_png
-from core.serving.imaging import PreprocessSpec, preprocess
+from core.serving.imaging import preprocess
 
 SIZE = 32
 REGION = (slice(4, 12), slice(4, 12))  # the region that decides, top left
@@ -74,7 +74,7 @@ def test_randomised_weights_change_the_shipped_models_heat_map():
     Bound: they report rank correlations near 0 for methods that pass and above 0.8 for
     edge-detector-like ones; 0.5 separates the two with room for image structure."""
     model, card = keras_model.load(registry.default_model_name())
-    spec = PreprocessSpec.from_dict(card["preprocess"])
+    spec = card.spec
     correlations = []
     for init in range(3):  # several random initialisations, seeded: one draw alone can be unlucky
         keras.utils.set_random_seed(init)

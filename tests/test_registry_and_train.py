@@ -1,12 +1,14 @@
 """Training on a tiny generated set, the card it writes, and the registry's hash check."""
 import json
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import keras
 import pytest
 
 from core.serving import registry
+from core.serving.card import ModelCard
 from core.serving.predictor import Predictor
 
 CARD_KEYS = {"name", "architecture", "preprocess", "parameters", "calibration", "operating_points", "training",
@@ -15,12 +17,14 @@ CARD_KEYS = {"name", "architecture", "preprocess", "parameters", "calibration", 
 
 def test_one_epoch_writes_model_card_reports_and_profile(tiny_models):
     card = registry.load_card("cnn_small", tiny_models)
-    assert CARD_KEYS <= set(card)
-    assert card["preprocess"]["size"] == 32
-    assert set(card["operating_points"]) == {"balanced", "screening"}
-    assert card["training"]["epochs_run"] == 1
-    assert card["training"]["split"]["by"] == "patient"
-    assert card["sha256"] == registry.sha256_of(tiny_models / card["file"])
+    stored = json.loads((tiny_models / "cnn_small.json").read_text())
+    assert CARD_KEYS <= set(stored) and registry.ModelCard.from_dict(stored) == card
+    assert card.onnx["file"] == "cnn_small.onnx" and card.spec.size == 32
+    assert card.preprocess["size"] == 32
+    assert set(card.operating_points) == {"balanced", "screening"}
+    assert card.training["epochs_run"] == 1
+    assert card.training["split"]["by"] == "patient"
+    assert card.sha256 == registry.sha256_of(tiny_models / card.file)
     assert registry.manifest(tiny_models) == {"default": "cnn_small", "models": ["cnn_small"]}
     history = registry.load_report("cnn_small", "history", tiny_models)
     for key in ("loss", "accuracy", "auc", "val_loss", "val_accuracy", "val_auc", "learning_rate"):
@@ -50,13 +54,13 @@ def test_tampered_model_is_refused(tiny_models, tmp_path, file):
         Predictor.load("cnn_small", folder, runtime=runtime)
 
 
-def _with_a_copy_of_higher_validation_auc(tiny_models, folder: Path, name: str) -> dict:
+def _with_a_copy_of_higher_validation_auc(tiny_models, folder: Path, name: str) -> ModelCard:
     """The tiny models folder plus NAME: the same file, carded with validation AUC 2.0."""
     shutil.copytree(tiny_models, folder)
-    card = json.loads((folder / "cnn_small.json").read_text())
+    card = registry.load_card("cnn_small", folder)
     shutil.copy(folder / "cnn_small.keras", folder / f"{name}.keras")
-    copy = {**card, "name": name, "file": f"{name}.keras", "validation": {**card["validation"], "auc": 2.0}}
-    (folder / f"{name}.json").write_text(json.dumps(copy))
+    registry.write_card(replace(card, name=name, file=f"{name}.keras", validation={**card.validation, "auc": 2.0}),
+                        folder)
     return card
 
 
@@ -68,7 +72,7 @@ def test_manifest_default_is_the_best_validation_auc(tiny_models, tmp_path):
 def test_manifest_default_prefers_the_shift_check_when_every_model_has_a_current_one(tiny_models, tmp_path):
     folder = tmp_path / "m"
     card = _with_a_copy_of_higher_validation_auc(tiny_models, folder, "fragile")
-    shift = lambda auc: {"sha256": card["sha256"], "summary": {"mean_auc": auc}}  # noqa: E731
+    shift = lambda auc: {"sha256": card.sha256, "summary": {"mean_auc": auc}}  # noqa: E731
     registry.save_report("cnn_small", "shift", shift(0.9), folder)
     assert registry.update_manifest(folder)["default"] == "fragile"  # fragile has no shift check yet
     registry.save_report("fragile", "shift", shift(0.6), folder)

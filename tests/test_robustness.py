@@ -124,8 +124,8 @@ def test_levers_train_and_serving_reproduces_the_validation_evidence(tiny_data, 
     overrides = {"mixup": 0.2, "sampling": "balanced", "augment": "robust", "test_time_zooms": (1.0, 1.12, 0.9)}
     card = train(TrainConfig(arch="cnn_small", data_dir=tiny_data, epochs=1, size=TINY_SIZE, models_dir=tmp_path,
                              overrides=overrides), log=lambda *_: None)
-    assert card["test_time_zooms"] == [1.0, 1.12, 0.9]
-    assert card["training"]["recipe"]["sampling"] == "balanced" and card["training"]["class_weights"] is None
+    assert card.test_time_zooms == [1.0, 1.12, 0.9]
+    assert card.training["recipe"]["sampling"] == "balanced" and card.training["class_weights"] is None
     saved = json.loads((tmp_path / "cnn_small.validation.json").read_text())["predictions"]
     # The Keras path that calibration was fitted on, exactly; the ONNX path within the parity bound.
     for runtime, tolerance in (("keras", 1e-6), ("onnx", 1e-4)):

@@ -84,8 +84,9 @@ for name in ("home", "screen"):
 
 def test_every_shipped_model_has_a_hash_checked_onnx_file():
     for card in registry.cards():
-        assert card["onnx"]["file"] == f"{card['name']}.onnx"
-        assert registry.verified_path(card["onnx"]) == registry.models_dir() / card["onnx"]["file"]
+        assert card.onnx["file"] == f"{card.name}.onnx"
+        path = registry.verified_path(card.onnx["file"], card.onnx["sha256"])
+        assert path == registry.models_dir() / card.onnx["file"]
 
 
 def test_a_tampered_onnx_file_is_refused(tmp_path):
@@ -119,7 +120,7 @@ def test_the_onnx_class_activation_map_equals_grad_cam_of_the_keras_model():
     from core.analysis import explain
 
     predictor = Predictor.load()  # the default: global pooling then one dense unit
-    assert predictor.card["onnx"]["heatmap"] == "cam"
+    assert predictor.card.onnx["heatmap"] == "cam"
     for seed in (1, 2):
         image = (xray_like(seed, True, predictor.spec.size) / 255.0).astype(np.float32)[..., np.newaxis]
         served = predictor.heatmap(image)
@@ -130,9 +131,9 @@ def test_the_onnx_class_activation_map_equals_grad_cam_of_the_keras_model():
 
 def test_the_card_records_the_serving_file():
     card = registry.load_card(registry.default_model_name())
-    on_disk = registry.models_dir() / card["onnx"]["file"]
-    assert card["onnx"]["file_bytes"] == on_disk.stat().st_size
-    assert json.loads((registry.models_dir() / registry.MANIFEST).read_text())["default"] == card["name"]
+    on_disk = registry.models_dir() / card.onnx["file"]
+    assert card.onnx["file_bytes"] == on_disk.stat().st_size
+    assert json.loads((registry.models_dir() / registry.MANIFEST).read_text())["default"] == card.name
 
 
 def test_an_ensemble_is_one_model_whose_onnx_matches_keras_and_whose_map_is_the_members_mean(tiny_data, tmp_path):
@@ -142,9 +143,9 @@ def test_an_ensemble_is_one_model_whose_onnx_matches_keras_and_whose_map_is_the_
 
     card = train(TrainConfig(arch="cxrnet", data_dir=tiny_data, epochs=1, size=64, models_dir=tmp_path,
                              ensemble=2, max_train_images=24), log=lambda *_: None)
-    assert card["architecture"] == "ensemble of 2 cxrnet" and card["training"]["ensemble"]["init_seeds"] == [42, 1042]
+    assert card.architecture == "ensemble of 2 cxrnet" and card.training["ensemble"]["init_seeds"] == [42, 1042]
     served, keras = Predictor.load("cxrnet", tmp_path), Predictor.load("cxrnet", tmp_path, runtime="keras")
-    assert served.runtime == "onnx" and card["onnx"]["heatmap"] == "cam"
+    assert served.runtime == "onnx" and card.onnx["heatmap"] == "cam"
     members = ensemble.members(keras.model)
     assert len(members) == 2
     inputs = np.random.default_rng(0).random((4, 64, 64, 1)).astype(np.float32)
@@ -156,3 +157,11 @@ def test_an_ensemble_is_one_model_whose_onnx_matches_keras_and_whose_map_is_the_
     member_maps = [explain.gradcam(m, inputs[:1])[0] for m in members]
     expected = np.mean(member_maps, axis=0) / np.mean(member_maps, axis=0).max()
     np.testing.assert_allclose(served.heatmap(inputs[0]), expected, atol=2e-3)
+
+
+def test_commands_that_load_tensorflow_print_none_of_its_start_up_notices(tiny_data):
+    done = subprocess.run([sys.executable, "-m", "core", "evaluate", "--data", str(tiny_data), "--split", "test",
+                           "--model", "cnn_small"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "cnn_small" in done.stdout
+    assert "oneDNN" not in done.stderr and "absl" not in done.stderr and "cpu_feature_guard" not in done.stderr

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -15,6 +16,7 @@ from dicom_factory import make_dicom
 from core.analysis import evaluation, site_calibration
 from core.analysis.site_calibration import LocalSet
 from core.serving import registry
+from core.serving.card import ModelCard
 from core.serving.imaging import PreprocessSpec
 from core.serving.site import SiteProfile, SiteProfileError, seal
 
@@ -44,9 +46,9 @@ def true_sensitivity(threshold: float, rng: np.random.Generator) -> float:
 
 
 def stub_predictor(sha: str = "a" * 64) -> SimpleNamespace:
-    card = {"name": "stub", "sha256": sha, "calibration": None,
-            "operating_points": {"balanced": 0.9, "screening": 0.8}}
-    return SimpleNamespace(name="stub", card=card, operating_points=card["operating_points"])
+    card = ModelCard("stub", "stub", "a stand-in", {"size": 32}, {"balanced": 0.9, "screening": 0.8}, {}, {},
+                     sha256=sha)
+    return SimpleNamespace(name="stub", card=card, operating_points=card.operating_points)
 
 
 def test_images_needed_follows_the_exact_binomial_bound():
@@ -103,11 +105,12 @@ def test_a_too_small_set_gets_the_warning_and_keeps_the_shipped_screening_point(
 def test_a_profile_for_another_model_or_file_or_edited_by_hand_is_refused():
     content, _ = site_calibration.calibrate(stub_predictor(), shifted_site(np.random.default_rng(6), 300), TARGET)
     profile = SiteProfile.from_content(content, "clinic")
-    profile.check_model({"name": "stub", "sha256": "a" * 64})
+    card = stub_predictor().card
+    profile.check_model(card)
     with pytest.raises(SiteProfileError, match="made for model 'stub', not 'other'"):
-        profile.check_model({"name": "other", "sha256": "a" * 64})
+        profile.check_model(replace(card, name="other"))
     with pytest.raises(SiteProfileError, match="another file of model 'stub'"):
-        profile.check_model({"name": "stub", "sha256": "b" * 64})
+        profile.check_model(replace(card, sha256="b" * 64))
     edited = json.loads(json.dumps(content))
     edited["operating_points"]["screening"] = 0.99
     with pytest.raises(SiteProfileError, match="edited"):
@@ -153,7 +156,7 @@ def test_calibrate_site_then_screen_and_evaluate_with_the_profile(tmp_path):
     assert "shipped" in done.stdout and "site" in done.stdout
     content = json.loads(profile_path.read_text())
     card = registry.load_card(registry.default_model_name())
-    assert content["model"] == card["name"] and content["model_sha256"] == card["sha256"]
+    assert content["model"] == card.name and content["model_sha256"] == card.sha256
 
     screened = _core("screen", str(site_dir / "PNEUMONIA"), "--site", str(profile_path), "--format", "json")
     rows = json.loads(screened.stdout)

@@ -32,8 +32,8 @@ def test_train_with_lr_auto_records_where_the_rate_came_from(tiny_data, tmp_path
     assert cli.main(["train", "--arch", "cnn_small", "--data", str(tiny_data), "--size", "32", "--epochs", "1",
                      "--lr", "auto", "--models-dir", str(tmp_path)]) == 0
     card = registry.load_card("cnn_small", tmp_path)
-    assert "from the finder" in card["training"]["hyperparameters_from"]
-    assert card["training"]["recipe"]["learning_rate"] > 0
+    assert "from the finder" in card.training["hyperparameters_from"]
+    assert card.training["recipe"]["learning_rate"] > 0
 
 
 def test_tune_runs_writes_its_table_and_resumes(tiny_data, tmp_path, capsys):
@@ -51,5 +51,5 @@ def test_tune_runs_writes_its_table_and_resumes(tiny_data, tmp_path, capsys):
     assert cli.main(["train", "--config", str(best), "--data", str(tiny_data), "--epochs", "1",
                      "--models-dir", str(tmp_path / "models")]) == 0
     card = registry.load_card("mlp", tmp_path / "models")
-    assert "keras-tuner" in card["training"]["hyperparameters_from"]
-    assert card["preprocess"]["size"] == json.loads(best.read_text())["size"]
+    assert "keras-tuner" in card.training["hyperparameters_from"]
+    assert card.preprocess["size"] == json.loads(best.read_text())["size"]

@@ -66,7 +66,7 @@ def shipped_profile() -> dict | None:
 
 
 def model_picker(label: str = "Model", key: str = "model") -> str:
-    names = [card["name"] for card in cards()]
+    names = [card.name for card in cards()]
     default = default_model()
     return st.selectbox(label, names, index=names.index(default), key=key,
                         format_func=lambda n: f"{n} (default)" if n == default else n)
@@ -74,17 +74,17 @@ def model_picker(label: str = "Model", key: str = "model") -> str:
 
 def card_summary(card: dict) -> dict:
     """The card's headline facts as a flat row."""
-    validation, training = card["validation"], card["training"]
+    validation, training = card.validation, card.training
     return {
-        "model": card["name"],
+        "model": card.name,
         "AUC": validation["auc"], "accuracy": validation["accuracy"], "sensitivity": validation["sensitivity"],
         "specificity": validation["specificity"], "precision": validation["precision"], "F1": validation["f1"],
         "ECE": validation.get("ece"),
-        "input": f"{card['preprocess']['size']} px" + (" + CLAHE" if card["preprocess"].get("clahe") else ""),
-        "parameters": card["parameters"], "file MB": card["file_bytes"] / 1e6,
+        "input": f"{card.preprocess['size']} px" + (" + CLAHE" if card.preprocess.get("clahe") else ""),
+        "parameters": card.parameters, "file MB": card.file_bytes / 1e6,
         "training min": training["seconds"] / 60, "hardware": training["hardware"],
         # Long text last, so the metrics stay in view on narrow screens.
-        "architecture": card["description"],
+        "architecture": card.description,
     }
 
 

@@ -43,8 +43,8 @@ def bench_model(predictor: Predictor, image: bytes, runs: int = 50, batch: int =
         overlay(result.image, result.heatmap)
 
     with_heat = _percentiles(_timed(with_heatmap, max(5, runs // 5)))[0]
-    return {"model": predictor.name, "runtime": predictor.runtime, "parameters": predictor.card["parameters"],
-            "file_mb": predictor.card["file_bytes"] / 1e6, "p50_ms": p50, "p95_ms": p95,
+    return {"model": predictor.name, "runtime": predictor.runtime, "parameters": predictor.card.parameters,
+            "file_mb": predictor.card.file_bytes / 1e6, "p50_ms": p50, "p95_ms": p95,
             "throughput_per_s": throughput, "explain_ms": max(0.0, with_heat - p50)}
 
 

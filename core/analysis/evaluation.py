@@ -74,10 +74,18 @@ def choose_operating_points(labels: np.ndarray, probabilities: np.ndarray) -> di
     finite = np.isfinite(thresholds)
     fpr, tpr, thresholds = fpr[finite], tpr[finite], thresholds[finite]
     youden = tpr - fpr
-    balanced = float(np.median(thresholds[youden >= youden.max() - BALANCED_TOLERANCE]))
-    screening = min(highest_threshold_with_sensitivity(labels, probabilities,
-                                                       SCREENING_SENSITIVITY + SCREENING_MARGIN), balanced)
+    balanced = between_scores(probabilities, float(np.median(thresholds[youden >= youden.max() - BALANCED_TOLERANCE])))
+    screening = min(between_scores(probabilities, highest_threshold_with_sensitivity(
+        labels, probabilities, SCREENING_SENSITIVITY + SCREENING_MARGIN)), balanced)
     return {"balanced": float(balanced), "screening": float(screening)}
+
+
+def between_scores(probabilities: np.ndarray, threshold: float) -> float:
+    """The threshold moved halfway down to the next lower score: the same labels for these
+    images, but none sits exactly on it, where a difference in the last float digits between
+    runtimes (Keras, ONNX) would flip its label."""
+    lower = np.asarray(probabilities)[np.asarray(probabilities) < threshold]
+    return float((threshold + lower.max()) / 2) if lower.size else float(threshold)
 
 
 def expected_calibration_error(labels: np.ndarray, probabilities: np.ndarray,

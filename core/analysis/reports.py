@@ -38,7 +38,7 @@ def split_examples(data_dir, split: str, seed: int = 42) -> list[data.Example]:
 
 
 def score_split(predictor: Predictor, data_dir, split: str, progress=None) -> Scored:
-    examples = split_examples(data_dir, split, predictor.card["training"]["split"]["seed"])
+    examples = split_examples(data_dir, split, predictor.card.split_seed)
     loaded = data.load_set(examples, predictor.spec, progress=progress)
     probabilities = in_batches(predictor.probabilities, loaded.inputs)
     return Scored(loaded.examples, loaded.inputs, loaded.labels, probabilities,
@@ -56,7 +56,7 @@ def evaluate(predictor: Predictor, scored: Scored, split: str, is_default: bool,
 def recalibrate(predictor: Predictor, data_dir, progress=None, directory=None) -> dict:
     """Refit calibration and operating points of a trained model on its validation split,
     as training does, and store them in its card and validation report."""
-    seed = predictor.card["training"]["split"]["seed"]
+    seed = predictor.card.split_seed
     loaded = data.load_set(split_examples(data_dir, "validation", seed), predictor.spec, progress=progress)
     raw = in_batches(predictor.raw_probabilities, loaded.inputs)
     calibration, points, validation = evaluation.validation_evidence(

@@ -133,7 +133,7 @@ def screening_threshold(probabilities: np.ndarray, labels: np.ndarray, patients:
     """The highest threshold whose sensitivity lower bound meets the target, or None."""
     thresholds, bound = sensitivity_lower_bound(probabilities, labels, patients, confidence)
     meets = np.flatnonzero(bound >= target)
-    return float(thresholds[meets[0]]) if meets.size else None
+    return evaluation.between_scores(probabilities, float(thresholds[meets[0]])) if meets.size else None
 
 
 def _point(labels, probabilities, threshold, patients, intervals: bool = True) -> dict:
@@ -154,7 +154,7 @@ def calibrate(predictor: Predictor, local: LocalSet, target: float = evaluation.
         raise ValueError("site calibration needs X-rays of both classes "
                          f"({', '.join(f'{n} {c}' for c, n in counts.items())} readable)")
     advice = []
-    shipped_calibration = predictor.card.get("calibration")
+    shipped_calibration = predictor.card.calibration
     if min(counts.values()) >= MIN_CALIBRATION_PER_CLASS:
         calibration = {**evaluation.fit_calibration(labels, raw), "source": "site"}
     else:
@@ -184,14 +184,14 @@ def calibrate(predictor: Predictor, local: LocalSet, target: float = evaluation.
     points = {"screening": screening_point, "balanced": balanced}
     metrics = {
         "shipped": {name: _point(labels, shipped_probabilities, threshold, local.patients, intervals)
-                    for name, threshold in predictor.card["operating_points"].items()},
+                    for name, threshold in predictor.card.operating_points.items()},
         "site": {name: _point(labels, probabilities, threshold, local.patients, intervals)
                  for name, threshold in points.items()},
     }
     content = seal({
         "site": site_name,
         "model": predictor.name,
-        "model_sha256": predictor.card["sha256"],
+        "model_sha256": predictor.card.sha256,
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "tool_version": TOOL_VERSION,
         "sensitivity_target": target,

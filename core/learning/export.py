@@ -10,6 +10,7 @@ normalised maps are equal, and screening needs no gradients and no TensorFlow.
 from __future__ import annotations
 
 import warnings
+from dataclasses import replace
 from pathlib import Path
 
 import keras
@@ -17,6 +18,7 @@ import numpy as np
 
 from core.learning import ensemble
 from core.serving import registry
+from core.serving.card import ModelCard
 
 
 def _producer(layer: keras.layers.Layer) -> keras.layers.Layer:
@@ -74,17 +76,17 @@ def serving_graph(model: keras.Model) -> tuple[keras.Model, bool]:
     return keras.Model(inputs, [probability, maps], name=f"{model.name}_serving"), True
 
 
-def export(model: keras.Model, card: dict, directory: Path | None = None) -> dict:
+def export(model: keras.Model, card: ModelCard, directory: Path | None = None) -> ModelCard:
     """Write NAME.onnx and record its file, hash and heat-map output in the card."""
     directory = directory or registry.models_dir()
-    path = directory / f"{card['name']}.onnx"
+    path = directory / f"{card.name}.onnx"
     graph, has_cam = serving_graph(model)
-    size = card["preprocess"]["size"]
+    size = card.spec.size
     graph(np.zeros((1, size, size, 1), np.float32))  # Keras exports only a model that has been called
     with warnings.catch_warnings():  # tf2onnx's NumPy deprecation notices, not ours to fix
         warnings.simplefilter("ignore", FutureWarning)
         graph.export(str(path), format="onnx", verbose=False)
-    card = {**card, "onnx": {"file": path.name, "file_bytes": path.stat().st_size,
-                             "sha256": registry.sha256_of(path), "heatmap": "cam" if has_cam else None}}
+    card = replace(card, onnx={"file": path.name, "file_bytes": path.stat().st_size,
+                               "sha256": registry.sha256_of(path), "heatmap": "cam" if has_cam else None})
     registry.write_card(card, directory)
     return card

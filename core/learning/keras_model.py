@@ -6,6 +6,7 @@ screening runs its ONNX export (``core.learning.export``, ``core.serving.network
 from __future__ import annotations
 
 import threading
+from dataclasses import replace
 from pathlib import Path
 
 import keras
@@ -14,26 +15,27 @@ import tensorflow as tf
 
 import core.learning.zoo  # noqa: F401  registers the custom layers that model files refer to
 from core.serving import registry
+from core.serving.card import ModelCard
 
 
-def load(name: str, directory: Path | None = None) -> tuple[keras.Model, dict]:
+def load(name: str, directory: Path | None = None) -> tuple[keras.Model, ModelCard]:
     """The model and its card, after checking the file against the card's hash (safe_mode=True)."""
     card = registry.load_card(name, directory)
-    path = registry.verified_path(card, directory=directory)
+    path = registry.verified_path(card.file, card.sha256, directory)
     return keras.saving.load_model(path, compile=False, safe_mode=True), card
 
 
-def save(model: keras.Model, card: dict, directory: Path | None = None) -> dict:
+def save(model: keras.Model, card: ModelCard, directory: Path | None = None) -> ModelCard:
     """Write NAME.keras (weights only, no optimizer state) and its card; list it in the manifest."""
     directory = directory or registry.models_dir()
     directory.mkdir(parents=True, exist_ok=True)
-    path = directory / f"{card['name']}.keras"
+    path = directory / f"{card.name}.keras"
     # A fresh, uncompiled copy drops the optimizer state, two thirds of the file
     # (clone_model would keep the optimizer; from_config does not).
     inference = keras.Model.from_config(model.get_config())
     inference.set_weights(model.get_weights())
     inference.save(path)
-    card = {**card, "file": path.name, "file_bytes": path.stat().st_size, "sha256": registry.sha256_of(path)}
+    card = replace(card, file=path.name, file_bytes=path.stat().st_size, sha256=registry.sha256_of(path))
     registry.write_card(card, directory)
     registry.update_manifest(directory)
     return card

@@ -30,6 +30,7 @@ from core.learning.pipeline import (
 from core.learning.tuning import find_learning_rate
 from core.learning.zoo import Recipe, get_architecture
 from core.serving import registry
+from core.serving.card import ModelCard
 from core.serving.predictor import Predictor
 
 ENSEMBLE_SEED_STEP = 1000  # member k is initialised with init_seed + k * this
@@ -118,25 +119,23 @@ def train(config: TrainConfig, log=print) -> dict:
 
     # Calibration and thresholds are fitted on what serving computes: the
     # output averaged over the recipe's test-time zooms, by the Predictor itself.
-    scorer = Predictor(KerasNetwork(model), {"name": name, "preprocess": arch.preprocess.to_dict(),
-                                             "test_time_zooms": list(recipe.test_time_zooms), "operating_points": {}})
+    scorer = Predictor(KerasNetwork(model), ModelCard(name, arch.name, arch.description, arch.preprocess.to_dict(),
+                                                      {}, {}, {}, test_time_zooms=list(recipe.test_time_zooms)))
     raw = in_batches(scorer.raw_probabilities, val_set.inputs)
     calibration, points, validation = evaluation.validation_evidence(
         val_set.labels, raw, [e.patient for e in val_set.examples])
     epochs_run = len(history.history["loss"])
-    card = {
-        "name": name,
-        "architecture": arch.name if len(fitted) == 1 else f"ensemble of {len(fitted)} {arch.name}",
-        "description": arch.description,
-        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "preprocess": arch.preprocess.to_dict(),
-        "parameters": int(model.count_params()),
-        "labels": list(data.CLASS_NAMES),
-        "output": "sigmoid probability of PNEUMONIA, then Platt calibration fitted on validation",
-        "test_time_zooms": list(recipe.test_time_zooms),
-        "calibration": calibration,
-        "operating_points": points,
-        "training": {
+    card = ModelCard(
+        name=name,
+        architecture=arch.name if len(fitted) == 1 else f"ensemble of {len(fitted)} {arch.name}",
+        description=arch.description,
+        created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        preprocess=arch.preprocess.to_dict(),
+        parameters=int(model.count_params()),
+        test_time_zooms=list(recipe.test_time_zooms),
+        calibration=calibration,
+        operating_points=points,
+        training={
             "command": "python -m core " + " ".join(sys.argv[1:]),
             "recipe": asdict(recipe),
             "weights": config.weights,
@@ -163,9 +162,8 @@ def train(config: TrainConfig, log=print) -> dict:
             "tensorflow": tf.__version__,
             "keras": keras.__version__,
         },
-        "validation": evaluation.card_summary(validation),
-        "intended_use": "Screening aid for paediatric chest X-rays; a clinician makes the diagnosis.",
-    }
+        validation=evaluation.card_summary(validation),
+    )
     card = export(model, keras_model.save(model, card, config.models_dir), config.models_dir)
     registry.save_report(name, "validation", {"model": name, "split": "validation (patient-level)", **validation},
                          config.models_dir)
@@ -173,7 +171,7 @@ def train(config: TrainConfig, log=print) -> dict:
                          config.models_dir)
     registry.save_shared(registry.PROFILE, data.profile({"train": train_set, "validation": val_set}, config.seed),
                          config.models_dir)
-    log(f"saved {card['file']} ({card['file_bytes'] / 1e6:.1f} MB) in {seconds / 60:.1f} min: "
+    log(f"saved {card.file} ({card.file_bytes / 1e6:.1f} MB) in {seconds / 60:.1f} min: "
         f"validation AUC {validation['auc']:.4f}, accuracy {validation['accuracy']:.4f}, "
         f"sensitivity {validation['sensitivity']:.4f}, specificity {validation['specificity']:.4f}")
     return card

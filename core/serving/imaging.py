@@ -19,8 +19,11 @@ from core.serving.settings import MAX_FILE_BYTES, MAX_PIXELS
 # --- Configurable limits (the file-size and pixel limits are in core.serving.settings) ---
 # Smaller than this cannot hold a readable chest X-ray.
 MIN_SIDE = 32
-# Large JPEGs are decoded at no less than this size (see _decode_raster).
-DECODE_SIDE = 512
+# Large JPEGs are decoded at no less than this size (see _decode_raster): the
+# models read 64-160 px. Measured on 102 validation X-rays enlarged to 1024 px:
+# decoding at 256 rather than 512 px moved probabilities by 0.003 on average
+# (0.08 at most) and changed no label, for a quarter of the decoding work.
+DECODE_SIDE = 256
 
 DICOM_MAGIC_OFFSET = 128
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

@@ -15,8 +15,9 @@ import numpy as np
 
 from core.serving import registry, tta
 from core.serving.calibration import apply_calibration
+from core.serving.card import ModelCard
 from core.serving.heatmap import member_mean
-from core.serving.imaging import PreprocessSpec, load_model_input
+from core.serving.imaging import load_model_input
 from core.serving.quality import XrayDetector, check_chest_xray
 from core.serving.settings import CLASS_NAMES, DEFAULT_OPERATING_POINT
 from core.serving.site import SiteProfile
@@ -48,7 +49,7 @@ class ScreeningResult:
 class Predictor:
     """Thread-safe: one model, shared by every session of the dashboard."""
 
-    def __init__(self, network, card: dict, detector: XrayDetector | None = None,
+    def __init__(self, network, card: ModelCard, detector: XrayDetector | None = None,
                  site: SiteProfile | None = None, directory: Path | None = None, runtime: str = "onnx"):
         self.network = network  # OnnxNetwork or core.learning.keras_model.KerasNetwork
         self.runtime = runtime
@@ -56,12 +57,12 @@ class Predictor:
         self.detector = detector
         self.site = site
         self.directory = directory
-        self.name: str = card["name"]
-        self.spec = PreprocessSpec.from_dict(card["preprocess"])
-        self.test_time_zooms: list[float] = card.get("test_time_zooms", [1.0])
+        self.name: str = card.name
+        self.spec = card.spec
+        self.test_time_zooms: list[float] = list(card.test_time_zooms)
         # A site profile replaces the calibration and operating points fitted at the training hospital.
-        self.calibration: dict | None = site.calibration if site else card.get("calibration")
-        self.operating_points: dict[str, float] = dict(site.operating_points if site else card["operating_points"])
+        self.calibration: dict | None = site.calibration if site else card.calibration
+        self.operating_points: dict[str, float] = dict(site.operating_points if site else card.operating_points)
         self._keras_model = None
         self._keras_lock = threading.Lock()
 
@@ -75,15 +76,15 @@ class Predictor:
         card = registry.load_card(name or registry.default_model_name(directory), directory)
         if site is not None:
             site.check_model(card)
-        if runtime == "onnx" and card.get("onnx"):
+        if runtime == "onnx" and card.onnx:
             from core.serving.network import OnnxNetwork
 
-            network = OnnxNetwork(registry.verified_path(card["onnx"], directory=directory))
+            network = OnnxNetwork(registry.verified_path(card.onnx["file"], card.onnx["sha256"], directory))
         else:
             from core.learning.keras_model import KerasNetwork, load
 
             runtime = "keras"
-            network = KerasNetwork(load(card["name"], directory)[0])
+            network = KerasNetwork(load(card.name, directory)[0])
         return cls(network, card, registry.load_detector(directory), site, directory, runtime)
 
     @property
@@ -155,7 +156,7 @@ class Predictor:
             operating_point=operating_point,
             threshold=float(self.operating_points[operating_point]),
             model=self.name,
-            model_sha256=self.card.get("sha256", ""),
+            model_sha256=self.card.sha256,
             site=self.site.name if self.site else None,
             timings_ms={"decode_and_preprocess": 1e3 * (decoded_at - started),
                         "checks": 1e3 * (prepared_at - decoded_at),

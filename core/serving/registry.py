@@ -13,6 +13,7 @@ import json
 import os
 from pathlib import Path
 
+from core.serving.card import ModelCard
 from core.serving.quality import DETECTOR_FILE, XrayDetector
 from core.serving.settings import PROJECT_ROOT
 
@@ -63,46 +64,45 @@ def default_model_name(directory: Path | None = None) -> str:
     return name
 
 
-def load_card(name: str, directory: Path | None = None) -> dict:
+def load_card(name: str, directory: Path | None = None) -> ModelCard:
     path = (directory or models_dir()) / f"{name}.json"
     if not path.exists():
         raise FileNotFoundError(f"no model card for '{name}' in {path.parent}")
-    return _read_json(path)
+    return ModelCard.from_dict(_read_json(path))
 
 
-def update_card(name: str, section: str, value, directory: Path | None = None) -> dict:
+def update_card(name: str, section: str, value, directory: Path | None = None) -> ModelCard:
     """Add or replace one section of a card (the model file, and so its hash, is untouched)."""
-    card = {**load_card(name, directory), section: value}
+    card = load_card(name, directory).with_section(section, value)
     write_card(card, directory)
     return card
 
 
-def cards(directory: Path | None = None) -> list[dict]:
+def cards(directory: Path | None = None) -> list[ModelCard]:
     return [load_card(name, directory) for name in model_names(directory)]
 
 
-def verified_path(card: dict, file_key: str = "file", hash_key: str = "sha256",
-                  directory: Path | None = None) -> Path:
-    """The path of a card's model file, after checking the file against the card's hash."""
-    path = (directory or models_dir()) / card[file_key]
+def verified_path(file: str, sha256: str, directory: Path | None = None) -> Path:
+    """The path of a model file named in a card, after checking the file against the card's hash."""
+    path = (directory or models_dir()) / file
     if not path.exists():
-        raise FileNotFoundError(f"model file {card[file_key]} is missing from {path.parent}")
+        raise FileNotFoundError(f"model file {file} is missing from {path.parent}")
     actual = sha256_of(path)
-    if actual != card[hash_key]:
+    if actual != sha256:
         raise ModelIntegrityError(
-            f"model file {card[file_key]} does not match its card (sha256 {actual[:12]}… "
-            f"instead of {card[hash_key][:12]}…): refusing to load it")
+            f"model file {file} does not match its card (sha256 {actual[:12]}… "
+            f"instead of {sha256[:12]}…): refusing to load it")
     return path
 
 
-def write_card(card: dict, directory: Path | None = None) -> None:
-    _write_json((directory or models_dir()) / f"{card['name']}.json", card)
+def write_card(card: ModelCard, directory: Path | None = None) -> None:
+    _write_json((directory or models_dir()) / f"{card.name}.json", card.to_dict())
 
 
-def _current_shift_auc(name: str, card: dict, directory: Path) -> float | None:
+def _current_shift_auc(name: str, card: ModelCard, directory: Path) -> float | None:
     """Mean AUC of the model's shift check, if that check was run on this very file."""
     report = load_report(name, "shift", directory)
-    if not report or report.get("sha256") != card.get("sha256"):
+    if not report or report.get("sha256") != card.sha256:
         return None
     # The harsh lung-field framing shifts imitate the withheld period; the mild ones do not separate models.
     return report["summary"].get("framing_mean_auc", report["summary"]["mean_auc"])
@@ -117,7 +117,7 @@ def update_manifest(directory: Path | None = None) -> dict:
     cards_found = {n: load_card(n, directory) for n in found}
     scores = {n: _current_shift_auc(n, card, directory) for n, card in cards_found.items()}
     if None in scores.values():
-        scores = {n: card.get("validation", {}).get("auc", 0.0) for n, card in cards_found.items()}
+        scores = {n: card.validation.get("auc", 0.0) for n, card in cards_found.items()}
     value = {"default": max(found, key=lambda n: scores[n]) if found else None, "models": found}
     _write_json(directory / MANIFEST, value)
     return value

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from core.serving import registry
+from core.serving.card import ModelCard
 
 SITES_DIR = "sites"  # beside the models: models/sites/*.json are offered on the Screen page
 FORMAT = "cxr-site-profile/1"
@@ -76,15 +77,15 @@ class SiteProfile:
             raise SiteProfileError(f"no site profile at {path}")
         return cls.from_bytes(path.read_bytes(), path.stem)
 
-    def check_model(self, card: dict) -> None:
+    def check_model(self, card: ModelCard) -> None:
         """Refuse a profile made for another model, or for another file of the same name."""
-        if self.model != card["name"]:
+        if self.model != card.name:
             raise SiteProfileError(f"site profile '{self.name}' was made for model '{self.model}', "
-                                   f"not '{card['name']}'")
-        if self.content.get("model_sha256") != card.get("sha256"):
+                                   f"not '{card.name}'")
+        if self.content.get("model_sha256") != card.sha256:
             raise SiteProfileError(f"site profile '{self.name}' was made for another file of model "
                                    f"'{self.model}' (sha256 {str(self.content.get('model_sha256'))[:12]}…, "
-                                   f"this one {str(card.get('sha256'))[:12]}…): calibrate the site again")
+                                   f"this one {card.sha256[:12]}…): calibrate the site again")
 
 
 def seal(content: dict) -> dict:
