@@ -104,6 +104,8 @@ with shift_tab:
         st.markdown(f"**Lever ablation** ({proxy['arch']} at {proxy['size']} px, {proxy['epochs']} epochs, one lever "
                     "at a time; `python -m benchmarks.levers --save`)")
         st.dataframe([{"lever": r["lever"], "validation AUC": r["auc"], "accuracy": r["accuracy"], "ECE": r["ece"],
+                       "AUC, lung-field crops": r.get("framing_mean_auc"),
+                       "accuracy, lung-field crops": r.get("framing_mean_balanced_accuracy"),
                        "mean AUC under shift": r["mean_auc"], "mean accuracy under shift": r["mean_balanced_accuracy"],
                        "worst screening specificity": r["worst_screening_specificity"],
                        "worst screening sensitivity": r["worst_screening_sensitivity"]} for r in levers["rows"]],
