@@ -71,6 +71,8 @@ else:
 st.caption(f"Model **{model.name}** · {operating_point} threshold "
            f"**{model.operating_points[operating_point]:.3f}** from {source}.")
 
+# The batch summary goes above the upload list, which grows with every file (a phone's whole screen).
+summary_area = st.container()
 uploads = st.file_uploader("Chest X-rays (JPEG, PNG or DICOM)", type=["jpg", "jpeg", "png", "dcm", "dicom"],
                            accept_multiple_files=True,
                            help="Processed in memory only: nothing you upload is stored or logged.")
@@ -115,10 +117,11 @@ unreliable = [r for r in rows if r.status == "ok" and r.result.warnings]
 summary = f"**{len(flagged)} of {len(rows)} flagged** for clinical review"
 summary += f", {len(refused)} refused" if refused else ""
 summary += f", {len(unreliable)} with image-quality warnings" if unreliable else ""
-st.subheader("Summary")
-st.markdown(summary + ".")
-if flagged or maps_for_negatives:
-    st.image(COLOUR_SCALE, caption="Heat-map colours: blue, least weight for pneumonia → red, most", width=260)
+with summary_area:
+    st.subheader("Summary")
+    st.markdown(summary + ".")
+    if flagged or maps_for_negatives:
+        st.image(COLOUR_SCALE, caption="Heat-map colours: blue, least weight for pneumonia → red, most", width=260)
 
 
 def show_patient_tags(data: bytes, key: str) -> None:
