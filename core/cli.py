@@ -228,6 +228,7 @@ def cmd_calibrate_site(args) -> int:
     print(site_calibration.table(content))
     for line in advice:
         print(f"note: {line}")
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(content, indent=1) + "\n")
     print(f"site profile written to {args.out}")
     return 0

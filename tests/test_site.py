@@ -148,7 +148,7 @@ def test_calibrate_site_then_screen_and_evaluate_with_the_profile(tmp_path):
         for i in range(12):
             (site_dir / name / f"IM-{i:04d}-0001.jpeg").write_bytes(encode(xray_like(100 * label + i, bool(label), 200)))
     (site_dir / "NORMAL" / "notes.png").write_bytes(b"\x89PNG\r\n\x1a\nbroken")
-    profile_path = tmp_path / "clinic.json"
+    profile_path = tmp_path / "sites" / "clinic.json"  # the folder is made as needed
     done = _core("calibrate-site", "--data", str(site_dir), "--out", str(profile_path))
     assert done.returncode == 0, done.stderr[-2000:]
     assert "notes.png" in done.stderr and "corrupt" in done.stderr  # refused files are listed with reasons
