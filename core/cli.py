@@ -217,7 +217,11 @@ def cmd_calibrate_site(args) -> int:
             bar.n = done
             bar.refresh()
 
-        local = site_calibration.score_folder(predictor, args.data, progress)
+        try:
+            images = site_calibration.read_folder(args.data)
+        except FileNotFoundError as exc:
+            raise SystemExit(str(exc)) from None
+        local = site_calibration.score(predictor, images, progress)
     for name, reason in local.refused:
         print(f"refused: {name}: {reason}", file=sys.stderr)
     try:

@@ -1,8 +1,7 @@
 """Home: what the tool is for, the model in use, and what is known of its quality elsewhere."""
 import streamlit as st
 
-from core.serving import registry
-from ui.common import DISCLAIMER, card_summary, cards, default_model
+from ui.common import DISCLAIMER, card_summary, cards, default_model, external_checks
 
 st.title("Chest X-ray pneumonia screening")
 st.markdown(DISCLAIMER)
@@ -20,7 +19,7 @@ st.subheader(f"Model in use: {name}")
 st.caption(f"{card.description}. File sha256 {card.sha256[:12]}…")
 
 st.markdown("**On X-rays from another hospital period** (independent check)")
-checks = registry.external_checks(name)
+checks = external_checks(name)
 this_file = [c for c in checks if c["sha256"] == card.sha256]
 if this_file:
     check = this_file[0]

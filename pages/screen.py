@@ -1,15 +1,24 @@
 """Screen: upload X-rays and get a triage list: flagged images first, each verdict beside its own image."""
 import hashlib
+from dataclasses import replace
 
 import numpy as np
 import streamlit as st
 
 from core.serving import registry, screening
 from core.serving.heatmap import overlay
-from core.serving.imaging import ImageError, decode_image
+from core.serving.imaging import ImageError, decode_image, is_dicom
 from core.serving.settings import OPERATING_POINTS
-from core.serving.site import SiteProfile, SiteProfileError, shipped_profiles
-from ui.common import DISCLAIMER, OPERATING_POINT_HELP, default_model, format_probability, keep, predictor
+from core.serving.site import SiteProfileError, shipped_profiles
+from ui.common import (
+    DISCLAIMER,
+    OPERATING_POINT_HELP,
+    default_model,
+    format_probability,
+    keep,
+    predictor,
+    site_predictor,
+)
 
 SHIPPED = "Shipped operating points (training hospital)"
 UPLOAD_PROFILE = "Upload a site profile…"
@@ -55,9 +64,7 @@ with st.expander("Settings", expanded=False):
         model_name = st.selectbox("Model", names, **keep("model_choice", model_name))
 
 try:
-    if site_bytes:
-        model_name = SiteProfile.from_bytes(site_bytes, site_name).model
-    model = predictor(model_name, site_bytes, site_name)
+    model = site_predictor(site_bytes, site_name) if site_bytes else predictor(model_name)
 except SiteProfileError as exc:
     st.error(f"Site profile refused: {exc}. The shipped operating points are used instead.")
     model = predictor(model_name)
@@ -87,9 +94,7 @@ def screen_upload(name: str, data: bytes) -> screening.ScreeningRow:
         if len(cache) >= CACHE_LIMIT:
             cache.pop(next(iter(cache)))
         cache[key] = screening.screen_bytes(model, name, data, operating_point, heatmap=True)
-    row = cache[key]
-    row.file = name
-    return row
+    return replace(cache[key], file=name)  # the same image may come under another name
 
 
 if uploads:
@@ -97,7 +102,7 @@ if uploads:
         rows = [screen_upload(upload.name, upload.getvalue()) for upload in uploads]
     # Results (not the uploads) survive a visit to another page.
     st.session_state["last_batch"] = rows
-    st.session_state["last_batch_dicom"] = {u.name: u.getvalue() for u in uploads if u.getvalue()[128:132] == b"DICM"}
+    st.session_state["last_batch_dicom"] = {u.name: u.getvalue() for u in uploads if is_dicom(u.getvalue())}
 elif st.session_state.get("last_batch"):
     rows = st.session_state["last_batch"]
     left, right = st.columns([3, 1])
@@ -110,17 +115,11 @@ else:
     st.info("Upload one or more chest X-rays to screen them.")
     st.stop()
 
-flagged = [r for r in rows if r.status == "ok" and r.label == "PNEUMONIA"]
-refused = [r for r in rows if r.status != "ok"]
-clear = [r for r in rows if r.status == "ok" and r.label != "PNEUMONIA"]
-unreliable = [r for r in rows if r.status == "ok" and r.result.warnings]
-summary = f"**{len(flagged)} of {len(rows)} flagged** for clinical review"
-summary += f", {len(refused)} refused" if refused else ""
-summary += f", {len(unreliable)} with image-quality warnings" if unreliable else ""
+triage = screening.Triage.of(rows)
 with summary_area:
     st.subheader("Summary")
-    st.markdown(summary + ".")
-    if flagged or maps_for_negatives:
+    st.markdown(triage.summary() + ".")
+    if triage.flagged or maps_for_negatives:
         st.image(COLOUR_SCALE, caption="Heat-map colours: blue, least weight for pneumonia → red, most", width=260)
 
 
@@ -145,31 +144,31 @@ def result_card(row: screening.ScreeningRow, index: int) -> None:
             result = row.result
             if result.warnings:
                 st.warning("**Result may be unreliable:** " + "; ".join(result.warnings))
-            if row.label == "PNEUMONIA":
+            if row.flagged:
                 st.error("**Possible pneumonia**: refer for clinical review.")
             elif result.warnings:  # no reassuring green for a result that cannot be relied on
                 st.info("**No pneumonia flagged**, but see the warning above: repeat or review the X-ray.")
             else:
                 st.success("**No pneumonia flagged.**")
             st.metric("Probability of pneumonia", format_probability(row.probability))
-            st.caption(f"{operating_point} threshold {result.threshold:.3f} · model {row.model}"
+            st.caption(f"{row.operating_point} threshold {row.threshold:.3f} · model {row.model}"
                        + (f" · site {result.site}" if result.site else "") + f" · {result.timings_ms['total']:.0f} ms")
             dicom = st.session_state.get("last_batch_dicom", {}).get(row.file)
             if dicom:
                 show_patient_tags(dicom, key=f"tags-{index}")
         with picture:
-            show_map = row.label == "PNEUMONIA" or maps_for_negatives
+            show_map = row.flagged or maps_for_negatives
             if show_map and result.heatmap is not None:
                 st.image(overlay(result.image, result.heatmap, opacity), caption=HEATMAP_CAPTION, width="stretch")
             else:
                 st.image(result.image, caption="The X-ray as screened (heat map: see Settings)", width="stretch")
 
 
-for index, row in enumerate(sorted(flagged, key=lambda r: -r.probability) + refused + clear):
+for index, row in enumerate(triage.ordered):
     result_card(row, index)
 
 with st.expander("Table and CSV download"):
-    table = [{"File": r.file, "Result": {"ok": "Possible pneumonia" if r.label == "PNEUMONIA" else "Not flagged",
+    table = [{"File": r.file, "Result": {"ok": "Possible pneumonia" if r.flagged else "Not flagged",
                                          "rejected": "Refused", "error": "Not screened"}[r.status],
               "Probability": format_probability(r.probability) if r.probability is not None else "",
               "Note": r.message} for r in rows]

@@ -1,15 +1,12 @@
 """Site calibration: a clinic's own operating points from its own labelled X-rays."""
-import io
 import json
-import zipfile
-from pathlib import Path
 
 import numpy as np
 import plotly.graph_objects as go
 import streamlit as st
 
 from core.analysis import evaluation, site_calibration
-from core.serving.settings import CLASS_NAMES, IMAGE_SUFFIXES
+from core.serving.settings import CLASS_NAMES
 from ui.common import confusion_figure, default_model, line_figure, predictor
 
 st.title("Site calibration")
@@ -22,34 +19,22 @@ source = st.radio("Labelled X-rays", ["Upload a zip", "A folder on this machine"
 target = st.slider("Sensitivity target of the screening point", 0.90, 0.99, 0.98, 0.01)
 
 
-def zip_files(data: bytes) -> list[tuple[str, bytes, int]]:
-    """(name, bytes, label) for every image in a NORMAL/ or PNEUMONIA/ folder of the zip, in memory."""
-    files = []
-    with zipfile.ZipFile(io.BytesIO(data)) as archive:
-        for info in archive.infolist():
-            parts = Path(info.filename).parts
-            label = next((CLASS_NAMES.index(p) for p in parts[:-1] if p in CLASS_NAMES), None)
-            if info.is_dir() or label is None or Path(info.filename).suffix.lower() not in IMAGE_SUFFIXES:
-                continue
-            files.append((info.filename, archive.read(info), label))
-    return files
-
-
-files: list[tuple[str, bytes, int]] = []
+images = site_calibration.LabelledImages([])
 if source == "Upload a zip":
     upload = st.file_uploader("A zip with NORMAL/ and PNEUMONIA/ folders", type=["zip"])
     if upload:
         try:
-            files = zip_files(upload.getvalue())
-        except zipfile.BadZipFile:
-            st.error(f"{upload.name}: not a readable zip file.")
+            images = site_calibration.read_zip(upload.getvalue())
+        except ValueError as exc:
+            st.error(f"{upload.name}: {exc}.")
 else:
     folder = st.text_input("Folder with NORMAL/ and PNEUMONIA/ subfolders")
     if folder:
         try:
-            files = [(str(path), path.read_bytes(), label) for path, label in site_calibration.labelled_files(folder)]
+            images = site_calibration.read_folder(folder)
         except (FileNotFoundError, OSError) as exc:
             st.error(str(exc))
+files = images.files
 if not files:
     st.info("Choose labelled local X-rays to calibrate on. Nothing is stored: only thresholds, counts and a digest "
             "of the set go into the profile.")
@@ -62,8 +47,8 @@ if not st.button("Calibrate", type="primary"):
     st.stop()
 
 bar = st.progress(0.0, text="Scoring the local X-rays…")
-local = site_calibration.score_files(model, files, lambda done, total: bar.progress(done / total,
-                                                                                    text=f"Scoring {done}/{total}"))
+local = site_calibration.score(model, images, lambda done, total: bar.progress(done / total,
+                                                                                text=f"Scoring {done}/{total}"))
 bar.empty()
 for file, reason in local.refused:
     st.warning(f"Refused: **{file}**: {reason}")
@@ -75,9 +60,7 @@ except ValueError as exc:
 for line in advice:
     st.warning(line)
 
-site_calibration_used = content["calibration"] if content["calibration"].get("method") == "platt" else None
-site_probabilities = evaluation.apply_calibration(local.raw, site_calibration_used)
-shipped_probabilities = evaluation.apply_calibration(local.raw, model.card.calibration)
+site_probabilities = site_calibration.site_probabilities(local, content)
 figure = line_figure("ROC on the local X-rays", "False positive rate (1 - specificity)", "Sensitivity",
                      diagonal=True)
 roc = evaluation.curves(local.labels, site_probabilities)["roc"]

@@ -174,3 +174,10 @@ def test_home_shows_independent_figures_only_for_the_file_they_were_measured_on(
     # Another model's check is matched by its file: the shipped cnn_small is the file that was checked.
     small = registry.load_card("cnn_small")
     assert [c["sha256"] for c in registry.external_checks("cnn_small")] == [small.sha256]
+
+
+def test_the_same_image_under_two_names_keeps_both_names():
+    image = encode(xray_like(9, True, 256))
+    app = _screened(page("screen"), [("left.jpeg", image, "image/jpeg"), ("right.jpeg", image, "image/jpeg")])
+    names = [m.value.strip("*") for m in app.markdown if m.value.strip("*") in ("left.jpeg", "right.jpeg")]
+    assert sorted(names) == ["left.jpeg", "right.jpeg"]

@@ -1,9 +1,11 @@
 """Site calibration: a clinic's operating points from its own labelled X-rays."""
 from __future__ import annotations
 
+import io
 import json
 import subprocess
 import sys
+import zipfile
 from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
@@ -176,3 +178,18 @@ def test_calibrate_site_then_screen_and_evaluate_with_the_profile(tmp_path):
     profile_path.write_text(json.dumps(content))
     refused = _core("screen", str(site_dir / "PNEUMONIA"), "--site", str(profile_path))
     assert refused.returncode != 0 and "edited" in refused.stderr
+
+
+def test_a_zip_member_over_the_upload_limit_is_refused_before_it_is_unpacked():
+    from core.serving.settings import MAX_FILE_BYTES
+
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("site/NORMAL/IM-0001-0001.jpeg", encode(xray_like(1, False, 96)))
+        archive.writestr("site/PNEUMONIA/huge.jpeg", b"\0" * (MAX_FILE_BYTES + 1))
+        archive.writestr("site/notes.txt", b"not an image")
+    images = site_calibration.read_zip(buffer.getvalue())
+    assert [(name, label) for name, _, label in images.files] == [("site/NORMAL/IM-0001-0001.jpeg", 0)]
+    assert images.refused == [("site/PNEUMONIA/huge.jpeg", "larger than the 50 MB limit")]
+    with pytest.raises(ValueError, match="not a readable zip"):
+        site_calibration.read_zip(b"PK not really")

@@ -16,11 +16,17 @@ OPERATING_POINT_HELP = ("screening: misses at most 2% of pneumonia (on the data 
 
 
 @st.cache_resource(show_spinner="Loading the model…")
-def predictor(name: str, site_profile: bytes | None = None, site_name: str = "") -> Predictor:
-    """One Predictor per model and site profile for the whole server; predicting is thread-safe.
-    Raises SiteProfileError for a profile that does not fit the model."""
-    site = SiteProfile.from_bytes(site_profile, site_name) if site_profile else None
-    return Predictor.load(name, site=site)
+def predictor(name: str) -> Predictor:
+    """One Predictor per model for the whole server: loading is slow, predicting is thread-safe."""
+    return Predictor.load(name)
+
+
+@st.cache_resource
+def site_predictor(site_profile: bytes, site_name: str) -> Predictor:
+    """The profile's model at the profile's operating points, sharing the loaded model.
+    Raises SiteProfileError for a profile that is edited or does not fit the model file."""
+    site = SiteProfile.from_bytes(site_profile, site_name)
+    return predictor(site.model).with_site(site)
 
 
 def format_probability(probability: float) -> str:
@@ -58,6 +64,11 @@ def default_model() -> str:
 @st.cache_data
 def report(name: str, kind: str):
     return registry.load_report(name, kind)
+
+
+@st.cache_data
+def external_checks(name: str) -> list[dict]:
+    return registry.external_checks(name)
 
 
 @st.cache_data

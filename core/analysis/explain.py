@@ -189,15 +189,6 @@ def explain(model: keras.Model, image: np.ndarray, method: str = "gradcam", laye
     raise ValueError(f"unknown method '{method}'; choose gradcam or occlusion")
 
 
-def explain_bytes(model: keras.Model, spec, data: bytes, method: str | None = None, layer: str | None = None
-                  ) -> tuple[np.ndarray, np.ndarray]:
-    """(8-bit grayscale image, heat map) for image bytes: what the Screen and Explain pages show."""
-    from core.serving.imaging import load_model_input
-
-    loaded = load_model_input(data, spec)
-    return loaded.decoded.pixels, explain(model, loaded.tensor, method or best_method(model), layer)
-
-
 def best_method(model: keras.Model) -> str:
     """Grad-CAM where the model has spatial layers, occlusion otherwise (the dense baseline)."""
     try:

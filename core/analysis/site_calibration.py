@@ -16,9 +16,11 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import io
 import math
+import zipfile
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Callable
 
 import numpy as np
@@ -30,7 +32,7 @@ from core.serving import screening
 from core.serving.imaging import ImageError, load_model_input
 from core.serving.predictor import Predictor
 from core.serving.quality import check_chest_xray
-from core.serving.settings import CLASS_NAMES, TOOL_VERSION
+from core.serving.settings import CLASS_NAMES, IMAGE_SUFFIXES, MAX_FILE_BYTES, TOOL_VERSION
 from core.serving.site import SiteProfile, seal
 
 CONFIDENCE = 0.95  # one-sided, for the screening point's sensitivity bound
@@ -57,15 +59,49 @@ def images_needed(target: float, confidence: float = CONFIDENCE) -> int:
     return math.ceil(math.log(1.0 - confidence) / math.log(target))
 
 
-def labelled_files(folder: str | Path) -> list[tuple[Path, int]]:
-    """(file, label) for every image under folder/NORMAL and folder/PNEUMONIA."""
+@dataclass
+class LabelledImages:
+    """A site's labelled X-rays as (name, bytes, label), and what could not be read, with why."""
+
+    files: list[tuple[str, bytes, int]]
+    refused: list[tuple[str, str]] = field(default_factory=list)
+
+
+def read_folder(folder: str | Path) -> LabelledImages:
+    """Every image under folder/NORMAL and folder/PNEUMONIA, with the screening path's size limit."""
     folder = Path(folder)
     missing = [name for name in CLASS_NAMES if not (folder / name).is_dir()]
     if missing:
         raise FileNotFoundError(f"{folder} needs {' and '.join(f'{m}/' for m in CLASS_NAMES)} folders "
                                 f"of labelled X-rays ({', '.join(missing)} missing)")
-    return [(path, label) for label, name in enumerate(CLASS_NAMES)
-            for path in screening.expand_paths([folder / name])]
+    images = LabelledImages([])
+    for label, name in enumerate(CLASS_NAMES):
+        for path in screening.expand_paths([folder / name]):
+            try:
+                images.files.append((str(path), screening.read_file(path), label))
+            except (ImageError, OSError) as exc:
+                images.refused.append((str(path), str(exc) if isinstance(exc, ImageError) else "cannot be read"))
+    return images
+
+
+def read_zip(data: bytes) -> LabelledImages:
+    """Every image in a NORMAL/ or PNEUMONIA/ folder of a zip, read in memory; a member larger
+    than the upload limit is refused before it is unpacked. Raises ValueError for a damaged zip."""
+    images = LabelledImages([])
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            for info in archive.infolist():
+                path = PurePosixPath(info.filename)
+                label = next((CLASS_NAMES.index(p) for p in path.parts[:-1] if p in CLASS_NAMES), None)
+                if info.is_dir() or label is None or path.suffix.lower() not in IMAGE_SUFFIXES:
+                    continue
+                if info.file_size > MAX_FILE_BYTES:
+                    images.refused.append((info.filename, f"larger than the {MAX_FILE_BYTES // 2**20} MB limit"))
+                    continue
+                images.files.append((info.filename, archive.read(info), label))
+    except zipfile.BadZipFile as exc:
+        raise ValueError("not a readable zip file") from exc
+    return images
 
 
 def score_files(predictor: Predictor, files: list[tuple[str, bytes, int]],
@@ -90,16 +126,10 @@ def score_files(predictor: Predictor, files: list[tuple[str, bytes, int]],
     return LocalSet(raw, np.asarray(labels, np.int64), patients, hashes, refused)
 
 
-def score_folder(predictor: Predictor, folder: str | Path, progress=None) -> LocalSet:
-    files = []
-    refused = []
-    for path, label in labelled_files(folder):
-        try:
-            files.append((str(path), screening.read_file(path), label))
-        except (ImageError, OSError) as exc:
-            refused.append((str(path), str(exc) if isinstance(exc, ImageError) else "cannot be read"))
-    local = score_files(predictor, files, progress)
-    local.refused = refused + local.refused
+def score(predictor: Predictor, images: LabelledImages, progress=None) -> LocalSet:
+    """score_files over read images; files that could not be read are listed as refused first."""
+    local = score_files(predictor, images.files, progress)
+    local.refused = images.refused + local.refused
     return local
 
 
@@ -218,6 +248,11 @@ def _raw_at(probability: float, calibration: dict | None) -> float:
 
 def to_profile(content: dict) -> SiteProfile:
     return SiteProfile.from_content(content, content["site"])
+
+
+def site_probabilities(local: LocalSet, content: dict) -> np.ndarray:
+    """The local images' probabilities under the profile's calibration."""
+    return evaluation.apply_calibration(local.raw, to_profile(content).calibration)
 
 
 def table(content: dict) -> str:

@@ -63,13 +63,18 @@ class DecodedImage:
     private_tags: dict = field(default_factory=dict, repr=False)
 
 
+def is_dicom(data: bytes) -> bool:
+    """DICOM Part 10: a 128-byte preamble, then "DICM"."""
+    return data[DICOM_MAGIC_OFFSET:DICOM_MAGIC_OFFSET + 4] == b"DICM"
+
+
 def sniff_format(data: bytes) -> str:
     """The container format from the magic bytes, never from the file name."""
     if data.startswith(JPEG_MAGIC):
         return "JPEG"
     if data.startswith(PNG_MAGIC):
         return "PNG"
-    if len(data) > DICOM_MAGIC_OFFSET + 4 and data[DICOM_MAGIC_OFFSET:DICOM_MAGIC_OFFSET + 4] == b"DICM":
+    if is_dicom(data):
         return "DICOM"
     raise ImageError("not a supported image: expected a JPEG, PNG or DICOM file")
 

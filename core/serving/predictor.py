@@ -74,8 +74,6 @@ class Predictor:
         if runtime not in RUNTIMES:
             raise ValueError(f"unknown runtime '{runtime}'; choose from {', '.join(RUNTIMES)}")
         card = registry.load_card(name or registry.default_model_name(directory), directory)
-        if site is not None:
-            site.check_model(card)
         if runtime == "onnx" and card.onnx:
             from core.serving.network import OnnxNetwork
 
@@ -85,7 +83,14 @@ class Predictor:
 
             runtime = "keras"
             network = KerasNetwork(load(card.name, directory)[0])
-        return cls(network, card, registry.load_detector(directory), site, directory, runtime)
+        predictor = cls(network, card, registry.load_detector(directory), None, directory, runtime)
+        return predictor.with_site(site) if site else predictor
+
+    def with_site(self, site: SiteProfile) -> "Predictor":
+        """The same loaded model at a site profile's operating points and calibration (the network
+        is shared, not loaded again); refuses a profile made for another model file."""
+        site.check_model(self.card)
+        return Predictor(self.network, self.card, self.detector, site, self.directory, self.runtime)
 
     @property
     def model(self):
@@ -122,7 +127,11 @@ class Predictor:
 
     def heatmap(self, image: np.ndarray) -> np.ndarray:
         """Where the model sees pneumonia in one (H, W, 1) input: (H, W) in [0, 1]."""
-        _, cams = self._forward(image[np.newaxis])
+        cams = self._forward(image[np.newaxis])[1] if self.network.has_cam else None
+        return self._heatmap_from(cams, image)
+
+    def _heatmap_from(self, cams: np.ndarray | None, image: np.ndarray) -> np.ndarray:
+        """The map from a forward pass's class activation maps, else from the Keras model."""
         if cams is not None:
             return member_mean(cams[0], image.shape[:2])
         from core.analysis import explain  # Grad-CAM or occlusion on the Keras model
@@ -147,9 +156,7 @@ class Predictor:
         raw, cams = self._forward(inputs)
         probability = float(apply_calibration(raw, self.calibration)[0])
         finished = time.perf_counter()
-        heat = None
-        if heatmap:
-            heat = member_mean(cams[0], inputs.shape[1:3]) if cams is not None else self.heatmap(inputs[0])
+        heat = self._heatmap_from(cams, inputs[0]) if heatmap else None
         return ScreeningResult(
             probability=probability,
             label=self.label_for(probability, operating_point),

@@ -4,14 +4,14 @@ from __future__ import annotations
 import csv
 import io
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
 from core.serving.imaging import MAX_FILE_BYTES, ImageError
 from core.serving.predictor import Predictor, ScreeningResult
 from core.serving.quality import NotChestXRayError
-from core.serving.settings import DEFAULT_OPERATING_POINT, IMAGE_SUFFIXES
+from core.serving.settings import CLASS_NAMES, DEFAULT_OPERATING_POINT, IMAGE_SUFFIXES
 
 # Every row says which threshold, model file and site profile gave its label.
 ROW_FIELDS = ("file", "status", "probability", "label", "operating_point", "threshold", "model", "model_sha256",
@@ -20,22 +20,45 @@ ROW_FIELDS = ("file", "status", "probability", "label", "operating_point", "thre
 
 @dataclass
 class ScreeningRow:
-    """One line of a batch report. ``status`` is ok, rejected (not screenable) or error."""
+    """One line of a batch report. ``status`` is ok, rejected (not screenable) or error;
+    what a screened image got is read from its result."""
 
     file: str
     status: str
-    probability: float | None = None
-    label: str | None = None
-    operating_point: str | None = None
-    threshold: float | None = None
     model: str | None = None
-    model_sha256: str | None = None
-    site: str | None = None
     message: str = ""
     result: ScreeningResult | None = None
 
+    @property
+    def probability(self) -> float | None:
+        return round(self.result.probability, 6) if self.result else None
+
+    @property
+    def label(self) -> str | None:
+        return self.result.label if self.result else None
+
+    @property
+    def operating_point(self) -> str | None:
+        return self.result.operating_point if self.result else None
+
+    @property
+    def threshold(self) -> float | None:
+        return self.result.threshold if self.result else None
+
+    @property
+    def model_sha256(self) -> str | None:
+        return self.result.model_sha256 if self.result else None
+
+    @property
+    def site(self) -> str | None:
+        return self.result.site if self.result else None
+
+    @property
+    def flagged(self) -> bool:
+        return self.label == CLASS_NAMES[1]
+
     def to_dict(self) -> dict:
-        return {k: v for k, v in asdict(self).items() if k in ROW_FIELDS}
+        return {name: getattr(self, name) for name in ROW_FIELDS}
 
 
 def screen_bytes(predictor: Predictor, name: str, data: bytes, operating_point: str = DEFAULT_OPERATING_POINT,
@@ -44,15 +67,40 @@ def screen_bytes(predictor: Predictor, name: str, data: bytes, operating_point: 
     try:
         result = predictor.screen(data, operating_point, heatmap=heatmap)
     except NotChestXRayError as exc:
-        return ScreeningRow(name, "rejected", model=predictor.name, message=str(exc))
+        return ScreeningRow(name, "rejected", predictor.name, str(exc))
     except ImageError as exc:
-        return ScreeningRow(name, "error", model=predictor.name, message=str(exc))
+        return ScreeningRow(name, "error", predictor.name, str(exc))
     except Exception as exc:  # noqa: BLE001  never a traceback for a user; the reason is kept
-        return ScreeningRow(name, "error", model=predictor.name,
-                            message=f"could not be screened ({type(exc).__name__})")
-    return ScreeningRow(name, "ok", round(result.probability, 6), result.label, operating_point,
-                        result.threshold, predictor.name, result.model_sha256, result.site,
-                        "; ".join(result.warnings), result)
+        return ScreeningRow(name, "error", predictor.name, f"could not be screened ({type(exc).__name__})")
+    return ScreeningRow(name, "ok", predictor.name, "; ".join(result.warnings), result)
+
+
+@dataclass
+class Triage:
+    """A batch in the order a health worker acts on it: flagged images (most likely first),
+    then the ones that could not be screened, then the rest."""
+
+    flagged: list[ScreeningRow]
+    refused: list[ScreeningRow]
+    clear: list[ScreeningRow]
+
+    @classmethod
+    def of(cls, rows: list[ScreeningRow]) -> "Triage":
+        screened = [r for r in rows if r.status == "ok"]
+        return cls(sorted((r for r in screened if r.flagged), key=lambda r: -r.probability),
+                   [r for r in rows if r.status != "ok"], [r for r in screened if not r.flagged])
+
+    @property
+    def ordered(self) -> list[ScreeningRow]:
+        return self.flagged + self.refused + self.clear
+
+    def summary(self) -> str:
+        """ "3 of 40 flagged for clinical review, 1 refused, 2 with image-quality warnings" (Markdown)."""
+        total = len(self.ordered)
+        unreliable = sum(1 for r in self.flagged + self.clear if r.result.warnings)
+        text = f"**{len(self.flagged)} of {total} flagged** for clinical review"
+        text += f", {len(self.refused)} refused" if self.refused else ""
+        return text + (f", {unreliable} with image-quality warnings" if unreliable else "")
 
 
 def expand_paths(paths: Iterable[str | Path]) -> list[Path]:
@@ -83,7 +131,7 @@ def screen_paths(predictor: Predictor, paths: Iterable[str | Path], operating_po
             data = read_file(path)
         except (ImageError, OSError) as exc:
             message = str(exc) if isinstance(exc, ImageError) else f"cannot be read ({exc.strerror})"
-            rows.append(ScreeningRow(str(path), "error", model=predictor.name, message=message))
+            rows.append(ScreeningRow(str(path), "error", predictor.name, message))
             continue
         rows.append(screen_bytes(predictor, str(path), data, operating_point, heatmaps))
     return rows
