@@ -6,7 +6,7 @@ ones keep sensitivity and specificity steady on images from other machines.
 The proxy (96 px, 10 epochs, about 8 minutes each on 2 CPU cores) is cheap
 enough to run every lever; the chosen levers then go into the full recipe.
 
-Usage: python -m benchmarks.levers [--dir artifacts/levers] [--data DIR] [--save] [--card NAME]
+Usage: python -m benchmarks.levers [--dir artifacts/levers] [--data DIR] [--lever LABEL ...] [--save] [--card NAME]
 Models already in --dir are reused. --save writes models/levers.json (shown on
 the comparison page); --card records the table in that model's card.
 """
@@ -34,6 +34,7 @@ class Lever:
     model: str  # its model's name in the ablation folder
     recipe: dict = field(default_factory=dict)  # overrides of the proxy recipe
     init_seed: int | None = None
+    arch: str = PROXY["arch"]
 
 
 # "base" is the recipe the withheld period was measured on (acquisition
@@ -49,6 +50,10 @@ LEVERS: dict[str, Lever] = {
     "scale (random-resized crops)": Lever("scale", {"augment": "scale"}),
     "scale, another init": Lever("scale_init7", {"augment": "scale"}, init_seed=7),
     "scale to 25% of the area": Lever("scale25", {"augment": "scale", "min_crop_area": 0.25}),
+    # Session 4: the last stage at twice the resolution, on top of scale (the default's recipe).
+    "scale + finer evidence map": Lever("fine", {"augment": "scale"}, arch="cxrnet_fine"),
+    "scale + finer evidence map, another init": Lever("fine_init7", {"augment": "scale"}, init_seed=7,
+                                                      arch="cxrnet_fine"),
 }
 # Logit-averaged pairs of the models above: what an ensemble of two buys over one.
 ENSEMBLES: dict[str, tuple[str, ...]] = {
@@ -60,7 +65,7 @@ ENSEMBLES: dict[str, tuple[str, ...]] = {
 def ensure_model(lever: Lever, directory: Path, data_dir) -> str:
     """Train the lever's proxy model unless it is in the directory; returns its name."""
     if not (directory / f"{lever.model}.keras").exists():
-        train(TrainConfig(arch=PROXY["arch"], data_dir=data_dir, name=lever.model, epochs=PROXY["epochs"],
+        train(TrainConfig(arch=lever.arch, data_dir=data_dir, name=lever.model, epochs=PROXY["epochs"],
                           size=PROXY["size"], models_dir=directory, overrides=lever.recipe,
                           init_seed=lever.init_seed, hyperparameters_from=f"lever ablation: {lever.model}"))
     return lever.model
@@ -77,8 +82,11 @@ def row(label: str, directory: Path, data_dir) -> dict:
     lever = LEVERS[label]
     name = ensure_model(lever, directory, data_dir)
     card = registry.load_card(name, directory)
-    return _row(label, lever.recipe, card.validation, measure(Predictor.load(name, directory), data_dir),
-                init_seed=card.training.get("init_seed"), minutes=card.training["seconds"] / 60)
+    predictor = Predictor.load(name, directory)
+    focus = reports.lung_focus(predictor, reports.score_split(predictor, data_dir, "validation"))
+    return _row(label, {"arch": lever.arch, **lever.recipe}, card.validation, measure(predictor, data_dir),
+                init_seed=card.training.get("init_seed"), minutes=card.training["seconds"] / 60,
+                lung_focus=focus["classes"]["PNEUMONIA"]["inside"])
 
 
 def ensemble_row(label: str, directory: Path, data_dir) -> dict:
@@ -106,17 +114,24 @@ def main() -> None:
     parser.add_argument("--data", default=None)
     parser.add_argument("--save", action="store_true")
     parser.add_argument("--card", metavar="NAME", help="also record the table in this shipped model's card")
+    parser.add_argument("--lever", action="append", choices=[*LEVERS, *ENSEMBLES],
+                        help="measure only this lever (repeatable); --save then replaces its row in the table")
     args = parser.parse_args()
     data_dir = args.data or data.default_data_dir()
     args.dir.mkdir(parents=True, exist_ok=True)
-    rows = [row(label, args.dir, data_dir) for label in LEVERS]
-    rows += [ensemble_row(label, args.dir, data_dir) for label in ENSEMBLES]
+    chosen = args.lever or [*LEVERS, *ENSEMBLES]
+    rows = [row(label, args.dir, data_dir) for label in LEVERS if label in chosen]
+    rows += [ensemble_row(label, args.dir, data_dir) for label in ENSEMBLES if label in chosen]
     print(f"\n{'lever':<34} {'AUC':>6} {'acc':>6} {'ECE':>6} {'shift AUC':>9} {'framing AUC':>11} "
           f"{'framing acc':>11} {'framing spec':>12}")
     for r in rows:
         print(f"{r['lever']:<34} {r['auc']:6.4f} {r['accuracy']:6.4f} {r['ece']:6.4f} {r['mean_auc']:9.4f} "
               f"{r['framing_mean_auc']:11.4f} {r['framing_mean_balanced_accuracy']:11.4f} "
               f"{r['framing_screening_specificity']:12.4f}")
+    if args.lever:  # the other rows stay as they were measured
+        kept = [r for r in (registry.load_shared("levers.json") or {}).get("rows", []) if r["lever"] not in chosen]
+        order = [*LEVERS, *ENSEMBLES]
+        rows = sorted(kept + rows, key=lambda r: order.index(r["lever"]) if r["lever"] in order else len(order))
     table = {"proxy": PROXY, "split": "validation (patient-level)", "rows": rows}
     if args.save:
         registry.save_shared("levers.json", table)

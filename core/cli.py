@@ -333,8 +333,10 @@ def cmd_fit_detector(args) -> int:
     from core.learning.detector import fit_detector
 
     with _bar(None, "reading images") as bar:
-        threshold, rejected, count = fit_detector(_data_dir(args.data), args.seed, progress=bar)
-    print(f"threshold {threshold:.4f}; held-out X-rays rejected: {rejected:.2%} of {count}")
+        detector, refused = fit_detector(_data_dir(args.data), args.seed, progress=bar)
+    print(f"thresholds: layout {detector.layout_threshold:.4f}, grey levels {detector.profile_threshold:.1f}; "
+          f"held-out X-rays refused: {refused['as framed']:.2%} as framed, {refused['lung-field views']:.2%} "
+          f"as lung-field views ({refused['images']} images each)")
     return 0
 
 

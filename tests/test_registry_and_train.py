@@ -81,6 +81,21 @@ def test_manifest_default_prefers_the_shift_check_when_every_model_has_a_current
     assert registry.update_manifest(folder)["default"] == "fragile"  # a stale check does not count
 
 
+def test_manifest_default_breaks_a_tie_in_framing_auc_by_balanced_accuracy(tiny_models, tmp_path):
+    folder = tmp_path / "m"
+    card = _with_a_copy_of_higher_validation_auc(tiny_models, folder, "steadier")
+
+    def shift(auc, balanced_accuracy):
+        return {"sha256": card.sha256, "summary": {"mean_auc": 0.99, "framing_mean_auc": auc,
+                                                   "framing_mean_balanced_accuracy": balanced_accuracy}}
+
+    registry.save_report("cnn_small", "shift", shift(0.990, 0.85), folder)
+    registry.save_report("steadier", "shift", shift(0.985, 0.90), folder)
+    assert registry.update_manifest(folder)["default"] == "steadier"  # within the noise: the steadier thresholds
+    registry.save_report("steadier", "shift", shift(0.970, 0.95), folder)
+    assert registry.update_manifest(folder)["default"] == "cnn_small"  # a real difference in ranking wins
+
+
 def test_backbone_loads_pretrained_weights_from_a_file(tmp_path):
     """`--weights` takes 'imagenet' (Keras' published file, needs the internet) or a local weights file."""
     import numpy as np

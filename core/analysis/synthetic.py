@@ -3,13 +3,16 @@ from __future__ import annotations
 
 import io
 
+import cv2
 import numpy as np
 from PIL import Image
 
 
 def chest_xray(seed: int, pneumonia: bool, size: int = 96) -> np.ndarray:
-    """Torso, two dark lung fields, spine and abdomen as (size, size) uint8; pneumonia adds
-    an opacity in the right lung. Shaped so that it passes the chest-layout check."""
+    """Torso, two dark lung fields crossed by ribs, spine and abdomen as (size, size) uint8;
+    pneumonia adds an opacity in the right lung. Shaped so that it passes the not-a-chest-X-ray
+    check: a radiograph's layout, and its texture at every size (the ribs and the soft-tissue
+    mottle are drawn relative to the image, not per pixel)."""
     rng = np.random.default_rng(seed)
     y, x = np.mgrid[0:size, 0:size] / size
     half_width = 0.30 + 0.16 * np.clip(y / 0.3, 0, 1)  # shoulders widen the torso below the neck
@@ -17,7 +20,10 @@ def chest_xray(seed: int, pneumonia: bool, size: int = 96) -> np.ndarray:
     lungs = sum(np.exp(-(((x - cx) / 0.12) ** 2 + ((y - 0.47) / 0.24) ** 4)) for cx in (0.31, 0.69))
     spine = np.exp(-((x - 0.5) / 0.08) ** 2)
     abdomen = 1 / (1 + np.exp(-(y - 0.8) * 25))
-    pixels = 30 + 160 * body - 110 * lungs * body + 50 * spine * body + 40 * abdomen + rng.normal(0, 6, (size, size))
+    ribs = np.sin(2 * np.pi * (9 * y + 0.6 * (x - 0.5) ** 2)) ** 8
+    mottle = cv2.resize(rng.normal(0, 1, (40, 40)), (size, size), interpolation=cv2.INTER_CUBIC)
+    pixels = (30 + 160 * body - 110 * lungs * body + 50 * spine * body + 40 * abdomen + 45 * ribs * lungs * body
+              + 10 * mottle * body + rng.normal(0, 6, (size, size)))
     if pneumonia:
         pixels += 80 * np.exp(-(((x - 0.68) / 0.08) ** 2 + ((y - 0.55) / 0.1) ** 2))
     return np.clip(pixels, 0, 255).astype(np.uint8)

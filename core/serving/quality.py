@@ -5,9 +5,10 @@ milder problems come back as warnings shown beside the result.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 from core.serving.imaging import DecodedImage, ImageError, PreprocessSpec, preprocess
@@ -19,15 +20,26 @@ MAX_ASPECT_RATIO = 2.0
 MIN_CONTRAST_STD = 0.08  # intensity standard deviation on the [0, 1] scale
 MAX_CLIPPED_FRACTION = 0.35
 SMALL_SIDE = 200
-# The chest-layout check: an image is compared with the main modes of variation
-# of real chest X-rays (PCA at 32x32 after standardising intensity).
+# The not-a-chest-X-ray check is one-class: fitted on real X-rays only, it refuses
+# what lies far from them by either of two measures.
+# 1. Layout: distance from the main modes of variation of chest X-rays (PCA at
+#    32x32 after standardising intensity). Two subspaces, as framed and cropped to
+#    the lung field, because clinics frame tighter than the training hospital: one
+#    subspace fitted on the training framing refused 36% of lung-field crops.
+# 2. Grey levels and texture: the intensity histogram and the mean gradients at
+#    64x64, a Mahalanobis distance from real X-rays. Grey photos can have a
+#    chest-like layout, rarely a radiograph's histogram and smoothness.
 DETECTOR_FILE = "xray_detector.npz"
 DETECTOR_SPEC = PreprocessSpec(32)
 DETECTOR_COMPONENTS = 10
-# Threshold: this quantile of held-out real X-rays' residuals, widened by a margin
-# so that X-rays from other machines are not refused (checked by benchmarks/xray_check.py).
-DETECTOR_QUANTILE = 99.5
-DETECTOR_MARGIN = 1.08
+PROFILE_SIDE = 64
+PROFILE_BINS = 16
+PROFILE_PERCENTILES = (1, 99)
+# Thresholds: these quantiles of held-out real X-rays' distances (both framings),
+# widened by a margin so that X-rays from other machines are not refused
+# (checked by benchmarks/xray_check.py).
+LAYOUT_QUANTILE, LAYOUT_MARGIN = 99.5, 1.08
+PROFILE_QUANTILE, PROFILE_MARGIN = 99.9, 1.2
 
 
 class NotChestXRayError(ImageError):
@@ -39,41 +51,86 @@ def _standardised(images: np.ndarray) -> np.ndarray:
     return (flat - flat.mean(1, keepdims=True)) / np.maximum(flat.std(1, keepdims=True), 1e-3)
 
 
+def layout_input(gray: np.ndarray) -> np.ndarray:
+    """What the layout measure reads: (32, 32, 1) in [0, 1]."""
+    return preprocess(gray, DETECTOR_SPEC)
+
+
+def profile_features(gray: np.ndarray) -> np.ndarray:
+    """Grey-level histogram (square-rooted, so rare levels count) and log mean gradients."""
+    small = cv2.resize(gray, (PROFILE_SIDE, PROFILE_SIDE), interpolation=cv2.INTER_AREA).astype(np.float32)
+    # Stretched between its 1st and 99th percentiles: an under-exposed X-ray whose
+    # bright marker kept the full 8-bit range still has a radiograph's histogram.
+    low, high = np.percentile(small, PROFILE_PERCENTILES)
+    small = np.clip((small - low) * np.float32(255.0 / max(high - low, 1.0)), 0, 255).astype(np.float32)
+    histogram = np.histogram(small, bins=PROFILE_BINS, range=(0, 256))[0] / small.size
+    across = np.abs(np.diff(small, axis=1)).mean()
+    down = np.abs(np.diff(small, axis=0)).mean()
+    laplacian = np.abs(cv2.Laplacian(small, cv2.CV_32F)).mean()
+    return np.concatenate([np.sqrt(histogram), np.log1p([across, down, laplacian])])
+
+
 @dataclass(frozen=True)
 class XrayDetector:
-    """One-class check: how far an image lies from the subspace of real chest X-rays."""
+    """One-class check: how far an image lies from real chest X-rays, by layout and by grey levels."""
 
-    mean: np.ndarray
-    components: np.ndarray  # (k, 32*32), orthonormal rows
-    threshold: float
+    means: np.ndarray  # (framings, 32*32): one layout subspace per framing
+    components: np.ndarray  # (framings, k, 32*32), orthonormal rows
+    layout_threshold: float
+    profile_mean: np.ndarray  # (features,)
+    profile_precision: np.ndarray  # (features, features): inverse covariance
+    profile_threshold: float
 
     def residuals(self, inputs: np.ndarray) -> np.ndarray:
-        """Root-mean-square reconstruction error for (N, 32, 32, 1) detector inputs."""
-        centred = _standardised(inputs) - self.mean
-        reconstruction = (centred @ self.components.T) @ self.components
-        return np.sqrt(((centred - reconstruction) ** 2).mean(axis=1))
+        """Root-mean-square reconstruction error from the nearest framing's subspace, for
+        (N, 32, 32, 1) layout inputs."""
+        flat = _standardised(inputs)
+        errors = []
+        for mean, components in zip(self.means, self.components):
+            centred = flat - mean
+            reconstruction = (centred @ components.T) @ components
+            errors.append(np.sqrt(((centred - reconstruction) ** 2).mean(axis=1)))
+        return np.min(errors, axis=0)
 
-    def residual(self, gray: np.ndarray) -> float:
-        return float(self.residuals(preprocess(gray, DETECTOR_SPEC)[np.newaxis])[0])
+    def distances(self, features: np.ndarray) -> np.ndarray:
+        """Squared Mahalanobis distances of (N, features) grey-level profiles."""
+        centred = features - self.profile_mean
+        return np.einsum("ij,jk,ik->i", centred, self.profile_precision, centred)
+
+    def has_chest_layout(self, gray: np.ndarray) -> bool:
+        return float(self.residuals(layout_input(gray)[np.newaxis])[0]) <= self.layout_threshold
+
+    def has_radiograph_profile(self, gray: np.ndarray) -> bool:
+        return float(self.distances(profile_features(gray)[np.newaxis])[0]) <= self.profile_threshold
 
     @classmethod
-    def fit(cls, train_inputs: np.ndarray, held_out_inputs: np.ndarray) -> "XrayDetector":
-        """PCA on training X-rays; the threshold from X-rays of other patients."""
-        flat = _standardised(train_inputs)
-        mean = flat.mean(axis=0)
-        _, _, rows = np.linalg.svd(flat - mean, full_matrices=False)
-        unthresholded = cls(mean, rows[:DETECTOR_COMPONENTS], np.inf)
-        threshold = np.percentile(unthresholded.residuals(held_out_inputs), DETECTOR_QUANTILE) * DETECTOR_MARGIN
-        return cls(mean, rows[:DETECTOR_COMPONENTS], float(threshold))
+    def fit(cls, framings: list[np.ndarray], held_out_framings: list[np.ndarray],
+            profiles: np.ndarray, held_out_profiles: np.ndarray) -> "XrayDetector":
+        """A PCA subspace per framing of training X-rays (layout inputs), a Gaussian on their
+        profiles; the thresholds from X-rays of other patients, every framing pooled."""
+        means, components = [], []
+        for inputs in framings:
+            flat = _standardised(inputs)
+            mean = flat.mean(axis=0)
+            _, _, rows = np.linalg.svd(flat - mean, full_matrices=False)
+            means.append(mean)
+            components.append(rows[:DETECTOR_COMPONENTS])
+        precision = np.linalg.inv(np.cov(profiles.T) + 1e-6 * np.eye(profiles.shape[1]))
+        unthresholded = cls(np.stack(means), np.stack(components), np.inf, profiles.mean(axis=0), precision, np.inf)
+        layout = np.percentile(unthresholded.residuals(np.concatenate(held_out_framings)), LAYOUT_QUANTILE)
+        profile = np.percentile(unthresholded.distances(held_out_profiles), PROFILE_QUANTILE)
+        return replace(unthresholded, layout_threshold=float(layout * LAYOUT_MARGIN),
+                       profile_threshold=float(profile * PROFILE_MARGIN))
 
     def save(self, path: Path) -> None:
         with open(path, "wb") as handle:
-            np.savez(handle, mean=self.mean, components=self.components, threshold=self.threshold)
+            np.savez(handle, **{f.name: getattr(self, f.name) for f in fields(self)})
 
     @classmethod
     def load(cls, path: Path) -> "XrayDetector":
         with np.load(path, allow_pickle=False) as stored:
-            return cls(stored["mean"], stored["components"], float(stored["threshold"]))
+            values = {f.name: stored[f.name] for f in fields(cls)}
+        return cls(**{k: float(v) if k.endswith("threshold") else v for k, v in values.items()})
 
 
 # What a health worker can fix: an X-ray saved sideways, upside down, mirrored or with inverted grey levels.
@@ -88,7 +145,7 @@ _ORIENTATIONS = {
 def orientation_hint(gray: np.ndarray, detector: XrayDetector) -> str:
     """A hint when the image becomes a chest radiograph once turned or inverted, else ''."""
     for problem, fix in _ORIENTATIONS.items():
-        if detector.residual(np.ascontiguousarray(fix(gray))) <= detector.threshold:
+        if detector.has_chest_layout(np.ascontiguousarray(fix(gray))):
             return f"; it looks {problem}: save it upright with bones light, then upload it again"
     return "; if it is a chest X-ray, check that it is upright, not mirrored and not inverted"
 
@@ -102,9 +159,11 @@ def check_chest_xray(decoded: DecodedImage, detector: XrayDetector | None = None
         raise NotChestXRayError("not a chest X-ray: the image is in colour")
     if max(height, width) / min(height, width) > MAX_ASPECT_RATIO:
         raise NotChestXRayError(f"not a chest X-ray: the image is too elongated ({width}x{height})")
-    if detector is not None and detector.residual(decoded.pixels) > detector.threshold:
+    if detector is not None and not detector.has_chest_layout(decoded.pixels):
         raise NotChestXRayError("not a chest X-ray: the image does not have the layout of a chest radiograph"
                                 + orientation_hint(decoded.pixels, detector))
+    if detector is not None and not detector.has_radiograph_profile(decoded.pixels):
+        raise NotChestXRayError("not a chest X-ray: its grey levels and texture are not those of a radiograph")
     warnings = []
     pixels = decoded.pixels.astype(np.float32) / 255.0
     if pixels.std() < MIN_CONTRAST_STD:
