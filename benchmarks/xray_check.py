@@ -39,8 +39,9 @@ def shifted_xrays_refused(examples: list[data.Example], detector) -> dict[str, f
     """Per acquisition shift, the share of these real X-rays the check refuses. A shifted image is
     stretched to the full 8-bit range, as decoding a file of it would."""
     decoded = [decode_image(e.path.read_bytes()) for e in examples]
+    shifts = {**SHIFTS, "turned upside down (should be refused)": lambda gray: gray[::-1, ::-1]}
     return {name: sum(refused(replace(d, pixels=to_uint8(shift(d.pixels))), detector) for d in decoded) / len(decoded)
-            for name, shift in SHIFTS.items()}
+            for name, shift in shifts.items()}
 
 
 def measure(count: int, data_dir, seed: int = 42) -> dict:

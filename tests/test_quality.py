@@ -5,7 +5,7 @@ from conftest import encode, real_data_dir, requires_real_data, xray_like
 
 from benchmarks.non_xrays import generate
 from benchmarks.xray_check import rejected, shifted_xrays_refused
-from core.analysis.shift import FRAMING_SHIFTS
+from core.analysis.shift import FRAMING_SHIFTS, SHIFTS
 from core.learning import data
 from core.serving import registry
 from core.serving.imaging import decode_image
@@ -51,7 +51,16 @@ def test_real_xrays_framed_tightly_or_from_other_machines_are_accepted(detector)
     sample = held_out[::4]
     by_shift = shifted_xrays_refused(sample, detector)
     assert max(by_shift[name] for name in FRAMING_SHIFTS) <= 0.02, by_shift
-    assert max(by_shift.values()) <= 0.03, by_shift
+    assert max(by_shift[name] for name in SHIFTS) <= 0.03, by_shift
+
+
+@requires_real_data
+def test_real_xrays_turned_upside_down_are_refused():
+    detector = registry.load_detector()
+    _, held_out = data.split_by_patient(data.list_examples(real_data_dir(), "train"))
+    upright = [decode_image(e.path.read_bytes()).pixels for e in held_out[::4]]
+    assert not any(detector.looks_upside_down(g) for g in upright)
+    assert np.mean([detector.looks_upside_down(np.ascontiguousarray(g[::-1, ::-1])) for g in upright]) >= 0.97
 
 
 def test_a_chest_layout_with_a_poster_s_grey_levels_is_refused(detector):
@@ -86,6 +95,7 @@ def test_detector_fitted_on_two_framings_accepts_both(tmp_path):
 def test_a_turned_or_inverted_chest_x_ray_is_refused_with_a_hint_to_fix_it(detector):
     upright = decode_image(encode(xray_like(11, False, 256)))
     assert check_chest_xray(upright, detector) is not None  # accepted as it is
-    for turned, hint in ((np.rot90(upright.pixels, 1), "rotated a quarter turn"), (255 - upright.pixels, "inverted")):
+    for turned, hint in ((np.rot90(upright.pixels, 1), "rotated a quarter turn"), (255 - upright.pixels, "inverted"),
+                         (np.rot90(upright.pixels, 2), "upside down")):
         with pytest.raises(NotChestXRayError, match=hint):
             check_chest_xray(decode_image(encode(np.ascontiguousarray(turned))), detector)
