@@ -54,6 +54,11 @@ LEVERS: dict[str, Lever] = {
     "scale + finer evidence map": Lever("fine", {"augment": "scale"}, arch="cxrnet_fine"),
     "scale + finer evidence map, another init": Lever("fine_init7", {"augment": "scale"}, init_seed=7,
                                                       arch="cxrnet_fine"),
+    # ... and a consistency term between two framings of each image (core.learning.pipeline.FramingConsistency).
+    "scale + finer map + framing consistency": Lever("fine_consistency", {"augment": "scale", "framing_consistency": 4.0},
+                                                     arch="cxrnet_fine"),
+    "scale + finer map + framing consistency, another init": Lever(
+        "fine_consistency_init7", {"augment": "scale", "framing_consistency": 4.0}, init_seed=7, arch="cxrnet_fine"),
 }
 # Logit-averaged pairs of the models above: what an ensemble of two buys over one.
 ENSEMBLES: dict[str, tuple[str, ...]] = {

@@ -1,7 +1,7 @@
 """Home: what the tool is for, the model in use, and what is known of its quality elsewhere."""
 import streamlit as st
 
-from ui.common import DISCLAIMER, card_summary, cards, default_model, external_checks
+from ui.common import DISCLAIMER, card_summary, cards, default_model, external_checks, previous_default_checks
 
 st.title("Chest X-ray pneumonia screening")
 st.markdown(DISCLAIMER)
@@ -32,9 +32,13 @@ if this_file:
 else:
     message = ("This model file has **no independent check yet**: until one is run, its quality on another "
                "hospital's X-rays is unknown.")
-    if checks:
-        previous = checks[0]
-        message += (f" The previous {name} file ({previous['sha256'][:8]}…) was checked on {previous['data']}: "
+    # Another file of this model, else the model in use before: the nearest figures there are.
+    earlier = checks or [c for c in previous_default_checks() if c["sha256"] != card.sha256]
+    if earlier:
+        previous = earlier[0]
+        source = (f"The previous {name} file ({previous['sha256'][:8]}…)" if checks else
+                  f"The previous default model ({previous['model']}, file {previous['sha256'][:8]}…)")
+        message += (f" {source} was checked on {previous['data']}: "
                     f"AUC {previous['auc']:.3f}, and at the screening point sensitivity "
                     f"{previous['screening']['sensitivity']:.3f} but specificity "
                     f"{previous['screening']['specificity']:.3f}: "

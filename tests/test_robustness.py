@@ -1,8 +1,9 @@
-"""Robustness levers: mixup, balanced sampling, test-time zooms and the acquisition-shift check."""
+"""Robustness levers: mixup, balanced sampling, framing consistency, test-time zooms and the acquisition-shift check."""
 from __future__ import annotations
 
 import json
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -11,7 +12,7 @@ from core.analysis import evaluation, reports
 from core.analysis.shift import SHIFTS, shift_report
 from core.cli import _recipe_settings
 from core.learning import data
-from core.learning.pipeline import mixer, training_dataset
+from core.learning.pipeline import FramingConsistency, bernoulli_js_divergence, mixer, training_dataset
 from core.learning.train import TrainConfig, train
 from core.learning.zoo import Recipe
 from core.serving import tta
@@ -132,3 +133,47 @@ def test_levers_train_and_serving_reproduces_the_validation_evidence(tiny_data, 
         scored = reports.score_split(Predictor.load("cnn_small", tmp_path, runtime=runtime), tiny_data, "validation")
         np.testing.assert_array_equal(scored.labels, saved["labels"])
         np.testing.assert_allclose(scored.probabilities, saved["probabilities"], atol=tolerance, err_msg=runtime)
+
+
+def test_js_divergence_of_bernoulli_outputs_is_zero_when_equal_symmetric_and_bounded():
+    p = tf.constant([[0.2], [0.9], [0.5]])
+    q = tf.constant([[0.2], [0.1], [0.6]])
+    values = bernoulli_js_divergence(p, q).numpy()
+    assert values[0] == pytest.approx(0.0, abs=1e-6)
+    np.testing.assert_allclose(values, bernoulli_js_divergence(q, p).numpy(), atol=1e-7)
+    # By hand for 0.5 against 0.6 (middle 0.55).
+    kl = lambda a, b: a * np.log(a / b) + (1 - a) * np.log((1 - a) / (1 - b))  # noqa: E731
+    assert values[2] == pytest.approx((kl(0.5, 0.55) + kl(0.6, 0.55)) / 2, rel=1e-4)
+    worst = bernoulli_js_divergence(tf.constant([[1.0]]), tf.constant([[0.0]])).numpy()[0]
+    assert worst == pytest.approx(np.log(2), rel=1e-3)
+
+
+def test_framing_consistency_adds_the_divergence_between_two_views_only_in_training():
+    inputs = keras.Input((4, 4, 1))
+    network = keras.Model(inputs, keras.layers.Dense(1, activation="sigmoid")(keras.layers.Flatten()(inputs)))
+    wrapper = FramingConsistency(network, weight=3.0)
+    wrapper.compile(loss=keras.losses.BinaryCrossentropy())
+    view = tf.random.uniform((6, 4, 4, 1), seed=1)
+    other = tf.random.uniform((6, 4, 4, 1), seed=2)
+    labels = tf.constant([0.0, 1.0, 0.0, 1.0, 1.0, 0.0])
+    predicted = wrapper((view, other))
+    np.testing.assert_allclose(predicted, network(view))  # the network's answer on the first view
+    plain = float(wrapper.compute_loss(x=view, y=labels, y_pred=predicted))
+    same = float(wrapper.compute_loss(x=(view, view), y=labels, y_pred=predicted))
+    different = float(wrapper.compute_loss(x=(view, other), y=labels, y_pred=predicted))
+    assert same == pytest.approx(plain, abs=1e-6)
+    divergence = float(np.mean(bernoulli_js_divergence(predicted, network(other))))
+    assert divergence > 0 and different == pytest.approx(plain + 3.0 * divergence, rel=1e-5)
+    assert float(wrapper.compute_loss(x=(view, other), y=labels, y_pred=predicted, training=False)) == \
+        pytest.approx(plain, abs=1e-6)
+
+
+def test_training_with_framing_consistency_saves_the_plain_network(tiny_data, tmp_path):
+    card = train(TrainConfig(arch="cnn_small", data_dir=tiny_data, epochs=1, size=TINY_SIZE, models_dir=tmp_path,
+                             overrides={"augment": "scale", "framing_consistency": 2.0}), log=lambda *_: None)
+    assert card.training["recipe"]["framing_consistency"] == 2.0
+    model = keras.saving.load_model(tmp_path / "cnn_small.keras", safe_mode=True)
+    assert not isinstance(model, FramingConsistency) and model.name == "cnn_small"
+    with pytest.raises(ValueError, match="reframes"):
+        training_dataset(np.zeros((4, 8, 8, 1), np.float32), np.array([0, 1, 0, 1]),
+                         Recipe(framing_consistency=1.0), batch_size=2)

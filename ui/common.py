@@ -72,6 +72,11 @@ def external_checks(name: str) -> list[dict]:
 
 
 @st.cache_data
+def previous_default_checks() -> list[dict]:
+    return registry.previous_default_checks()
+
+
+@st.cache_data
 def shipped_profile() -> dict | None:
     return registry.load_shared(registry.PROFILE)
 

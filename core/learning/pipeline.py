@@ -144,6 +144,47 @@ def mixer(alpha: float):
     return apply
 
 
+def bernoulli_js_divergence(first, second):
+    """Jensen-Shannon divergence between two Bernoulli outputs, per example: bounded (at most
+    log 2), so one confidently wrong view cannot blow up the loss as a squared logit gap would."""
+    eps = 1e-7
+    first, second = (keras.ops.clip(keras.ops.reshape(p, [-1]), eps, 1 - eps) for p in (first, second))
+    middle = (first + second) / 2
+
+    def kl(p, q):
+        return p * keras.ops.log(p / q) + (1 - p) * keras.ops.log((1 - p) / (1 - q))
+
+    return (kl(first, middle) + kl(second, middle)) / 2
+
+
+class FramingConsistency(keras.Model):
+    """Training wrapper: the network's usual loss on one augmented view of each image, plus the
+    divergence between its outputs on two views framed differently (AugMix's consistency term,
+    Hendrycks et al. 2020).
+
+    The withheld period's tightly framed normal X-rays were scored as pneumonia: crops taught the
+    network that a crop keeps its label, not that it keeps its score. This term asks for the score.
+    Inputs are (view, other view) in training and a single batch otherwise; only the wrapped
+    network is saved.
+    """
+
+    def __init__(self, network: keras.Model, weight: float, **kwargs):
+        super().__init__(**kwargs)
+        self.network = network
+        self.weight = weight
+
+    def call(self, inputs, training=False):
+        first = inputs[0] if isinstance(inputs, (tuple, list)) else inputs
+        return self.network(first, training=training)
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        loss = super().compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=training)
+        if training and isinstance(x, (tuple, list)):
+            other = self.network(x[1], training=True)
+            loss = loss + self.weight * keras.ops.mean(bernoulli_js_divergence(y_pred, other))
+        return loss
+
+
 def make_dataset(inputs: np.ndarray, labels: np.ndarray, batch_size: int) -> tf.data.Dataset:
     """Batches in file order, for validation and prediction."""
     return tf.data.Dataset.from_tensor_slices((inputs, labels.astype(np.float32))).batch(batch_size).prefetch(AUTOTUNE)
@@ -176,7 +217,12 @@ def training_dataset(inputs: np.ndarray, labels: np.ndarray, recipe: Recipe, bat
         raise ValueError(f"unknown sampling '{recipe.sampling}'")
     ds = ds.batch(batch_size)
     transform = augmenter(recipe.augment, seed, recipe.min_crop_area)
-    if transform is not None:
+    if recipe.framing_consistency:
+        if transform is None or recipe.mixup:
+            raise ValueError("framing_consistency needs an augmentation that reframes, and no mixup")
+        # Two independent draws of the augmentation: two framings of each image.
+        ds = ds.map(lambda x, y, w: ((transform(x), transform(x)), y, w), num_parallel_calls=AUTOTUNE)
+    elif transform is not None:
         ds = ds.map(lambda x, y, w: (transform(x), y, w), num_parallel_calls=AUTOTUNE)
     if recipe.mixup:
         ds = ds.map(mixer(recipe.mixup), num_parallel_calls=AUTOTUNE)
@@ -226,6 +272,8 @@ def load_split(data_dir, spec, seed: int, max_train_images: int | None = None, l
 def compile_model(arch, recipe: Recipe, steps_per_epoch: int, weights: str = "none") -> keras.Model:
     """The architecture built and compiled with its recipe (call inside a strategy scope)."""
     model = arch.build(arch.preprocess, weights)
+    if recipe.framing_consistency:
+        model = FramingConsistency(model, recipe.framing_consistency, name=f"{model.name}_training")
     schedule = learning_rate(recipe, recipe.learning_rate, steps_per_epoch, recipe.epochs)
     optimizer = (keras.optimizers.AdamW(schedule, weight_decay=recipe.weight_decay)
                  if recipe.weight_decay else keras.optimizers.Adam(schedule))

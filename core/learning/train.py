@@ -18,6 +18,7 @@ from core.learning import data, ensemble, keras_model
 from core.learning.export import export
 from core.learning.keras_model import KerasNetwork
 from core.learning.pipeline import (
+    FramingConsistency,
     LearningRateLog,
     compile_model,
     hardware,
@@ -83,6 +84,8 @@ def fit_member(arch, recipe: Recipe, train_set, val_ds, batch: int, seed: int, s
                             callbacks=callbacks, verbose=1 if sys.stderr.isatty() else 2)
         seconds = time.perf_counter() - started
         model.load_weights(best)
+    if isinstance(model, FramingConsistency):
+        model = model.network  # the wrapper only adds a training loss
     log(f"member (init seed {seed}) trained in {seconds / 60:.1f} min, best validation AUC "
         f"{max(history.history['val_auc']):.4f}")
     return FittedMember(model, history, seconds)

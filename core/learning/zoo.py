@@ -42,6 +42,8 @@ class Recipe:
     min_crop_area: float = 0.4  # smallest random-resized crop of "scale" augmentation, as a share of the area
     label_smoothing: float = 0.0
     mixup: float = 0.0  # Beta(alpha, alpha) of mixup; 0 turns it off
+    # Weight of the framing-consistency term (core.learning.pipeline.FramingConsistency); 0 turns it off
+    framing_consistency: float = 0.0
     sampling: str = "class_weights"  # or "balanced": both classes drawn equally often
     test_time_zooms: tuple[float, ...] = (1.0,)  # framings averaged at inference (core.serving.tta)
     patience: int = 5

@@ -167,3 +167,10 @@ def external_checks(name: str, directory: Path | None = None) -> list[dict]:
     a check's sha256 says which file it measured."""
     checks = (load_shared(EXTERNAL_CHECKS, directory) or {"checks": []})["checks"]
     return sorted((c for c in checks if c["model"] == name), key=lambda c: c["date"], reverse=True)
+
+
+def previous_default_checks(directory: Path | None = None) -> list[dict]:
+    """Independent checks of files that were the default model when they were checked, newest first:
+    what a newly trained default's quality elsewhere is to be compared with."""
+    checks = (load_shared(EXTERNAL_CHECKS, directory) or {"checks": []})["checks"]
+    return sorted((c for c in checks if c.get("default_then")), key=lambda c: c["date"], reverse=True)
