@@ -108,7 +108,8 @@ with shift_tab:
                        "accuracy, lung-field crops": r.get("framing_mean_balanced_accuracy"),
                        "mean AUC under shift": r["mean_auc"], "mean accuracy under shift": r["mean_balanced_accuracy"],
                        "worst screening specificity": r["worst_screening_specificity"],
-                       "worst screening sensitivity": r["worst_screening_sensitivity"]} for r in levers["rows"]],
+                       "worst screening sensitivity": r["worst_screening_sensitivity"],
+                       "pneumonia heat inside the thorax": r.get("lung_focus")} for r in levers["rows"]],
                      hide_index=True, width="stretch")
 
 st.subheader("Learning-rate finder and hyper-parameter search")
