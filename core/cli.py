@@ -251,11 +251,12 @@ def cmd_bench(args) -> int:
         registry.save_shared(registry.BENCHMARK, result)
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=1))
-    print(f"{'model':<12}{'runtime':<8}{'params':>10}{'MB':>7}{'p50 ms':>8}{'p95 ms':>8}{'img/s':>8}"
+    width = max([len(r["model"]) for r in rows] + [5]) + 2
+    print(f"{'model':<{width}}{'runtime':<8}{'params':>10}{'MB':>7}{'p50 ms':>8}{'p95 ms':>8}{'img/s':>8}"
           f"{'heat map ms':>12}{'vs keras':>10}")
     for r in rows:
         ratio = f"{r['vs_keras']:.1f}x" if r["vs_keras"] else "-"
-        print(f"{r['model']:<12}{r['runtime']:<8}{r['parameters']:>10,}{r['file_mb']:>7.1f}{r['p50_ms']:>8.1f}"
+        print(f"{r['model']:<{width}}{r['runtime']:<8}{r['parameters']:>10,}{r['file_mb']:>7.1f}{r['p50_ms']:>8.1f}"
               f"{r['p95_ms']:>8.1f}{r['throughput_per_s']:>8.0f}{r['explain_ms']:>12.1f}{ratio:>10}")
     return 0
 
