@@ -246,6 +246,9 @@ ARCHITECTURES: dict[str, Architecture] = {
         # which lowered the mean AUC under shift. Session 3, after the withheld
         # period read tightly framed normal X-rays as pneumonia: random-resized
         # crops ("scale"), measured on the lung-field crop shifts of core.analysis.shift.
+        # Session 4: a finer evidence map (cxrnet_fine; lung focus up, framing metrics
+        # within the noise) and the framing-consistency term (Recipe.framing_consistency;
+        # the default is cxrnet_fine trained with it at weight 4, see the README).
         Architecture("cxrnet", "Our residual CNN: " + _CXRNET_TRAINING, build_cxrnet,
                      PreprocessSpec(160, clahe=True), _CXRNET_RECIPE),
         Architecture("cxrnet_fine", "cxrnet with a 10x10 evidence map: " + _CXRNET_TRAINING, build_cxrnet_fine,
