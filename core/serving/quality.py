@@ -101,14 +101,18 @@ class XrayDetector:
         centred = features - self.profile_mean
         return np.einsum("ij,jk,ik->i", centred, self.profile_precision, centred)
 
-    def has_chest_layout(self, gray: np.ndarray) -> bool:
-        return float(self.residuals(layout_input(gray)[np.newaxis])[0]) <= self.layout_threshold
+    def layout_residual(self, gray: np.ndarray) -> float:
+        return float(self.residuals(layout_input(gray)[np.newaxis])[0])
 
-    def looks_upside_down(self, gray: np.ndarray) -> bool:
+    def has_chest_layout(self, gray: np.ndarray) -> bool:
+        return self.layout_residual(gray) <= self.layout_threshold
+
+    def looks_upside_down(self, gray: np.ndarray, residual: float | None = None) -> bool:
         """Neck and shoulders above, abdomen below: the layout is far from symmetric top to
-        bottom, so the image is compared with itself turned half round."""
-        as_is, turned = self.residuals(np.stack([layout_input(gray), layout_input(np.ascontiguousarray(gray[::-1, ::-1]))]))
-        return as_is - turned > UPSIDE_DOWN_MARGIN
+        bottom, so the image is compared with itself turned half round. ``residual``: the
+        image's own layout residual, when the caller has it already."""
+        as_is = self.layout_residual(gray) if residual is None else residual
+        return as_is - self.layout_residual(np.ascontiguousarray(gray[::-1, ::-1])) > UPSIDE_DOWN_MARGIN
 
     def has_radiograph_profile(self, gray: np.ndarray) -> bool:
         return float(self.distances(profile_features(gray)[np.newaxis])[0]) <= self.profile_threshold
@@ -169,13 +173,15 @@ def check_chest_xray(decoded: DecodedImage, detector: XrayDetector | None = None
         raise NotChestXRayError("not a chest X-ray: the image is in colour")
     if max(height, width) / min(height, width) > MAX_ASPECT_RATIO:
         raise NotChestXRayError(f"not a chest X-ray: the image is too elongated ({width}x{height})")
-    if detector is not None and not detector.has_chest_layout(decoded.pixels):
-        raise NotChestXRayError("not a chest X-ray: the image does not have the layout of a chest radiograph"
-                                + orientation_hint(decoded.pixels, detector))
-    if detector is not None and not detector.has_radiograph_profile(decoded.pixels):
-        raise NotChestXRayError("not a chest X-ray: its grey levels and texture are not those of a radiograph")
-    if detector is not None and detector.looks_upside_down(decoded.pixels):
-        raise NotChestXRayError("the X-ray is upside down: save it upright, then upload it again")
+    if detector is not None:
+        residual = detector.layout_residual(decoded.pixels)  # computed once: the upside-down test reuses it
+        if residual > detector.layout_threshold:
+            raise NotChestXRayError("not a chest X-ray: the image does not have the layout of a chest radiograph"
+                                    + orientation_hint(decoded.pixels, detector))
+        if not detector.has_radiograph_profile(decoded.pixels):
+            raise NotChestXRayError("not a chest X-ray: its grey levels and texture are not those of a radiograph")
+        if detector.looks_upside_down(decoded.pixels, residual):
+            raise NotChestXRayError("the X-ray is upside down: save it upright, then upload it again")
     warnings = []
     pixels = decoded.pixels.astype(np.float32) / 255.0
     if pixels.std() < MIN_CONTRAST_STD:

@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 from pathlib import Path
+from typing import Callable
 
 from core.serving.card import ModelCard
 from core.serving.quality import DETECTOR_FILE, XrayDetector
@@ -165,12 +166,15 @@ def load_shared(file_name: str, directory: Path | None = None):
 def external_checks(name: str, directory: Path | None = None) -> list[dict]:
     """Independent checks (another hospital or period) of any file of this model, newest first;
     a check's sha256 says which file it measured."""
-    checks = (load_shared(EXTERNAL_CHECKS, directory) or {"checks": []})["checks"]
-    return sorted((c for c in checks if c["model"] == name), key=lambda c: c["date"], reverse=True)
+    return _newest_checks(lambda c: c["model"] == name, directory)
 
 
 def previous_default_checks(directory: Path | None = None) -> list[dict]:
     """Independent checks of files that were the default model when they were checked, newest first:
     what a newly trained default's quality elsewhere is to be compared with."""
+    return _newest_checks(lambda c: c.get("default_then", False), directory)
+
+
+def _newest_checks(keep: Callable[[dict], bool], directory: Path | None) -> list[dict]:
     checks = (load_shared(EXTERNAL_CHECKS, directory) or {"checks": []})["checks"]
-    return sorted((c for c in checks if c.get("default_then")), key=lambda c: c["date"], reverse=True)
+    return sorted(filter(keep, checks), key=lambda c: c["date"], reverse=True)

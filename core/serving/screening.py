@@ -18,6 +18,10 @@ ROW_FIELDS = ("file", "status", "probability", "label", "operating_point", "thre
               "site", "message")
 
 
+def _from_result(name: str) -> property:
+    return property(lambda row: getattr(row.result, name) if row.result else None)
+
+
 @dataclass
 class ScreeningRow:
     """One line of a batch report. ``status`` is ok, rejected (not screenable) or error;
@@ -33,25 +37,12 @@ class ScreeningRow:
     def probability(self) -> float | None:
         return round(self.result.probability, 6) if self.result else None
 
-    @property
-    def label(self) -> str | None:
-        return self.result.label if self.result else None
-
-    @property
-    def operating_point(self) -> str | None:
-        return self.result.operating_point if self.result else None
-
-    @property
-    def threshold(self) -> float | None:
-        return self.result.threshold if self.result else None
-
-    @property
-    def model_sha256(self) -> str | None:
-        return self.result.model_sha256 if self.result else None
-
-    @property
-    def site(self) -> str | None:
-        return self.result.site if self.result else None
+    # What a screened image got, read from its result (None for a refused or unreadable file).
+    label = _from_result("label")
+    operating_point = _from_result("operating_point")
+    threshold = _from_result("threshold")
+    model_sha256 = _from_result("model_sha256")
+    site = _from_result("site")
 
     @property
     def flagged(self) -> bool:
