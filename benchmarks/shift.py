@@ -3,7 +3,7 @@
 
 Usage: python -m benchmarks.shift [--model NAME ...] [--models-dir DIR] [--data DIR] [--save]
 --save writes models/NAME.shift.json, shown on the model comparison page, and
-updates the manifest: the default model is the best mean AUC under shift.
+updates the manifest (the default-model rule: core.serving.registry.update_manifest).
 """
 from __future__ import annotations
 
@@ -17,7 +17,6 @@ from core.analysis.reports import split_examples
 from core.analysis.shift import shift_report
 from core.learning import data
 from core.serving import registry
-from core.serving.imaging import decode_image
 from core.serving.predictor import Predictor
 
 
@@ -25,8 +24,8 @@ from core.serving.predictor import Predictor
 def validation_images(data_dir, seed: int) -> tuple[list[np.ndarray], np.ndarray]:
     """The decoded 8-bit validation images of the patient-level split, with their labels
     (decoded once for all the models checked in one run)."""
-    examples = split_examples(data_dir, "validation", seed)
-    return [decode_image(e.path.read_bytes()).pixels for e in examples], data.labels_of(examples)
+    examples, images = data.decode_grays(split_examples(data_dir, "validation", seed))
+    return images, data.labels_of(examples)
 
 
 def measure(predictor: Predictor, data_dir) -> dict:

@@ -14,11 +14,11 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # no oneDNN and absl chatter in every command
 
-from core.serving import registry  # noqa: E402
-from core.serving.imaging import ImageError, PreprocessSpec  # noqa: E402
-from core.serving.predictor import Predictor, ScreeningResult  # noqa: E402
-from core.serving.quality import NotChestXRayError  # noqa: E402
-from core.serving.site import SiteProfile, SiteProfileError  # noqa: E402
+from core.serving import registry
+from core.serving.imaging import ImageError, PreprocessSpec
+from core.serving.predictor import Predictor, ScreeningResult
+from core.serving.quality import NotChestXRayError
+from core.serving.site import SiteProfile, SiteProfileError
 
 __all__ = ["ImageError", "NotChestXRayError", "Predictor", "PreprocessSpec", "ScreeningResult", "SiteProfile",
            "SiteProfileError", "registry"]

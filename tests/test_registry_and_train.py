@@ -72,7 +72,7 @@ def test_manifest_default_is_the_best_validation_auc(tiny_models, tmp_path):
 def test_manifest_default_prefers_the_shift_check_when_every_model_has_a_current_one(tiny_models, tmp_path):
     folder = tmp_path / "m"
     card = _with_a_copy_of_higher_validation_auc(tiny_models, folder, "fragile")
-    shift = lambda auc: {"sha256": card.sha256, "summary": {"mean_auc": auc}}  # noqa: E731
+    shift = lambda auc: {"sha256": card.sha256, "summary": {"mean_auc": auc}}
     registry.save_report("cnn_small", "shift", shift(0.9), folder)
     assert registry.update_manifest(folder)["default"] == "fragile"  # fragile has no shift check yet
     registry.save_report("fragile", "shift", shift(0.6), folder)

@@ -177,7 +177,7 @@ def report(labels: np.ndarray, probabilities: np.ndarray, operating_points: dict
     balanced = metrics_at(labels, probabilities, operating_points["balanced"])
     ece, diagram = expected_calibration_error(labels, probabilities)
     return {
-        "n": int(len(labels)),
+        "n": len(labels),
         "positives": int(labels.sum()),
         **balanced,
         "auc": auc(labels, probabilities),

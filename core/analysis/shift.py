@@ -10,7 +10,7 @@ move, which a validation AUC near 1 cannot.
 """
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import cv2
 import numpy as np
@@ -146,7 +146,7 @@ def shift_report(score: Score, images: list[np.ndarray], labels: np.ndarray, spe
     shifted = rows[1:]
     framing = [r for r in rows if r["shift"] in FRAMING_SHIFTS]
     return {
-        "n": int(len(labels)),
+        "n": len(labels),
         "shifts": rows,
         "summary": {
             "mean_auc": float(np.mean([r["auc"] for r in shifted])),

@@ -19,9 +19,9 @@ import hashlib
 import io
 import math
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Callable
 
 import numpy as np
 
@@ -262,9 +262,9 @@ def table(content: dict) -> str:
         return f"({values[0]:.3f}-{values[1]:.3f})" if values else ""
 
     counts = content["counts"]
-    lines = [f"site '{content['site']}', model {content['model']} ({content['model_sha256'][:12]}…): "
-             f"{counts['NORMAL']} NORMAL and {counts['PNEUMONIA']} PNEUMONIA images of {counts['patients']} "
-             f"patients, {counts['refused']} refused; calibration {content['calibration']['source']}",
+    lines = [(f"site '{content['site']}', model {content['model']} ({content['model_sha256'][:12]}…): "
+              f"{counts['NORMAL']} NORMAL and {counts['PNEUMONIA']} PNEUMONIA images of {counts['patients']} "
+              f"patients, {counts['refused']} refused; calibration {content['calibration']['source']}"),
              f"{'points':<9}{'point':<11}{'threshold':>10}  {'sensitivity (95% CI)':<24}{'specificity (95% CI)':<24}"]
     for source in ("shipped", "site"):
         for name, point in content["metrics"][source].items():

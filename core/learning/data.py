@@ -16,13 +16,15 @@ from pathlib import Path
 
 import numpy as np
 
-from core.serving.imaging import ImageError, PreprocessSpec, load_model_input
+from core.serving.imaging import ImageError, PreprocessSpec, decode_image, load_model_input
 from core.serving.settings import CLASS_NAMES, IMAGE_SUFFIXES, PROJECT_ROOT
 
 DATA_ENV = "CXR_DATA_DIR"
 DEFAULT_DATA_DIR = PROJECT_ROOT.parent / "shared" / "data"
 VALIDATION_FRACTION = 0.15
 HISTOGRAM_BINS = 32
+# Decoding threads: OpenCV and Pillow release the GIL, so more threads than cores still help.
+DECODE_WORKERS = min(8, (os.cpu_count() or 2) * 2)
 
 # personN_bacteria_M / personN_virus_M -> personN; IM-0115-0001 -> IM-0115;
 # NORMAL2-IM-0007-0001 -> NORMAL2-IM-0007.
@@ -150,7 +152,7 @@ def _read_one(example: Example, spec: PreprocessSpec):
 def load_set(examples: list[Example], spec: PreprocessSpec, workers: int | None = None,
              progress=None) -> LoadedSet:
     """Decode and preprocess every example (threads: OpenCV and Pillow release the GIL)."""
-    workers = workers or min(8, (os.cpu_count() or 2) * 2)
+    workers = workers or DECODE_WORKERS
     kept, inputs, digests, histograms, shapes, errors = [], [], [], [], [], []
     with ThreadPoolExecutor(workers) as pool:
         for example, (result, error) in zip(examples, pool.map(lambda e: _read_one(e, spec), examples)):
@@ -167,6 +169,25 @@ def load_set(examples: list[Example], spec: PreprocessSpec, workers: int | None 
     empty = np.zeros((0, spec.size, spec.size, 1), np.float32)
     return LoadedSet(kept, np.stack(inputs) if inputs else empty, labels_of(kept), digests,
                      np.array(histograms).reshape(-1, HISTOGRAM_BINS), shapes, errors)
+
+
+def decode_grays(examples: list[Example], progress=None) -> tuple[list[Example], list[np.ndarray]]:
+    """The decoded 8-bit gray images of the examples that decode, with those examples (threads, as load_set)."""
+    def read(example):
+        try:
+            return decode_image(example.path.read_bytes()).pixels
+        except ImageError:
+            return None
+
+    kept, grays = [], []
+    with ThreadPoolExecutor(DECODE_WORKERS) as pool:
+        for example, gray in zip(examples, pool.map(read, examples)):
+            if progress is not None:
+                progress.update(1)
+            if gray is not None:
+                kept.append(example)
+                grays.append(gray)
+    return kept, grays
 
 
 def profile(sets: dict[str, LoadedSet], seed: int) -> dict:

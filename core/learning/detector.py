@@ -1,13 +1,10 @@
 """Fitting the not-a-chest-X-ray check (``core.serving.quality``) on real training X-rays."""
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
-
 import numpy as np
 
 from core.learning import data
 from core.serving import registry
-from core.serving.imaging import ImageError, decode_image
 from core.serving.quality import DETECTOR_FILE, XrayDetector, layout_input, profile_features
 
 # Lung-field views for the second layout subspace: crops keeping this share of
@@ -29,23 +26,6 @@ def lung_field_view(gray: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return gray[top:top + crop_h, left:left + crop_w]
 
 
-def _grays(examples: list[data.Example], progress=None) -> list[np.ndarray]:
-    def read(example):
-        try:
-            return decode_image(example.path.read_bytes()).pixels
-        except ImageError:
-            return None
-
-    grays = []
-    with ThreadPoolExecutor(4) as pool:
-        for gray in pool.map(read, examples):
-            if progress is not None:
-                progress.update(1)
-            if gray is not None:
-                grays.append(gray)
-    return grays
-
-
 def _measures(grays: list[np.ndarray], rng: np.random.Generator):
     """Layout inputs as framed and as lung-field views, and the profiles of both."""
     views = [lung_field_view(g, rng) for g in grays]
@@ -58,8 +38,8 @@ def fit_detector(data_dir, seed: int = 42, progress=None) -> tuple[XrayDetector,
     Returns the detector and the share of held-out X-rays it refuses, as framed and as lung-field views."""
     train, held_out = data.patient_split(data_dir, seed)
     rng = np.random.default_rng(seed)
-    framings, profiles = _measures(_grays(train, progress), rng)
-    held_framings, held_profiles = _measures(_grays(held_out, progress), rng)
+    framings, profiles = _measures(data.decode_grays(train, progress)[1], rng)
+    held_framings, held_profiles = _measures(data.decode_grays(held_out, progress)[1], rng)
     detector = XrayDetector.fit(framings, held_framings, profiles, held_profiles)
     detector.save(registry.models_dir() / DETECTOR_FILE)
     count = len(held_framings[0])

@@ -12,9 +12,9 @@ import os
 import shutil
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from core.learning.data import CLASS_NAMES
 from core.serving.imaging import ImageError, decode_image

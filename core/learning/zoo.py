@@ -5,8 +5,8 @@ and end in one sigmoid unit: the probability of pneumonia.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Callable
 
 import keras
 from keras import layers, regularizers

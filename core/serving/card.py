@@ -44,7 +44,7 @@ class ModelCard:
         return int(self.training["split"]["seed"])
 
     @classmethod
-    def from_dict(cls, value: dict) -> "ModelCard":
+    def from_dict(cls, value: dict) -> ModelCard:
         known = {f.name for f in fields(cls)} - {"reports"}
         return cls(**{k: v for k, v in value.items() if k in known},
                    reports={k: v for k, v in value.items() if k not in known})
@@ -54,7 +54,7 @@ class ModelCard:
         stored = asdict(self)
         return {**{k: v for k, v in stored.items() if k != "reports"}, **stored["reports"]}
 
-    def with_section(self, section: str, value) -> "ModelCard":
+    def with_section(self, section: str, value) -> ModelCard:
         """The card with one field or report set (the model files, and so their hashes, unchanged)."""
         if section in {f.name for f in fields(self)} - {"reports"}:
             return replace(self, **{section: value})

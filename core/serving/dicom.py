@@ -35,7 +35,7 @@ def decode_dicom(data: bytes) -> tuple[np.ndarray, int, dict]:
             return _decode(data)
         except ImageError:
             raise
-        except Exception as exc:  # noqa: BLE001  pydicom parses lazily and raises many types on damaged files
+        except Exception as exc:
             raise ImageError("the DICOM file is corrupt") from exc
 
 

@@ -44,7 +44,7 @@ class PreprocessSpec:
         return {"size": self.size, "clahe": self.clahe, "channels": 1, "range": [0.0, 1.0]}
 
     @classmethod
-    def from_dict(cls, spec: dict) -> "PreprocessSpec":
+    def from_dict(cls, spec: dict) -> PreprocessSpec:
         return cls(size=int(spec["size"]), clahe=bool(spec.get("clahe", False)))
 
 

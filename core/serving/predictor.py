@@ -68,7 +68,7 @@ class Predictor:
 
     @classmethod
     def load(cls, name: str | None = None, directory: Path | None = None, runtime: str = "onnx",
-             site: SiteProfile | None = None) -> "Predictor":
+             site: SiteProfile | None = None) -> Predictor:
         """The named (else the default) model, hash-checked. runtime "onnx" falls back to
         Keras (and TensorFlow) only for a model that has no ONNX export."""
         if runtime not in RUNTIMES:
@@ -86,7 +86,7 @@ class Predictor:
         predictor = cls(network, card, registry.load_detector(directory), None, directory, runtime)
         return predictor.with_site(site) if site else predictor
 
-    def with_site(self, site: SiteProfile) -> "Predictor":
+    def with_site(self, site: SiteProfile) -> Predictor:
         """The same loaded model at a site profile's operating points and calibration (the network
         is shared, not loaded again); refuses a profile made for another model file."""
         site.check_model(self.card)

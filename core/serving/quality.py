@@ -119,7 +119,7 @@ class XrayDetector:
 
     @classmethod
     def fit(cls, framings: list[np.ndarray], held_out_framings: list[np.ndarray],
-            profiles: np.ndarray, held_out_profiles: np.ndarray) -> "XrayDetector":
+            profiles: np.ndarray, held_out_profiles: np.ndarray) -> XrayDetector:
         """A PCA subspace per framing of training X-rays (layout inputs), a Gaussian on their
         profiles; the thresholds from X-rays of other patients, every framing pooled."""
         means, components = [], []
@@ -141,7 +141,7 @@ class XrayDetector:
             np.savez(handle, **{f.name: getattr(self, f.name) for f in fields(self)})
 
     @classmethod
-    def load(cls, path: Path) -> "XrayDetector":
+    def load(cls, path: Path) -> XrayDetector:
         with np.load(path, allow_pickle=False) as stored:
             values = {f.name: stored[f.name] for f in fields(cls)}
         return cls(**{k: float(v) if k.endswith("threshold") else v for k, v in values.items()})

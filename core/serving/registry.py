@@ -11,8 +11,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from core.serving.card import ModelCard
 from core.serving.quality import DETECTOR_FILE, XrayDetector

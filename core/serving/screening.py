@@ -4,9 +4,9 @@ from __future__ import annotations
 import csv
 import io
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
 
 from core.serving.imaging import MAX_FILE_BYTES, ImageError
 from core.serving.predictor import Predictor, ScreeningResult
@@ -76,7 +76,7 @@ class Triage:
     clear: list[ScreeningRow]
 
     @classmethod
-    def of(cls, rows: list[ScreeningRow]) -> "Triage":
+    def of(cls, rows: list[ScreeningRow]) -> Triage:
         screened = [r for r in rows if r.status == "ok"]
         return cls(sorted((r for r in screened if r.flagged), key=lambda r: -r.probability),
                    [r for r in rows if r.status != "ok"], [r for r in screened if not r.flagged])

@@ -49,7 +49,7 @@ class SiteProfile:
         return calibration if calibration.get("method") == "platt" else None
 
     @classmethod
-    def from_content(cls, content: dict, name: str) -> "SiteProfile":
+    def from_content(cls, content: dict, name: str) -> SiteProfile:
         """A profile from its JSON content, checked for form and integrity."""
         if not isinstance(content, dict) or content.get("format") != FORMAT:
             raise SiteProfileError(f"site profile '{name}' is not a site profile ({FORMAT})")
@@ -63,7 +63,7 @@ class SiteProfile:
         return cls(name, content)
 
     @classmethod
-    def from_bytes(cls, data: bytes, name: str) -> "SiteProfile":
+    def from_bytes(cls, data: bytes, name: str) -> SiteProfile:
         try:
             content = json.loads(data.decode("utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -71,7 +71,7 @@ class SiteProfile:
         return cls.from_content(content, name)
 
     @classmethod
-    def load(cls, path: str | Path) -> "SiteProfile":
+    def load(cls, path: str | Path) -> SiteProfile:
         path = Path(path)
         if not path.is_file():
             raise SiteProfileError(f"no site profile at {path}")

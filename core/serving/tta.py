@@ -7,7 +7,7 @@ analysis) and the ONNX path (screening) average over exactly the same pixels.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import cv2
 import numpy as np
