@@ -159,6 +159,10 @@ def test_an_ensemble_is_one_model_whose_onnx_matches_keras_and_whose_map_is_the_
     member_maps = [explain.gradcam(m, inputs[:1])[0] for m in members]
     expected = np.mean(member_maps, axis=0) / np.mean(member_maps, axis=0).max()
     np.testing.assert_allclose(served.heatmap(inputs[0]), expected, atol=2e-3)
+    # A fresh process (an analyst page, `core bench`) loads the Keras file without having trained one.
+    done = _run_python("import sys; from pathlib import Path; from core.serving.predictor import Predictor; "
+                       "print(Predictor.load('cxrnet', Path(sys.argv[1]), runtime='keras').model.name)", str(tmp_path))
+    assert done.returncode == 0 and done.stdout.strip() == "cxrnet", done.stderr[-2000:]
 
 
 def test_commands_that_load_tensorflow_print_none_of_its_start_up_notices(tiny_data):

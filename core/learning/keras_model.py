@@ -13,7 +13,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-import core.learning.zoo  # noqa: F401  registers the custom layers that model files refer to
+from core.learning import ensemble, zoo  # noqa: F401  register the custom layers that model files refer to
 from core.serving import registry
 from core.serving.card import ModelCard
 
