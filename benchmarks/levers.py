@@ -3,7 +3,7 @@ measured on the patient-level validation split and by the acquisition-shift chec
 
 A validation AUC near 1 cannot tell levers apart; the shift check shows which
 ones keep sensitivity and specificity steady on images from other machines.
-The proxy (96 px, 10 epochs, about 8 minutes each on 2 CPU cores) is cheap
+The proxy (96 px, 10 epochs, 3-6 minutes each on 2 CPU cores) is cheap
 enough to run every lever; the chosen levers then go into the full recipe.
 
 Usage: python -m benchmarks.levers [--dir artifacts/levers] [--data DIR] [--lever LABEL ...] [--save] [--card NAME]
@@ -59,11 +59,30 @@ LEVERS: dict[str, Lever] = {
                                                      arch="cxrnet_fine"),
     "scale + finer map + framing consistency, another init": Lever(
         "fine_consistency_init7", {"augment": "scale", "framing_consistency": 4.0}, init_seed=7, arch="cxrnet_fine"),
+    # Session 5: a third initialisation, for ensembles of three.
+    "scale + finer map + framing consistency, a third init": Lever(
+        "fine_consistency_init1007", {"augment": "scale", "framing_consistency": 4.0}, init_seed=1007,
+        arch="cxrnet_fine"),
 }
-# Logit-averaged pairs of the models above: what an ensemble of two buys over one.
-ENSEMBLES: dict[str, tuple[str, ...]] = {
-    "ensemble of base and another init": ("base", "base, another init"),
-    "ensemble of scale and another init": ("scale (random-resized crops)", "scale, another init"),
+
+
+@dataclass(frozen=True)
+class Ensemble:
+    members: tuple[str, ...]  # labels of LEVERS
+    test_time_zooms: tuple[float, ...] | None = None  # None: the members' own
+
+
+# Logit-averaged models above: what an ensemble buys over one member, and whether
+# members can replace test-time zooms (the same number of forward passes).
+CONSISTENCY = "scale + finer map + framing consistency"
+ENSEMBLES: dict[str, Ensemble] = {
+    "ensemble of base and another init": Ensemble(("base", "base, another init")),
+    "ensemble of scale and another init": Ensemble(("scale (random-resized crops)", "scale, another init")),
+    "ensemble of consistency and another init": Ensemble((CONSISTENCY, f"{CONSISTENCY}, another init")),
+    "ensemble of three consistency inits": Ensemble(
+        (CONSISTENCY, f"{CONSISTENCY}, another init", f"{CONSISTENCY}, a third init")),
+    "ensemble of three consistency inits, one view": Ensemble(
+        (CONSISTENCY, f"{CONSISTENCY}, another init", f"{CONSISTENCY}, a third init"), test_time_zooms=(1.0,)),
 }
 
 
@@ -96,7 +115,11 @@ def row(label: str, directory: Path, data_dir) -> dict:
 
 def ensemble_row(label: str, directory: Path, data_dir) -> dict:
     """Members' raw outputs averaged in logit space, calibrated and thresholded on validation as training does."""
-    members = [Predictor.load(LEVERS[m].model, directory) for m in ENSEMBLES[label]]
+    chosen = ENSEMBLES[label]
+    members = [Predictor.load(ensure_model(LEVERS[m], directory, data_dir), directory) for m in chosen.members]
+    if chosen.test_time_zooms is not None:
+        for member in members:
+            member.test_time_zooms = list(chosen.test_time_zooms)
     first = members[0]
     seed = first.card.split_seed
 
@@ -109,8 +132,8 @@ def ensemble_row(label: str, directory: Path, data_dir) -> dict:
     images, labels = validation_images(data_dir, seed)
     shift = {"model": label, **shift_report(lambda x: evaluation.apply_calibration(raw(x), calibration),
                                             images, labels, first.spec, points)}
-    return _row(label, {"members": list(ENSEMBLES[label])}, validation, shift,
-                minutes=sum(m.card.training["seconds"] for m in members) / 60)
+    recipe = {"members": list(chosen.members), "test_time_zooms": first.test_time_zooms}
+    return _row(label, recipe, validation, shift, minutes=sum(m.card.training["seconds"] for m in members) / 60)
 
 
 def main() -> None:
