@@ -249,6 +249,9 @@ ARCHITECTURES: dict[str, Architecture] = {
         # Session 4: a finer evidence map (cxrnet_fine; lung focus up, framing metrics
         # within the noise) and the framing-consistency term (Recipe.framing_consistency;
         # the default is cxrnet_fine trained with it at weight 4, see the README).
+        # Session 5: three initialisations of that recipe averaged in logit space
+        # (train --ensemble 3): the best AUC under lung-field framing, not the best
+        # balanced accuracy there, so not the default (README, cxrnet_ensemble).
         Architecture("cxrnet", "Our residual CNN: " + _CXRNET_TRAINING, build_cxrnet,
                      PreprocessSpec(160, clahe=True), _CXRNET_RECIPE),
         Architecture("cxrnet_fine", "cxrnet with a 10x10 evidence map: " + _CXRNET_TRAINING, build_cxrnet_fine,
