@@ -83,6 +83,9 @@ ENSEMBLES: dict[str, Ensemble] = {
         (CONSISTENCY, f"{CONSISTENCY}, another init", f"{CONSISTENCY}, a third init")),
     "ensemble of three consistency inits, one view": Ensemble(
         (CONSISTENCY, f"{CONSISTENCY}, another init", f"{CONSISTENCY}, a third init"), test_time_zooms=(1.0,)),
+    # Diverse members: recipes that differ, not only initialisations.
+    "ensemble of consistency and scale (5x5 map)": Ensemble((CONSISTENCY, "scale (random-resized crops)")),
+    "ensemble of consistency and finer map without it": Ensemble((CONSISTENCY, "scale + finer evidence map")),
 }
 
 
