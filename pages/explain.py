@@ -4,7 +4,7 @@ from pathlib import Path
 import streamlit as st
 
 from core.analysis import explain
-from core.learning import data
+from core.learning import data, ensemble
 from core.serving.heatmap import overlay
 from core.serving.imaging import ImageError, load_model_input
 from core.serving.quality import check_chest_xray
@@ -60,8 +60,10 @@ refs = {ref.name: ref for ref in explain.spatial_layers(model.model)}
 layers = list(refs)
 
 
-def layer_label(name: str) -> str:
+def layer_label(name: str | None) -> str:
     """Keras names such as re_lu_1 say little: add the layer's kind and its feature-map shape."""
+    if name is None:
+        return "All members, each at its last convolutional layer (the ensemble's own map)"
     layer = refs[name].layer
     _, height, width, channels = layer.output.shape
     return f"{layers.index(name) + 1}. {name} ({type(layer).__name__}, {height}x{width}, {channels} channels)"
@@ -75,9 +77,13 @@ method = left.radio("Method", methods, horizontal=True,
 layer = None
 if layers:
     default = explain.default_layer(model.model).name
+    # An ensemble's heat map is the mean of its members' maps, as on the Screen page;
+    # one member's layer explains that member alone.
+    choices = [None, *layers] if ensemble.members(model.model) else layers
     layer = right.selectbox("Layer for Grad-CAM and the activation maps" if method == "gradcam"
                             else "Layer for the activation maps (occlusion hides image regions, not layers)",
-                            layers, index=layers.index(default), format_func=layer_label,
+                            choices, index=choices.index(None if None in choices else default),
+                            format_func=layer_label,
                             help="The default is the last convolutional layer, the one Grad-CAM prescribes")
 else:
     right.info("This model has no convolutional layers: Grad-CAM and activation maps do not apply, "
@@ -93,9 +99,10 @@ heat_column.image(overlay(gray, heat, opacity), width="stretch",
 
 if layers:
     st.subheader("Activation maps")
-    maps = explain.activations(model.model, inputs, layer)
+    shown = layer or default  # activation maps are one layer's, for an ensemble one member's
+    maps = explain.activations(model.model, inputs, shown)
     channels = maps.shape[-1]
     count = st.slider("Channels", 1, channels, min(16, channels)) if channels > 1 else 1
     st.image(explain.activation_grid(maps, max_channels=count), width="stretch",
-             caption=f"{layer}: {maps.shape[0]}x{maps.shape[1]} feature maps, first {min(count, maps.shape[-1])} "
+             caption=f"{shown}: {maps.shape[0]}x{maps.shape[1]} feature maps, first {min(count, maps.shape[-1])} "
                      f"of {maps.shape[-1]} channels")

@@ -149,6 +149,26 @@ def test_explain_page_shows_heat_map_and_activations():
     assert any(s.value == "Activation maps" for s in app.subheader)
 
 
+def test_explain_page_explains_a_shipped_ensemble_through_its_members_layers():
+    from core.serving import registry
+
+    ensembles = [c.name for c in registry.cards() if c.architecture.startswith("ensemble of")]
+    assert ensembles, "models/ ships an ensemble (cxrnet_ensemble)"
+    app = page("explain")
+    app.selectbox(key="model").set_value(ensembles[0]).run()
+    app.file_uploader[0].set_value(("chest.png", encode(xray_like(3, True, 200), "PNG"), "image/png"))
+    app.run()
+    assert not app.exception, [e.value for e in app.exception]
+    layer = next(s for s in app.selectbox if s.label.startswith("Layer for"))
+    # By default the ensemble's own map (the mean of its members'), as the Screen page shows it.
+    assert layer.value is None and "the ensemble's own map" in layer.format_func(layer.value)
+    assert any(s.value == "Activation maps" for s in app.subheader)
+    own = app.image[1].value
+    # One member's last convolutional layer: that member's map alone, another image.
+    layer.set_value(next(o for o in layer.options if "member_0/stage3_out" in o)).run()
+    assert not app.exception and app.image[1].value != own
+
+
 def test_compare_page_shows_training_curves_and_tuning_sections():
     app = page("compare")
     headers = [s.value for s in app.subheader]
