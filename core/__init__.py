@@ -12,7 +12,8 @@ The package is split where TensorFlow starts:
 """
 import os
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # no oneDNN and absl chatter in every command
+# Before the imports below, any of which may load TensorFlow: no oneDNN and absl chatter in every command.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from core.serving import registry
 from core.serving.imaging import ImageError, PreprocessSpec

@@ -8,7 +8,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import pytest
 
-from core.analysis.synthetic import chest_xray as xray_like
+from core.analysis.synthetic import chest_xray as xray_like  # shared by the test modules
 from core.analysis.synthetic import encode
 from core.learning import data
 

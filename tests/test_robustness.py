@@ -97,7 +97,7 @@ def test_shift_report_holds_thresholds_fixed_and_summarises_the_worst_case():
     labels = np.array([0] * 10 + [1] * 10)
     images = [xray_like(i, bool(y), 64).astype(np.uint8) for i, y in enumerate(labels)]
     spec = PreprocessSpec(32)
-    oracle_darkness = lambda x: 1.0 - x.mean(axis=(1, 2, 3))
+    oracle_darkness = lambda x: 1.0 - x.mean(axis=(1, 2, 3))  # synthetic pneumonia is hazier
     points = {"balanced": 0.5, "screening": 0.3}
     report = shift_report(oracle_darkness, images, labels, spec, points)
     rows = {r["shift"]: r for r in report["shifts"]}

@@ -35,7 +35,7 @@ def decode_dicom(data: bytes) -> tuple[np.ndarray, int, dict]:
             return _decode(data)
         except ImageError:
             raise
-        except Exception as exc:
+        except Exception as exc:  # pydicom parses lazily and raises many types on damaged files
             raise ImageError("the DICOM file is corrupt") from exc
 
 
