@@ -62,7 +62,10 @@ def test_triage_persistence_and_explain_refusal_in_a_real_browser(server, viewpo
         page.get_by_text("Settings").click()
         page.get_by_text("Show heat maps on images not flagged").click()
         expect(page.get_by_text("Heat map: red areas").first).to_be_visible(timeout=60_000)
-        assert page.locator('img[src*="media"]').first.evaluate("img => img.naturalWidth") > 100
+        image = page.locator('img[src*="media"]').first
+        # The element can be in the page before its bytes are: wait for the load (it flaked on a busy machine).
+        image.evaluate("img => img.complete || new Promise(done => img.addEventListener('load', done, {once: true}))")
+        assert image.evaluate("img => img.naturalWidth") > 100
         page.screenshot(path=str(ARTIFACTS / f"browser_screen_{viewport['width']}.png"), full_page=True)
 
         open_page(page, "Home", "Model in use")
