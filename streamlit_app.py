@@ -14,11 +14,11 @@ st.set_page_config(page_title="Chest X-ray pneumonia screening", page_icon=":mat
 predictor(default_model())
 
 navigation = st.navigation([
-    st.Page("pages/home.py", title="Home", icon=":material/home:", default=True),
-    st.Page("pages/screen.py", title="Screen", icon=":material/radiology:"),
-    st.Page("pages/explorer.py", title="Dataset explorer", icon=":material/bar_chart:"),
-    st.Page("pages/compare.py", title="Model comparison", icon=":material/compare:"),
-    st.Page("pages/explain.py", title="Explain", icon=":material/search_insights:"),
-    st.Page("pages/site.py", title="Site calibration", icon=":material/tune:"),
+    st.Page("app_pages/home.py", title="Home", icon=":material/home:", default=True),
+    st.Page("app_pages/screen.py", title="Screen", icon=":material/radiology:"),
+    st.Page("app_pages/explorer.py", title="Dataset explorer", icon=":material/bar_chart:"),
+    st.Page("app_pages/compare.py", title="Model comparison", icon=":material/compare:"),
+    st.Page("app_pages/explain.py", title="Explain", icon=":material/search_insights:"),
+    st.Page("app_pages/site.py", title="Site calibration", icon=":material/tune:"),
 ])
 navigation.run()

@@ -35,6 +35,7 @@ class Lever:
     recipe: dict = field(default_factory=dict)  # overrides of the proxy recipe
     init_seed: int | None = None
     arch: str = PROXY["arch"]
+    frame_side: float | None = None  # crop to the framing localiser's standard frame of this side (train --frame)
 
 
 # "base" is the recipe the withheld period was measured on (acquisition
@@ -44,6 +45,7 @@ class Lever:
 # mixup, balanced sampling, the wider zoom range) are in the cxrnet card's
 # history; these are the ones aimed at the withheld period's tight framing.
 BASE = {"augment": "acquisition"}
+_CONSISTENT = {"augment": "scale", "framing_consistency": 4.0}  # the default's recipe
 LEVERS: dict[str, Lever] = {
     "base": Lever("base", BASE),
     "base, another init": Lever("base_init7", BASE, init_seed=7),
@@ -63,6 +65,16 @@ LEVERS: dict[str, Lever] = {
     "scale + finer map + framing consistency, a third init": Lever(
         "fine_consistency_init1007", {"augment": "scale", "framing_consistency": 4.0}, init_seed=1007,
         arch="cxrnet_fine"),
+    # Session 6: framing normalisation, every image cut to the localiser's standard frame
+    # (core.serving.framing), on the default's recipe.
+    "default recipe + standard frame (75%)": Lever(
+        "frame75_consistency", _CONSISTENT, arch="cxrnet_fine", frame_side=0.75),
+    "default recipe + standard frame (75%), another init": Lever(
+        "frame75_consistency_init7", _CONSISTENT, init_seed=7, arch="cxrnet_fine", frame_side=0.75),
+    "default recipe + standard frame (85%)": Lever(
+        "frame85_consistency", _CONSISTENT, arch="cxrnet_fine", frame_side=0.85),
+    "default recipe + standard frame (85%), another init": Lever(
+        "frame85_consistency_init7", _CONSISTENT, init_seed=7, arch="cxrnet_fine", frame_side=0.85),
 }
 
 
@@ -94,7 +106,8 @@ def ensure_model(lever: Lever, directory: Path, data_dir) -> str:
     if not (directory / f"{lever.model}.keras").exists():
         train(TrainConfig(arch=lever.arch, data_dir=data_dir, name=lever.model, epochs=PROXY["epochs"],
                           size=PROXY["size"], models_dir=directory, overrides=lever.recipe,
-                          init_seed=lever.init_seed, hyperparameters_from=f"lever ablation: {lever.model}"))
+                          init_seed=lever.init_seed, frame_side=lever.frame_side,
+                          hyperparameters_from=f"lever ablation: {lever.model}"))
     return lever.model
 
 
@@ -111,7 +124,8 @@ def row(label: str, directory: Path, data_dir) -> dict:
     card = registry.load_card(name, directory)
     predictor = Predictor.load(name, directory)
     focus = reports.lung_focus(predictor, reports.score_split(predictor, data_dir, "validation"))
-    return _row(label, {"arch": lever.arch, **lever.recipe}, card.validation, measure(predictor, data_dir),
+    return _row(label, {"arch": lever.arch, **lever.recipe, **({"frame_side": lever.frame_side} if lever.frame_side else {})},
+                card.validation, measure(predictor, data_dir),
                 init_seed=card.training.get("init_seed"), minutes=card.training["seconds"] / 60,
                 lung_focus=focus["classes"]["PNEUMONIA"]["inside"])
 

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from core.learning import data
+from core.serving.framing import STANDARD_SIDE
 from core.serving.settings import DEFAULT_OPERATING_POINT, OPERATING_POINTS
 
 
@@ -42,7 +43,16 @@ def cmd_train(args) -> int:
                       weights=args.weights, max_train_images=args.max_train_images,
                       overrides={**config["recipe"], **_recipe_settings(args.set)}, lr_auto=args.lr == "auto",
                       models_dir=Path(args.models_dir) if args.models_dir else None, ensemble=args.ensemble,
-                      **extra))
+                      frame_side=args.frame, **extra))
+    return 0
+
+
+def cmd_train_localiser(args) -> int:
+    from core.learning.framing import train_localiser
+
+    card = train_localiser(_data_dir(args.data), seed=args.seed, epochs=args.epochs,
+                           max_train_images=args.max_train_images)
+    print(f"wrote {card['file']} (sha256 {card['sha256'][:12]}…)")
     return 0
 
 
@@ -366,10 +376,22 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--ensemble", type=int, default=1, metavar="N",
                        help="train N members from different initialisations and save their logit average "
                        "as one model (history and epochs in the card are per member)")
+    train.add_argument("--frame", type=float, nargs="?", const=STANDARD_SIDE, metavar="SIDE",
+                       help="crop every image, at training and at screening, to the standard frame that "
+                       f"models/framing_localiser.onnx finds (SIDE of each dimension; default {STANDARD_SIDE}; "
+                       "see core/serving/framing.py)")
     train.add_argument("--weights", default="none", help="'none' (from scratch), 'imagenet' or a weights file")
     train.add_argument("--max-train-images", type=int, help="subsample the training split (quick runs)")
     train.add_argument("--models-dir", help="where to write the model (default: models/)")
     train.set_defaults(run=cmd_train)
+
+    localiser = commands.add_parser("train-localiser", help="train the framing localiser that `train --frame` uses "
+                                    "(self-supervised, on the training split)")
+    _add_data(localiser)
+    localiser.add_argument("--epochs", type=int, default=40)
+    localiser.add_argument("--seed", type=int, default=42, help="patient-split seed")
+    localiser.add_argument("--max-train-images", type=int, help="subsample the training split (quick runs)")
+    localiser.set_defaults(run=cmd_train_localiser)
 
     evaluate = commands.add_parser("evaluate", help="metrics of models on a data set split")
     _add_data(evaluate)

@@ -14,7 +14,7 @@ TIMEOUT = 180
 
 
 def page(name: str) -> AppTest:
-    app = AppTest.from_file(str(ROOT / "pages" / f"{name}.py"), default_timeout=TIMEOUT)
+    app = AppTest.from_file(str(ROOT / "app_pages" / f"{name}.py"), default_timeout=TIMEOUT)
     app.run()
     assert not app.exception, [e.value for e in app.exception]
     return app
@@ -62,13 +62,13 @@ def test_screen_page_shows_a_triage_summary_with_flagged_images_first():
 
 def test_screen_page_keeps_results_and_settings_after_visiting_another_page():
     app = AppTest.from_file(str(ROOT / "streamlit_app.py"), default_timeout=TIMEOUT).run()
-    app.switch_page("pages/screen.py").run()
+    app.switch_page("app_pages/screen.py").run()
     app = _screened(app, ("chest.jpeg", encode(xray_like(2, True, 256)), "image/jpeg"))
     app.radio(key="operating_point").set_value("balanced").run()
     screened = dict(app.session_state["screen_cache"])
-    app.switch_page("pages/home.py").run()
+    app.switch_page("app_pages/home.py").run()
     assert not app.file_uploader  # on Home now
-    app.switch_page("pages/screen.py").run()
+    app.switch_page("app_pages/screen.py").run()
     assert not app.exception
     assert any("Your last batch (1 images)" in i.value for i in app.info)
     assert app.radio(key="operating_point").value == "balanced"

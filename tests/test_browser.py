@@ -82,6 +82,24 @@ def test_triage_persistence_and_explain_refusal_in_a_real_browser(server, viewpo
         browser.close()
 
 
+def test_a_bookmarked_page_opens_inside_the_app():
+    """A clinic's bookmark of the Screen page, as the first request of a freshly started server:
+    it opens through the entry point, with the app's navigation and title (Streamlit once ran the
+    page file on its own when the page folder was named pages/)."""
+    from playwright.sync_api import sync_playwright
+
+    with streamlit_server() as running, sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page()
+        page.goto(f"{running.url}/screen")
+        expect(page.locator('input[type="file"]').first).to_be_attached(timeout=120_000)
+        navigation = page.get_by_test_id("stSidebarNav")
+        expect(navigation.get_by_role("link", name="Site calibration")).to_be_visible()
+        expect(navigation.get_by_role("link", name="streamlit app")).to_have_count(0)
+        assert page.title() == "Chest X-ray pneumonia screening"
+        browser.close()
+
+
 def test_ten_simultaneous_sessions_all_get_results(server):
     results = asyncio.run(run_sessions(server, 10))
     assert len(results) == 10 and all(server_ms > 0 for _, server_ms in results)

@@ -69,7 +69,7 @@ from pathlib import Path
 from streamlit.testing.v1 import AppTest
 from conftest import encode, xray_like
 for name in ("home", "screen"):
-    app = AppTest.from_file(str(Path("pages") / f"{name}.py"), default_timeout=120)
+    app = AppTest.from_file(str(Path("app_pages") / f"{name}.py"), default_timeout=120)
     app.run()
     assert not app.exception, [e.value for e in app.exception]
     if name == "screen":

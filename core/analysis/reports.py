@@ -8,6 +8,7 @@ import numpy as np
 from core.analysis import evaluation, explain
 from core.learning import data
 from core.serving import registry
+from core.serving.imaging import load_model_input
 from core.serving.predictor import Predictor
 
 BATCH_SIZE = 64
@@ -88,6 +89,8 @@ def lung_focus(predictor: Predictor, scored: Scored, limit: int | None = 200) ->
     blank = {name: 0 for name in data.CLASS_NAMES}
     for i in chosen:
         heat = explain.explain(predictor.model, scored.inputs[i], method)
+        if predictor.spec.frame:  # the share inside the thorax box of the X-ray, not of the standard frame
+            heat = load_model_input(scored.examples[i].path.read_bytes(), predictor.spec).in_image(heat)
         name = data.CLASS_NAMES[scored.labels[i]]
         if heat.sum() <= 0:  # no evidence of pneumonia anywhere: nothing to place
             blank[name] += 1

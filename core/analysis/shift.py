@@ -17,6 +17,7 @@ import numpy as np
 
 from core.analysis import evaluation
 from core.analysis.reports import in_batches
+from core.serving.framing import LUNG_FIELD_CENTRE
 from core.serving.imaging import PreprocessSpec, preprocess
 
 Score = Callable[[np.ndarray], np.ndarray]  # preprocessed batch -> calibrated probabilities
@@ -76,8 +77,16 @@ def _tighter_crop(gray: np.ndarray) -> np.ndarray:
 # The withheld period's normal X-rays that were read as pneumonia show the lungs
 # filling the frame, with little neck, shoulder or abdomen, and higher contrast.
 # The crops keep 60-70% of each side around the lung field, which in the
-# training hospital's framing is centred a little above the image's middle.
-LUNG_FIELD_CENTRE = (0.45, 0.5)  # (row, column) as fractions of the image
+# training hospital's framing is centred a little above the image's middle
+# (LUNG_FIELD_CENTRE).
+
+
+def lung_field_box(height: int, width: int, side: float) -> tuple[int, int, int, int]:
+    """(top, left, rows, columns) of the crop keeping `side` of each dimension around the lung field."""
+    rows, columns = round(height * side), round(width * side)
+    top = min(max(0, round(height * LUNG_FIELD_CENTRE[0] - rows / 2)), height - rows)
+    left = min(max(0, round(width * LUNG_FIELD_CENTRE[1] - columns / 2)), width - columns)
+    return top, left, rows, columns
 
 
 def lung_field_crop(side: float, contrast: float = 1.0):
@@ -85,9 +94,7 @@ def lung_field_crop(side: float, contrast: float = 1.0):
 
     def shift(gray: np.ndarray) -> np.ndarray:
         h, w = gray.shape
-        ch, cw = round(h * side), round(w * side)
-        top = min(max(0, round(h * LUNG_FIELD_CENTRE[0] - ch / 2)), h - ch)
-        left = min(max(0, round(w * LUNG_FIELD_CENTRE[1] - cw / 2)), w - cw)
+        top, left, ch, cw = lung_field_box(h, w, side)
         crop = cv2.resize(gray[top:top + ch, left:left + cw], (w, h), interpolation=cv2.INTER_LINEAR)
         if contrast == 1.0:
             return crop

@@ -30,7 +30,7 @@ from core.learning.pipeline import (
 )
 from core.learning.tuning import find_learning_rate
 from core.learning.zoo import Recipe, get_architecture
-from core.serving import registry
+from core.serving import framing, registry
 from core.serving.card import ModelCard
 from core.serving.predictor import Predictor
 
@@ -55,6 +55,8 @@ class TrainConfig:
     lr_auto: bool = False  # run the learning-rate finder first and use its suggestion
     hyperparameters_from: str = "hand-set recipe in core/learning/zoo.py"
     ensemble: int = 1  # members trained from different initialisations, averaged in logit space
+    # Crop every image to the framing localiser's standard frame of this side (core.serving.framing); None: don't
+    frame_side: float | None = None
 
 
 @dataclass
@@ -96,6 +98,9 @@ def train(config: TrainConfig, log=print) -> dict:
     init_seed = config.seed if config.init_seed is None else config.init_seed
     set_seeds(init_seed)
     arch = get_architecture(config.arch, config.size)
+    if config.frame_side:
+        arch = replace(arch, preprocess=replace(arch.preprocess, frame=framing.shipped_localiser_sha256(),
+                                                frame_side=config.frame_side))
     recipe = replace(arch.recipe, **{**config.overrides, **{k: v for k, v in {
         "epochs": config.epochs, "batch_size": config.batch_size, "learning_rate": config.learning_rate,
     }.items() if v is not None}})

@@ -13,6 +13,7 @@ import cv2
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from core.serving import framing
 from core.serving.errors import ImageError
 from core.serving.settings import MAX_FILE_BYTES, MAX_PIXELS
 
@@ -39,13 +40,22 @@ class PreprocessSpec:
 
     size: int = 160
     clahe: bool = False
+    # The sha256 of the framing localiser whose standard frame every image is cut to
+    # (core.serving.framing), or None for the whole image; and that frame's side.
+    frame: str | None = None
+    frame_side: float = framing.STANDARD_SIDE
 
     def to_dict(self) -> dict:
-        return {"size": self.size, "clahe": self.clahe, "channels": 1, "range": [0.0, 1.0]}
+        spec = {"size": self.size, "clahe": self.clahe, "channels": 1, "range": [0.0, 1.0]}
+        if self.frame:
+            spec["frame"] = {"localiser": framing.LOCALISER_PATH.name, "sha256": self.frame, "side": self.frame_side}
+        return spec
 
     @classmethod
     def from_dict(cls, spec: dict) -> PreprocessSpec:
-        return cls(size=int(spec["size"]), clahe=bool(spec.get("clahe", False)))
+        frame = spec.get("frame") or {}
+        return cls(size=int(spec["size"]), clahe=bool(spec.get("clahe", False)), frame=frame.get("sha256"),
+                   frame_side=float(frame.get("side", framing.STANDARD_SIDE)))
 
 
 @dataclass
@@ -160,8 +170,19 @@ def to_uint8(pixels: np.ndarray) -> np.ndarray:
     return np.round((pixels - low) * (255.0 / (high - low))).astype(np.uint8)
 
 
+def standard_frame(gray: np.ndarray, spec: PreprocessSpec) -> framing.FrameBox:
+    """The part of an 8-bit grayscale image the model reads: its standard frame, else all of it."""
+    if spec.frame:
+        return framing.localiser(spec.frame).box(gray, spec.frame_side)
+    return framing.FrameBox(0, 0, *gray.shape)
+
+
 def preprocess(gray: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
     """The model input for an 8-bit grayscale image: (size, size, 1) float32 in [0, 1]."""
+    return _to_tensor(standard_frame(gray, spec).crop(gray), spec)
+
+
+def _to_tensor(gray: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
     # INTER_AREA averages pixels when shrinking, so fine texture does not alias.
     resized = cv2.resize(gray, (spec.size, spec.size), interpolation=cv2.INTER_AREA)
     if spec.clahe:
@@ -178,9 +199,19 @@ class ModelInput:
 
     decoded: DecodedImage
     tensor: np.ndarray  # (size, size, 1) float32 in [0, 1]
+    frame: framing.FrameBox  # the part of the decoded image the tensor shows
+
+    def in_image(self, heat: np.ndarray) -> np.ndarray:
+        """A heat map of the tensor placed where the tensor lies in the decoded image (zero elsewhere)."""
+        box = self.frame
+        placed = np.zeros(self.decoded.pixels.shape, np.float32)
+        placed[box.top:box.bottom, box.left:box.right] = cv2.resize(
+            np.asarray(heat, np.float32), (box.right - box.left, box.bottom - box.top), interpolation=cv2.INTER_LINEAR)
+        return placed
 
 
 def load_model_input(data: bytes, spec: PreprocessSpec) -> ModelInput:
     """Bytes to model input: the one path shared by training, screening and every analysis."""
     decoded = decode_image(data)
-    return ModelInput(decoded, preprocess(decoded.pixels, spec))
+    box = standard_frame(decoded.pixels, spec)
+    return ModelInput(decoded, _to_tensor(box.crop(decoded.pixels), spec), box)

@@ -157,6 +157,8 @@ class Predictor:
         probability = float(apply_calibration(raw, self.calibration)[0])
         finished = time.perf_counter()
         heat = self._heatmap_from(cams, inputs[0]) if heatmap else None
+        if heat is not None and self.spec.frame:
+            heat = loaded.in_image(heat)  # the model saw only the standard frame: show the map there
         return ScreeningResult(
             probability=probability,
             label=self.label_for(probability, operating_point),

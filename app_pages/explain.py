@@ -90,7 +90,8 @@ else:
                "occlusion sensitivity does.")
 
 with st.spinner("Computing the heat map…"):
-    heat = explain.explain(model.model, inputs, method, layer if method == "gradcam" else None)
+    # Placed where the model's input lies in the X-ray (a framed model sees only its standard frame).
+    heat = loaded.in_image(explain.explain(model.model, inputs, method, layer if method == "gradcam" else None))
 shares = explain.focus_shares(heat)
 image_column, heat_column = st.columns(2)
 image_column.image(gray_image(gray), caption=image_name, width="stretch")
