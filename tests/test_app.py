@@ -169,6 +169,20 @@ def test_explain_page_explains_a_shipped_ensemble_through_its_members_layers():
     assert not app.exception and app.image[1].value != own
 
 
+def test_explain_page_explains_a_shipped_framed_model():
+    from core.serving import registry
+
+    framed = [c.name for c in registry.cards() if c.preprocess.get("frame")]
+    assert framed, "models/ ships a model trained with --frame (cxrnet_framed)"
+    app = page("explain")
+    app.selectbox(key="model").set_value(framed[0]).run()
+    app.file_uploader[0].set_value(("chest.png", encode(xray_like(3, True, 200), "PNG"), "image/png"))
+    app.run()
+    assert not app.exception, [e.value for e in app.exception]
+    assert "inside the central thorax region" in app.image[1].caption
+    assert any(s.value == "Activation maps" for s in app.subheader)
+
+
 def test_compare_page_shows_training_curves_and_tuning_sections():
     app = page("compare")
     headers = [s.value for s in app.subheader]

@@ -2,14 +2,18 @@
 the shipped localiser on real X-rays, and one path for training and serving."""
 from __future__ import annotations
 
+import dataclasses
+import shutil
+
 import numpy as np
 import pytest
 from conftest import encode, real_data_dir, requires_real_data, xray_like
 
 from core.analysis.shift import lung_field_box, lung_field_crop
 from core.learning import data
-from core.serving import framing
+from core.serving import framing, registry
 from core.serving.imaging import ModelInput, PreprocessSpec, decode_image, load_model_input, preprocess
+from core.serving.predictor import Predictor
 from core.serving.registry import ModelIntegrityError
 
 requires_localiser = pytest.mark.skipif(not framing.LOCALISER_PATH.exists(),
@@ -64,10 +68,17 @@ def test_localiser_targets_point_at_the_uncut_frame():
         assert np.log(1 / 1.4) < log_height < np.log(2.2) and np.log(1 / 1.4) < log_width < np.log(2.2)
 
 
-def test_a_localiser_that_does_not_match_the_card_is_refused():
+def test_a_localiser_that_does_not_match_the_card_is_refused(tiny_models, tmp_path):
     spec = PreprocessSpec(32, frame="0" * 64)
-    with pytest.raises((ModelIntegrityError, FileNotFoundError)):
+    with pytest.raises(ModelIntegrityError):
         preprocess(xray_like(1, False, 64), spec)
+    # A model tied to another localiser is refused when it is loaded, not at its first image.
+    card = registry.load_card("cnn_small", tiny_models)
+    registry.write_card(dataclasses.replace(card, preprocess=spec.to_dict() | {"size": card.spec.size}), tmp_path)
+    for suffix in (".keras", ".onnx"):
+        shutil.copy(tiny_models / f"cnn_small{suffix}", tmp_path)
+    with pytest.raises(ModelIntegrityError):
+        Predictor.load("cnn_small", tmp_path)
 
 
 def test_train_localiser_writes_a_working_onnx_file_and_card(tiny_data, tmp_path):

@@ -96,7 +96,8 @@ def card_summary(card: dict) -> dict:
         "AUC": validation["auc"], "accuracy": validation["accuracy"], "sensitivity": validation["sensitivity"],
         "specificity": validation["specificity"], "precision": validation["precision"], "F1": validation["f1"],
         "ECE": validation.get("ece"),
-        "input": f"{card.preprocess['size']} px" + (" + CLAHE" if card.preprocess.get("clahe") else ""),
+        "input": f"{card.preprocess['size']} px" + (" + CLAHE" if card.preprocess.get("clahe") else "")
+                 + (f" + standard frame ({card.preprocess['frame']['side']:.0%})" if card.preprocess.get("frame") else ""),
         "parameters": card.parameters, "file MB": card.file_bytes / 1e6,
         "training min": training["seconds"] / 60, "hardware": training["hardware"],
         # Long text last, so the metrics stay in view on narrow screens.

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from core.serving import registry, tta
+from core.serving import framing, registry, tta
 from core.serving.calibration import apply_calibration
 from core.serving.card import ModelCard
 from core.serving.heatmap import member_mean
@@ -74,6 +74,8 @@ class Predictor:
         if runtime not in RUNTIMES:
             raise ValueError(f"unknown runtime '{runtime}'; choose from {', '.join(RUNTIMES)}")
         card = registry.load_card(name or registry.default_model_name(directory), directory)
+        if card.spec.frame:  # refused now, not at the first image, when the localiser is missing or another
+            framing.localiser(card.spec.frame)
         if runtime == "onnx" and card.onnx:
             from core.serving.network import OnnxNetwork
 
