@@ -149,16 +149,22 @@ def test_explain_page_shows_heat_map_and_activations():
     assert any(s.value == "Activation maps" for s in app.subheader)
 
 
+def explain_with(model: str):
+    """The Explain page with a shipped model chosen and a drawn pneumonia X-ray uploaded."""
+    app = page("explain")
+    app.selectbox(key="model").set_value(model).run()
+    app.file_uploader[0].set_value(("chest.png", encode(xray_like(3, True, 200), "PNG"), "image/png"))
+    app.run()
+    assert not app.exception, [e.value for e in app.exception]
+    return app
+
+
 def test_explain_page_explains_a_shipped_ensemble_through_its_members_layers():
     from core.serving import registry
 
     ensembles = [c.name for c in registry.cards() if c.architecture.startswith("ensemble of")]
     assert ensembles, "models/ ships an ensemble (cxrnet_ensemble)"
-    app = page("explain")
-    app.selectbox(key="model").set_value(ensembles[0]).run()
-    app.file_uploader[0].set_value(("chest.png", encode(xray_like(3, True, 200), "PNG"), "image/png"))
-    app.run()
-    assert not app.exception, [e.value for e in app.exception]
+    app = explain_with(ensembles[0])
     layer = next(s for s in app.selectbox if s.label.startswith("Layer for"))
     # By default the ensemble's own map (the mean of its members'), as the Screen page shows it.
     assert layer.value is None and "the ensemble's own map" in layer.format_func(layer.value)
@@ -174,11 +180,7 @@ def test_explain_page_explains_a_shipped_framed_model():
 
     framed = [c.name for c in registry.cards() if c.preprocess.get("frame")]
     assert framed, "models/ ships a model trained with --frame (cxrnet_framed)"
-    app = page("explain")
-    app.selectbox(key="model").set_value(framed[0]).run()
-    app.file_uploader[0].set_value(("chest.png", encode(xray_like(3, True, 200), "PNG"), "image/png"))
-    app.run()
-    assert not app.exception, [e.value for e in app.exception]
+    app = explain_with(framed[0])
     assert "inside the central thorax region" in app.image[1].caption
     assert any(s.value == "Activation maps" for s in app.subheader)
 
