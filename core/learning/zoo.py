@@ -252,6 +252,8 @@ ARCHITECTURES: dict[str, Architecture] = {
         # Session 5: three initialisations of that recipe averaged in logit space
         # (train --ensemble 3): the best AUC under lung-field framing, not the best
         # balanced accuracy there, so not the default (README, cxrnet_ensemble).
+        # Session 6: framing normalisation (train --frame, core.serving.framing): the default
+        # recipe on a standard frame around the lung field; the default since (README, cxrnet_framed).
         Architecture("cxrnet", "Our residual CNN: " + _CXRNET_TRAINING, build_cxrnet,
                      PreprocessSpec(160, clahe=True), _CXRNET_RECIPE),
         Architecture("cxrnet_fine", "cxrnet with a 10x10 evidence map: " + _CXRNET_TRAINING, build_cxrnet_fine,
