@@ -48,9 +48,9 @@ def cmd_train(args) -> int:
 
 
 def cmd_train_localiser(args) -> int:
-    from core.learning.framing import train_localiser
+    from core.learning.framing import EPOCHS, train_localiser
 
-    card = train_localiser(_data_dir(args.data), seed=args.seed, epochs=args.epochs,
+    card = train_localiser(_data_dir(args.data), seed=args.seed, epochs=args.epochs or EPOCHS,
                            max_train_images=args.max_train_images)
     print(f"wrote {card['file']} (sha256 {card['sha256'][:12]}…)")
     return 0
@@ -388,7 +388,7 @@ def build_parser() -> argparse.ArgumentParser:
     localiser = commands.add_parser("train-localiser", help="train the framing localiser that `train --frame` uses "
                                     "(self-supervised, on the training split)")
     _add_data(localiser)
-    localiser.add_argument("--epochs", type=int, default=40)
+    localiser.add_argument("--epochs", type=int, help="default: EPOCHS in core/learning/framing.py")
     localiser.add_argument("--seed", type=int, default=42, help="patient-split seed")
     localiser.add_argument("--max-train-images", type=int, help="subsample the training split (quick runs)")
     localiser.set_defaults(run=cmd_train_localiser)

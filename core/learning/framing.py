@@ -31,7 +31,7 @@ ASPECT = (0.85, 1.18)  # and their height-to-width ratio
 # Cuts larger than the X-ray reach into a border of this share of its side on every edge,
 # filled with black (as many X-rays' edges are) or with the X-ray mirrored (more body).
 BORDER = 0.15
-EPOCHS = 40
+EPOCHS = 60
 BATCH_SIZE = 64
 TRAIN_SIZE = 224  # cuts are taken from the X-rays at the data set's own size
 
