@@ -181,7 +181,7 @@ def test_explain_page_explains_a_shipped_framed_model():
     framed = [c.name for c in registry.cards() if c.preprocess.get("frame")]
     assert framed, "models/ ships a model trained with --frame (cxrnet_framed)"
     app = explain_with(framed[0])
-    assert "inside the central thorax region" in app.image[1].caption
+    assert "inside the central thorax region" in app.image[1].captions[0]
     assert any(s.value == "Activation maps" for s in app.subheader)
 
 
