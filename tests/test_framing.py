@@ -161,3 +161,17 @@ def test_a_framed_model_screens_its_standard_frame_and_maps_heat_there(tiny_data
     inside = np.zeros(heat.shape, bool)
     inside[box.top:box.bottom, box.left:box.right] = True
     assert heat[inside].min() == pytest.approx(1.0) and heat[~inside].max() == 0
+
+
+def test_training_a_framed_model_without_a_localiser_trains_the_localiser_first(tiny_data, tmp_path, monkeypatch):
+    from core.learning import framing as localiser_training
+    from core.learning.train import TrainConfig, train
+    from core.serving.registry import sha256_of
+
+    monkeypatch.setattr(framing, "LOCALISER_PATH", tmp_path / "framing_localiser.onnx")
+    monkeypatch.setattr(localiser_training, "EPOCHS", 2)  # a test of the plumbing, not of the localiser
+    card = train(TrainConfig(arch="cnn_small", data_dir=tiny_data, epochs=1, size=32, models_dir=tmp_path,
+                             frame_side=0.8), log=lambda *_: None)
+    assert framing.LOCALISER_PATH.exists()
+    assert card.preprocess["frame"] == {"localiser": "framing_localiser.onnx",
+                                        "sha256": sha256_of(framing.LOCALISER_PATH), "side": 0.8}
