@@ -95,7 +95,7 @@ with st.spinner("Computing the heat map…"):
 shares = explain.focus_shares(heat)
 image_column, heat_column = st.columns(2)
 image_column.image(gray_image(gray), caption=image_name, width="stretch")
-heat_column.image(overlay(gray, heat, opacity), width="stretch",
+heat_column.image(overlay(gray, heat, opacity, loaded.frame), width="stretch",
                   caption=f"{method}: {shares['inside']:.0%} of the heat inside the central thorax region")
 
 if layers:

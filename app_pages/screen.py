@@ -22,8 +22,8 @@ from ui.common import (
 
 SHIPPED = "Shipped operating points (training hospital)"
 UPLOAD_PROFILE = "Upload a site profile…"
-HEATMAP_CAPTION = ("Heat map: red areas raised the pneumonia score most, blue areas least. "
-                   "It shows where the model looked, not a finding.")
+HEATMAP_CAPTION = ("Heat map: red areas raised the pneumonia score most, blue areas least; parts left "
+                   "uncoloured were not read by the model. It shows where the model looked, not a finding.")
 # The overlay's colour scale, low to high, shown once above the cards.
 COLOUR_SCALE = overlay(np.tile(np.linspace(0, 255, 256, dtype=np.uint8), (10, 1)),
                        np.tile(np.linspace(0, 1, 256, dtype=np.float32), (10, 1)), 1.0)
@@ -159,7 +159,8 @@ def result_card(row: screening.ScreeningRow, index: int) -> None:
         with picture:
             show_map = row.flagged or maps_for_negatives
             if show_map and result.heatmap is not None:
-                st.image(overlay(result.image, result.heatmap, opacity), caption=HEATMAP_CAPTION, width="stretch")
+                st.image(overlay(result.image, result.heatmap, opacity, result.frame), caption=HEATMAP_CAPTION,
+                         width="stretch")
             else:
                 st.image(result.image, caption="The X-ray as screened (heat map: see Settings)", width="stretch")
 

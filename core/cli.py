@@ -196,7 +196,7 @@ def cmd_screen(args) -> int:
         folder.mkdir(parents=True, exist_ok=True)
         for row in rows:
             if row.status == "ok":
-                image = overlay(row.result.image, row.result.heatmap)
+                image = overlay(row.result.image, row.result.heatmap, frame=row.result.frame)
                 (folder / f"{Path(row.file).stem}.png").write_bytes(to_png(image))
     print(screening.rows_to_json(rows) if args.format == "json" else screening.rows_to_csv(rows), end="")
     return 0 if all(row.status == "ok" for row in rows) else 1

@@ -50,6 +50,16 @@ def test_heat_map_is_placed_where_the_input_lies_in_the_image():
     assert placed.sum() == pytest.approx(60 * 60)
 
 
+def test_overlay_colours_only_the_part_of_the_x_ray_the_model_read():
+    from core.serving.heatmap import overlay
+
+    gray = np.full((100, 120), 90, np.uint8)
+    shown = overlay(gray, np.ones((10, 10), np.float32), 0.5, framing.FrameBox(10, 20, 60, 100))
+    inside, outside = shown[10:60, 20:100], np.concatenate([shown[:10].reshape(-1, 3), shown[60:].reshape(-1, 3)])
+    assert (outside == 90).all()  # the plain X-ray
+    assert (inside[..., 0] > inside[..., 2]).all()  # tinted red, the colour of the most weight
+
+
 def test_localiser_targets_point_at_the_uncut_frame():
     """A dot at the X-ray's centre lands, in each random cut, where the cut's target says the frame's centre is."""
     tf = pytest.importorskip("tensorflow")
@@ -158,6 +168,7 @@ def test_a_framed_model_screens_its_standard_frame_and_maps_heat_there(tiny_data
     monkeypatch.setattr(predictor, "_heatmap_from", lambda cams, image: np.ones(image.shape[:2], np.float32))
     heat = predictor.screen(raw, heatmap=True).heatmap
     assert heat.shape == loaded.decoded.pixels.shape
+    assert predictor.screen(raw).frame == box  # for the overlay: the part of the X-ray the model read
     inside = np.zeros(heat.shape, bool)
     inside[box.top:box.bottom, box.left:box.right] = True
     assert heat[inside].min() == pytest.approx(1.0) and heat[~inside].max() == 0

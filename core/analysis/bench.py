@@ -40,7 +40,7 @@ def bench_model(predictor: Predictor, image: bytes, runs: int = 50, batch: int =
 
     def with_heatmap():
         result = predictor.screen(image, heatmap=True)
-        overlay(result.image, result.heatmap)
+        overlay(result.image, result.heatmap, frame=result.frame)
 
     with_heat = _percentiles(_timed(with_heatmap, max(5, runs // 5)))[0]
     return {"model": predictor.name, "runtime": predictor.runtime, "parameters": predictor.card.parameters,

@@ -4,6 +4,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from core.serving.framing import FrameBox
+
 OVERLAY_COLORMAP = cv2.COLORMAP_JET
 
 
@@ -26,13 +28,21 @@ def member_mean(maps: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return normalise(upsample(maps, size).mean(axis=0))
 
 
-def overlay(gray: np.ndarray, heat: np.ndarray, opacity: float = 0.4) -> np.ndarray:
-    """The heat map, resized to the image and colour-mapped, blended over it: (H, W, 3) RGB uint8."""
+def overlay(gray: np.ndarray, heat: np.ndarray, opacity: float = 0.4, frame: FrameBox | None = None) -> np.ndarray:
+    """The heat map, resized to the image and colour-mapped, blended over it: (H, W, 3) RGB uint8.
+
+    With a frame (the part of the image the model read), only that part is coloured: outside
+    it the model saw nothing, which blue ("least weight") would misstate.
+    """
     height, width = gray.shape[:2]
     heat = cv2.resize(np.asarray(heat, np.float32), (width, height), interpolation=cv2.INTER_LINEAR)
     coloured = cv2.applyColorMap(np.uint8(np.clip(heat, 0, 1) * 255), OVERLAY_COLORMAP)
     base = cv2.cvtColor(np.asarray(gray, np.uint8), cv2.COLOR_GRAY2BGR)
     blended = cv2.addWeighted(coloured, float(opacity), base, 1.0 - float(opacity), 0.0)
+    if frame is not None:
+        unseen = np.ones((height, width), bool)
+        unseen[frame.top:frame.bottom, frame.left:frame.right] = False
+        blended[unseen] = base[unseen]
     return cv2.cvtColor(blended, cv2.COLOR_BGR2RGB)
 
 

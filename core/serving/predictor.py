@@ -16,6 +16,7 @@ import numpy as np
 from core.serving import framing, registry, tta
 from core.serving.calibration import apply_calibration
 from core.serving.card import ModelCard
+from core.serving.framing import FrameBox
 from core.serving.heatmap import member_mean
 from core.serving.imaging import load_model_input
 from core.serving.quality import XrayDetector, check_chest_xray
@@ -41,9 +42,10 @@ class ScreeningResult:
     # For display only, never exported: the decoded image and, when asked for, its heat map.
     image: np.ndarray | None = field(default=None, repr=False)
     heatmap: np.ndarray | None = field(default=None, repr=False)
+    frame: FrameBox | None = field(default=None, repr=False)  # the part of the image the model read
 
     def to_dict(self) -> dict:
-        return {k: v for k, v in asdict(self).items() if k not in ("image", "heatmap")}
+        return {k: v for k, v in asdict(self).items() if k not in ("image", "heatmap", "frame")}
 
 
 class Predictor:
@@ -175,4 +177,5 @@ class Predictor:
             warnings=warnings,
             image=loaded.decoded.pixels,
             heatmap=heat,
+            frame=loaded.frame,
         )
