@@ -96,7 +96,8 @@ class FramingLocaliser:
 
 
 def localiser_input(gray: np.ndarray) -> np.ndarray:
-    """What the localiser reads: (LOCALISER_SIZE, LOCALISER_SIZE, 1) float32 in [0, 1]; the same at training."""
+    """What the localiser reads: (LOCALISER_SIZE, LOCALISER_SIZE, 1) float32 in [0, 1]. Its training cuts
+    are shrunk by a 2x2 average then bilinear sampling (core.learning.framing), close to this area shrink."""
     small = cv2.resize(gray, (LOCALISER_SIZE, LOCALISER_SIZE), interpolation=cv2.INTER_AREA)
     return (small.astype(np.float32) / 255.0)[..., np.newaxis]
 
