@@ -9,7 +9,8 @@ Where that frame lies is told by a small localiser network (trained by
 ``core.learning.framing``, self-supervised): shown any crop of a training X-ray,
 it says where the uncropped image's frame lies relative to what it sees. The
 standard frame is a fixed box of that frame, so a loosely framed X-ray is cut
-tighter and an X-ray already framed tightly is cut little or not at all.
+tighter and an X-ray already framed tightly is cut little or not at all. (The shipped
+localiser reads the frame's size; its position error equals guessing the middle.)
 Runs in ONNX Runtime, so screening still needs no TensorFlow.
 """
 from __future__ import annotations
