@@ -11,13 +11,12 @@ Usage: python -m benchmarks.framing [--data DIR] [--every 4] [--save]
 from __future__ import annotations
 
 import argparse
-import json
 
 import numpy as np
 
 from core.analysis.shift import SHIFTS
 from core.learning import data
-from core.serving import framing
+from core.serving import framing, registry
 
 # The frame's true log size (height) in each framing shift's output; every other shift keeps 0.
 TRUE_LOG_SIZE = {
@@ -61,10 +60,10 @@ def main() -> None:
         print(f"{r['shift']:<38} {r['true_size_change']:6.2f} {r['read_size_change_median']:7.2f} "
               f"{r['read_size_change_p10']:6.2f} {r['read_size_change_p90']:6.2f}")
     if args.save:
-        card_path = framing.LOCALISER_PATH.with_suffix(".json")
-        card = json.loads(card_path.read_text())
+        card_file, folder = framing.LOCALISER_PATH.with_suffix(".json").name, framing.LOCALISER_PATH.parent
+        card = registry.load_shared(card_file, folder)
         card["shift_check"] = {"images": len(examples), "split": "validation (patient-level)", "rows": rows}
-        card_path.write_text(json.dumps(card, indent=1) + "\n")
+        registry.save_shared(card_file, card, folder)
 
 
 if __name__ == "__main__":

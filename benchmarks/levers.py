@@ -45,7 +45,8 @@ class Lever:
 # mixup, balanced sampling, the wider zoom range) are in the cxrnet card's
 # history; these are the ones aimed at the withheld period's tight framing.
 BASE = {"augment": "acquisition"}
-_CONSISTENT = {"augment": "scale", "framing_consistency": 4.0}  # the default's recipe
+# Scale augmentation with the framing-consistency term: the default's recipe from session 4.
+_CONSISTENT = {"augment": "scale", "framing_consistency": 4.0}
 LEVERS: dict[str, Lever] = {
     "base": Lever("base", BASE),
     "base, another init": Lever("base_init7", BASE, init_seed=7),
@@ -57,13 +58,13 @@ LEVERS: dict[str, Lever] = {
     "scale + finer evidence map, another init": Lever("fine_init7", {"augment": "scale"}, init_seed=7,
                                                       arch="cxrnet_fine"),
     # ... and a consistency term between two framings of each image (core.learning.pipeline.FramingConsistency).
-    "scale + finer map + framing consistency": Lever("fine_consistency", {"augment": "scale", "framing_consistency": 4.0},
+    "scale + finer map + framing consistency": Lever("fine_consistency", _CONSISTENT,
                                                      arch="cxrnet_fine"),
     "scale + finer map + framing consistency, another init": Lever(
-        "fine_consistency_init7", {"augment": "scale", "framing_consistency": 4.0}, init_seed=7, arch="cxrnet_fine"),
+        "fine_consistency_init7", _CONSISTENT, init_seed=7, arch="cxrnet_fine"),
     # Session 5: a third initialisation, for ensembles of three.
     "scale + finer map + framing consistency, a third init": Lever(
-        "fine_consistency_init1007", {"augment": "scale", "framing_consistency": 4.0}, init_seed=1007,
+        "fine_consistency_init1007", _CONSISTENT, init_seed=1007,
         arch="cxrnet_fine"),
     # Session 6: framing normalisation, every image cut to the localiser's standard frame
     # (core.serving.framing), on the default's recipe.
@@ -124,8 +125,8 @@ def row(label: str, directory: Path, data_dir) -> dict:
     card = registry.load_card(name, directory)
     predictor = Predictor.load(name, directory)
     focus = reports.lung_focus(predictor, reports.score_split(predictor, data_dir, "validation"))
-    return _row(label, {"arch": lever.arch, **lever.recipe, **({"frame_side": lever.frame_side} if lever.frame_side else {})},
-                card.validation, measure(predictor, data_dir),
+    recipe = {"arch": lever.arch, **lever.recipe} | ({"frame_side": lever.frame_side} if lever.frame_side else {})
+    return _row(label, recipe, card.validation, measure(predictor, data_dir),
                 init_seed=card.training.get("init_seed"), minutes=card.training["seconds"] / 60,
                 lung_focus=focus["classes"]["PNEUMONIA"]["inside"])
 

@@ -48,9 +48,9 @@ def cmd_train(args) -> int:
 
 
 def cmd_train_localiser(args) -> int:
-    from core.learning.framing import EPOCHS, train_localiser
+    from core.learning.framing import train_localiser
 
-    card = train_localiser(_data_dir(args.data), seed=args.seed, epochs=args.epochs or EPOCHS,
+    card = train_localiser(_data_dir(args.data), seed=args.seed, epochs=args.epochs,
                            max_train_images=args.max_train_images)
     print(f"wrote {card['file']} (sha256 {card['sha256'][:12]}…)")
     return 0

@@ -8,7 +8,7 @@ import numpy as np
 from core.analysis import evaluation, explain
 from core.learning import data
 from core.serving import registry
-from core.serving.imaging import load_model_input
+from core.serving.framing import FrameBox
 from core.serving.predictor import Predictor
 
 BATCH_SIZE = 64
@@ -23,6 +23,8 @@ class Scored:
     labels: np.ndarray
     probabilities: np.ndarray
     unreadable: list[tuple[str, str]]
+    shapes: list[tuple[int, int]]  # of each decoded image
+    frames: list[FrameBox]  # the part of each decoded image its input shows
 
 
 def in_batches(score, inputs: np.ndarray) -> np.ndarray:
@@ -43,7 +45,7 @@ def score_split(predictor: Predictor, data_dir, split: str, progress=None) -> Sc
     loaded = data.load_set(examples, predictor.spec, progress=progress)
     probabilities = in_batches(predictor.probabilities, loaded.inputs)
     return Scored(loaded.examples, loaded.inputs, loaded.labels, probabilities,
-                  [(str(p), reason) for p, reason in loaded.errors])
+                  [(str(p), reason) for p, reason in loaded.errors], loaded.shapes, loaded.frames)
 
 
 def evaluate(predictor: Predictor, scored: Scored, split: str, is_default: bool,
@@ -90,7 +92,7 @@ def lung_focus(predictor: Predictor, scored: Scored, limit: int | None = 200) ->
     for i in chosen:
         heat = explain.explain(predictor.model, scored.inputs[i], method)
         if predictor.spec.frame:  # the share inside the thorax box of the X-ray, not of the standard frame
-            heat = load_model_input(scored.examples[i].path.read_bytes(), predictor.spec).in_image(heat)
+            heat = scored.frames[i].place(heat, scored.shapes[i])
         name = data.CLASS_NAMES[scored.labels[i]]
         if heat.sum() <= 0:  # no evidence of pneumonia anywhere: nothing to place
             blank[name] += 1

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from core.serving.framing import FrameBox
 from core.serving.imaging import ImageError, PreprocessSpec, decode_image, load_model_input
 from core.serving.settings import CLASS_NAMES, IMAGE_SUFFIXES, PROJECT_ROOT
 
@@ -135,6 +136,7 @@ class LoadedSet:
     digests: list[str]
     histograms: np.ndarray  # (N, HISTOGRAM_BINS) pixel-intensity counts of the decoded image
     shapes: list[tuple[int, int]]
+    frames: list[FrameBox]  # the part of each decoded image its input shows
     errors: list[tuple[Path, str]]
 
 
@@ -146,14 +148,14 @@ def _read_one(example: Example, spec: PreprocessSpec):
         return None, str(exc)
     pixels = loaded.decoded.pixels
     histogram = np.bincount(pixels.ravel() // (256 // HISTOGRAM_BINS), minlength=HISTOGRAM_BINS)
-    return (loaded.tensor, hashlib.sha256(data).hexdigest(), histogram, pixels.shape), None
+    return (loaded.tensor, hashlib.sha256(data).hexdigest(), histogram, pixels.shape, loaded.frame), None
 
 
 def load_set(examples: list[Example], spec: PreprocessSpec, workers: int | None = None,
              progress=None) -> LoadedSet:
     """Decode and preprocess every example (threads: OpenCV and Pillow release the GIL)."""
     workers = workers or DECODE_WORKERS
-    kept, inputs, digests, histograms, shapes, errors = [], [], [], [], [], []
+    kept, inputs, digests, histograms, shapes, frames, errors = [], [], [], [], [], [], []
     with ThreadPoolExecutor(workers) as pool:
         for example, (result, error) in zip(examples, pool.map(lambda e: _read_one(e, spec), examples)):
             if progress is not None:
@@ -166,9 +168,10 @@ def load_set(examples: list[Example], spec: PreprocessSpec, workers: int | None 
             digests.append(result[1])
             histograms.append(result[2])
             shapes.append(result[3])
+            frames.append(result[4])
     empty = np.zeros((0, spec.size, spec.size, 1), np.float32)
     return LoadedSet(kept, np.stack(inputs) if inputs else empty, labels_of(kept), digests,
-                     np.array(histograms).reshape(-1, HISTOGRAM_BINS), shapes, errors)
+                     np.array(histograms).reshape(-1, HISTOGRAM_BINS), shapes, frames, errors)
 
 
 def decode_grays(examples: list[Example], progress=None) -> tuple[list[Example], list[np.ndarray]]:

@@ -10,7 +10,6 @@ fill the view) to a quarter more than the whole X-ray (a looser frame).
 from __future__ import annotations
 
 import datetime as dt
-import json
 import time
 import warnings
 from pathlib import Path
@@ -123,9 +122,11 @@ def errors(model: keras.Model, images: np.ndarray, seed: int) -> dict:
             "size_within_10_percent": float((absolute[:, 2:] < np.log(1.1)).all(axis=1).mean())}
 
 
-def train_localiser(data_dir: Path, seed: int = 42, epochs: int = EPOCHS, max_train_images: int | None = None,
-                    path: Path = framing.LOCALISER_PATH, log=print) -> dict:
-    """Train on the patient-level training side, measure on validation, write the ONNX file and its card."""
+def train_localiser(data_dir: Path, seed: int = 42, epochs: int | None = None, max_train_images: int | None = None,
+                    path: Path | None = None, log=print) -> dict:
+    """Train on the patient-level training side, measure on validation, write the ONNX file (by default
+    the shipped localiser's path) and its card beside it."""
+    epochs, path = epochs or EPOCHS, path or framing.LOCALISER_PATH
     set_seeds(seed)
     train_examples, val_examples = data.patient_split(data_dir, seed, max_train_images)
     train_images, val_images = _images(train_examples), _images(val_examples)
@@ -159,5 +160,5 @@ def train_localiser(data_dir: Path, seed: int = 42, epochs: int = EPOCHS, max_tr
                      "seconds": round(seconds, 1), "hardware": hardware(), "final_loss": history.history["loss"][-1]},
         "validation": measured,
     }
-    path.with_suffix(".json").write_text(json.dumps(card, indent=1) + "\n")
+    registry.save_shared(path.with_suffix(".json").name, card, path.parent)
     return card

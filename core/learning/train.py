@@ -100,11 +100,10 @@ def train(config: TrainConfig, log=print) -> dict:
     arch = get_architecture(config.arch, config.size)
     if config.frame_side:
         if not framing.LOCALISER_PATH.exists():  # so that one command trains a framed model from scratch
-            from core.learning import framing as localiser_training
+            from core.learning.framing import train_localiser
 
             log(f"{framing.LOCALISER_PATH.name} is missing: training it first")
-            localiser_training.train_localiser(config.data_dir, seed=config.seed, epochs=localiser_training.EPOCHS,
-                                               path=framing.LOCALISER_PATH, log=log)
+            train_localiser(config.data_dir, seed=config.seed, log=log)
         arch = replace(arch, preprocess=replace(arch.preprocess, frame=framing.shipped_localiser_sha256(),
                                                 frame_side=config.frame_side))
     recipe = replace(arch.recipe, **{**config.overrides, **{k: v for k, v in {

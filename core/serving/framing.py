@@ -49,6 +49,14 @@ class FrameBox:
     def crop(self, gray: np.ndarray) -> np.ndarray:
         return gray[self.top:self.bottom, self.left:self.right]
 
+    def place(self, heat: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+        """A heat map of the box's contents placed in an image of this (height, width), zero elsewhere."""
+        placed = np.zeros(shape, np.float32)
+        placed[self.top:self.bottom, self.left:self.right] = cv2.resize(
+            np.asarray(heat, np.float32), (self.right - self.left, self.bottom - self.top),
+            interpolation=cv2.INTER_LINEAR)
+        return placed
+
 
 def frame_box(prediction: np.ndarray, height: int, width: int, side: float = STANDARD_SIDE) -> FrameBox:
     """The standard frame in an image's pixels, from the localiser's output for it.
@@ -80,11 +88,9 @@ class FramingLocaliser:
     """The shipped localiser, checked against the hash a model card records (thread-safe)."""
 
     def __init__(self, path: Path):
-        import onnxruntime as ort
+        from core.serving.network import cpu_session  # ONNX Runtime loads only for a framed model
 
-        options = ort.SessionOptions()
-        options.log_severity_level = 3
-        self._session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self._session = cpu_session(path)
         self._input = self._session.get_inputs()[0].name
 
     def predict(self, grays: list[np.ndarray]) -> np.ndarray:
@@ -105,7 +111,7 @@ def localiser_input(gray: np.ndarray) -> np.ndarray:
 
 def shipped_localiser_sha256() -> str:
     """The hash of the localiser in models/, which a model trained now will be tied to."""
-    from core.serving.registry import sha256_of
+    from core.serving.registry import sha256_of  # not at the top: registry imports imaging, which imports this
 
     if not LOCALISER_PATH.exists():
         raise FileNotFoundError(f"{LOCALISER_PATH.name} is missing: run `python -m core train-localiser` first")

@@ -203,11 +203,7 @@ class ModelInput:
 
     def in_image(self, heat: np.ndarray) -> np.ndarray:
         """A heat map of the tensor placed where the tensor lies in the decoded image (zero elsewhere)."""
-        box = self.frame
-        placed = np.zeros(self.decoded.pixels.shape, np.float32)
-        placed[box.top:box.bottom, box.left:box.right] = cv2.resize(
-            np.asarray(heat, np.float32), (box.right - box.left, box.bottom - box.top), interpolation=cv2.INTER_LINEAR)
-        return placed
+        return self.frame.place(heat, self.decoded.pixels.shape)
 
 
 def load_model_input(data: bytes, spec: PreprocessSpec) -> ModelInput:

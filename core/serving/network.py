@@ -13,13 +13,18 @@ import numpy as np
 import onnxruntime as ort
 
 
+def cpu_session(path: Path) -> ort.InferenceSession:
+    """An ONNX Runtime session on the CPU (thread-safe: sessions may be run from many threads)."""
+    options = ort.SessionOptions()
+    options.log_severity_level = 3  # errors only: no graph-optimisation chatter in every command
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
 class OnnxNetwork:
     """Thread-safe (ONNX Runtime sessions may be run from many threads)."""
 
     def __init__(self, path: Path):
-        options = ort.SessionOptions()
-        options.log_severity_level = 3  # errors only: no graph-optimisation chatter in every command
-        self._session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self._session = cpu_session(path)
         self._input = self._session.get_inputs()[0].name
         self.has_cam = len(self._session.get_outputs()) > 1
 
