@@ -76,6 +76,12 @@ LEVERS: dict[str, Lever] = {
         "frame85_consistency", _CONSISTENT, arch="cxrnet_fine", frame_side=0.85),
     "default recipe + standard frame (85%), another init": Lever(
         "frame85_consistency_init7", _CONSISTENT, init_seed=7, arch="cxrnet_fine", frame_side=0.85),
+    # Session 7: the trunk pre-trained by SimCLR on the training side's images first (core.learning.pretrain).
+    "standard frame (75%) + contrastive pre-training": Lever(
+        "frame75_simclr", _CONSISTENT | {"pretrain_epochs": 40}, arch="cxrnet_fine", frame_side=0.75),
+    "standard frame (75%) + contrastive pre-training, another init": Lever(
+        "frame75_simclr_init7", _CONSISTENT | {"pretrain_epochs": 40}, init_seed=7, arch="cxrnet_fine",
+        frame_side=0.75),
 }
 
 

@@ -269,9 +269,11 @@ def load_split(data_dir, spec, seed: int, max_train_images: int | None = None, l
     return train_set, val_set
 
 
-def compile_model(arch, recipe: Recipe, steps_per_epoch: int, weights: str = "none") -> keras.Model:
-    """The architecture built and compiled with its recipe (call inside a strategy scope)."""
-    model = arch.build(arch.preprocess, weights)
+def compile_model(arch, recipe: Recipe, steps_per_epoch: int, weights: str = "none",
+                  network: keras.Model | None = None) -> keras.Model:
+    """The architecture built (or `network`, built already) and compiled with its recipe
+    (call inside a strategy scope)."""
+    model = network or arch.build(arch.preprocess, weights)
     if recipe.framing_consistency:
         model = FramingConsistency(model, recipe.framing_consistency, name=f"{model.name}_training")
     schedule = learning_rate(recipe, recipe.learning_rate, steps_per_epoch, recipe.epochs)

@@ -28,6 +28,7 @@ from core.learning.pipeline import (
     set_seeds,
     training_dataset,
 )
+from core.learning.pretrain import pretrain
 from core.learning.tuning import find_learning_rate
 from core.learning.zoo import Recipe, get_architecture
 from core.serving import framing, registry
@@ -63,16 +64,26 @@ class TrainConfig:
 class FittedMember:
     model: keras.Model
     history: keras.callbacks.History
-    seconds: float
+    seconds: float  # pre-training included
+    pretraining: dict | None = None  # its NT-Xent curve and minutes, when the recipe pre-trains
 
 
 def fit_member(arch, recipe: Recipe, train_set, val_ds, batch: int, seed: int, strategy, weights: str,
                log=print) -> FittedMember:
     """One network trained with the recipe from one initialisation, at its best validation AUC."""
     set_seeds(seed)
+    started = time.perf_counter()
+    network, pretraining = None, None
+    if recipe.pretrain_epochs:
+        with strategy.scope():
+            network = arch.build(arch.preprocess, weights)
+        losses = pretrain(network, train_set.inputs, recipe, seed, strategy, log).history["loss"]
+        pretraining = {"method": "SimCLR (NT-Xent) on the training side's images, no labels",
+                       "epochs": recipe.pretrain_epochs, "loss": [round(float(v), 4) for v in losses],
+                       "minutes": round((time.perf_counter() - started) / 60, 1)}
     train_ds, steps = training_dataset(train_set.inputs, train_set.labels, recipe, batch, seed)
     with strategy.scope():
-        model = compile_model(arch, recipe, steps, weights)
+        model = compile_model(arch, recipe, steps, weights, network)
     with tempfile.TemporaryDirectory() as scratch:
         best = Path(scratch) / "best.weights.h5"
         callbacks = [
@@ -81,7 +92,6 @@ def fit_member(arch, recipe: Recipe, train_set, val_ds, batch: int, seed: int, s
                                             save_weights_only=True),
             keras.callbacks.EarlyStopping(monitor="val_auc", mode="max", patience=recipe.patience),
         ]
-        started = time.perf_counter()
         history = model.fit(train_ds, validation_data=val_ds, epochs=recipe.epochs,
                             callbacks=callbacks, verbose=1 if sys.stderr.isatty() else 2)
         seconds = time.perf_counter() - started
@@ -90,7 +100,7 @@ def fit_member(arch, recipe: Recipe, train_set, val_ds, batch: int, seed: int, s
         model = model.network  # the wrapper only adds a training loss
     log(f"member (init seed {seed}) trained in {seconds / 60:.1f} min, best validation AUC "
         f"{max(history.history['val_auc']):.4f}")
-    return FittedMember(model, history, seconds)
+    return FittedMember(model, history, seconds, pretraining)
 
 
 def train(config: TrainConfig, log=print) -> dict:
@@ -152,6 +162,7 @@ def train(config: TrainConfig, log=print) -> dict:
             "command": "python -m core " + " ".join(sys.argv[1:]),
             "recipe": asdict(recipe),
             "weights": config.weights,
+            "pretraining": [f.pretraining for f in fitted] if recipe.pretrain_epochs else None,
             "init_seed": init_seed,
             "ensemble": None if len(fitted) == 1 else {
                 "members": len(fitted), "combination": "mean of the members' logits", "init_seeds": member_seeds,

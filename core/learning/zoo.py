@@ -46,6 +46,8 @@ class Recipe:
     framing_consistency: float = 0.0
     sampling: str = "class_weights"  # or "balanced": both classes drawn equally often
     test_time_zooms: tuple[float, ...] = (1.0,)  # framings averaged at inference (core.serving.tta)
+    # Epochs of contrastive pre-training of the trunk before the classifier (core.learning.pretrain); 0: none
+    pretrain_epochs: int = 0
     patience: int = 5
 
 
