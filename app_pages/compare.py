@@ -80,14 +80,14 @@ with curves_tab:
 
 with shift_tab:
     shift_metrics = {"screening specificity": "screening_specificity", "screening sensitivity": "screening_sensitivity",
-                     "balanced accuracy": "balanced_accuracy", "AUC": "auc"}
+                     "balanced accuracy": "balanced_accuracy", "AUC": "auc", "calibration error (ECE)": "ece"}
     shown_metric = st.selectbox("Metric", list(shift_metrics), key="shift_metric")
     figure = go.Figure()
     for name in chosen:
         shifted = report(name, "shift")
         if shifted:
             figure.add_trace(go.Bar(x=[r["shift"] for r in shifted["shifts"]],
-                                    y=[r[shift_metrics[shown_metric]] for r in shifted["shifts"]], name=name,
+                                    y=[r.get(shift_metrics[shown_metric]) for r in shifted["shifts"]], name=name,
                                     marker={"color": model_colour(name)}))
     if figure.data:
         figure.update_layout(title=f"Validation {shown_metric} under imitated machine differences", barmode="group",
@@ -109,6 +109,7 @@ with shift_tab:
                        "mean AUC under shift": r["mean_auc"], "mean accuracy under shift": r["mean_balanced_accuracy"],
                        "worst screening specificity": r["worst_screening_specificity"],
                        "worst screening sensitivity": r["worst_screening_sensitivity"],
+                       "ECE, lung-field crops": r.get("framing_ece"),
                        "pneumonia heat inside the thorax": r.get("lung_focus")} for r in levers["rows"]],
                      hide_index=True, width="stretch")
 

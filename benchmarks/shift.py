@@ -36,10 +36,10 @@ def measure(predictor: Predictor, data_dir) -> dict:
 
 def print_report(report: dict) -> None:
     print(f"\n{report['model']} (n={report['n']})")
-    print(f"{'shift':<24} {'AUC':>6} {'bal.acc':>8} {'scr.sens':>9} {'scr.spec':>9}")
+    print(f"{'shift':<24} {'AUC':>6} {'bal.acc':>8} {'scr.sens':>9} {'scr.spec':>9} {'ECE':>6}")
     for row in report["shifts"]:
         print(f"{row['shift']:<24} {row['auc']:6.4f} {row['balanced_accuracy']:8.4f} "
-              f"{row['screening_sensitivity']:9.4f} {row['screening_specificity']:9.4f}")
+              f"{row['screening_sensitivity']:9.4f} {row['screening_specificity']:9.4f} {row['ece']:6.4f}")
     print("summary: " + ", ".join(f"{k} {v:.4f}" for k, v in report["summary"].items()))
 
 

@@ -108,6 +108,8 @@ def test_shift_report_holds_thresholds_fixed_and_summarises_the_worst_case():
     shifted = [r for name, r in rows.items() if name != "none"]
     assert report["summary"]["worst_auc"] == min(r["auc"] for r in shifted)
     assert report["summary"]["worst_screening_specificity"] == min(r["screening_specificity"] for r in shifted)
+    assert rows["none"]["ece"] == pytest.approx(evaluation.expected_calibration_error(labels, baseline)[0])
+    assert report["summary"]["worst_ece"] == max(r["ece"] for r in shifted) > 0
 
 
 def test_recipe_settings_from_the_command_line_are_typed_and_checked():
