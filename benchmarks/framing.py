@@ -14,18 +14,9 @@ import argparse
 
 import numpy as np
 
-from core.analysis.shift import SHIFTS
+from core.analysis.shift import FRAME_MAGNIFICATION, SHIFTS
 from core.learning import data
 from core.serving import framing, registry
-
-# The frame's true log size (height) in each framing shift's output; every other shift keeps 0.
-TRUE_LOG_SIZE = {
-    "wider field of view": np.log(0.8),
-    "tighter crop (80%)": np.log(1 / 0.8),
-    "lung-field crop (70%)": np.log(1 / 0.7),
-    "lung-field crop (60%)": np.log(1 / 0.6),
-    "lung-field crop (65%), contrast 140%": np.log(1 / 0.65),
-}
 
 
 def measure(grays: list[np.ndarray]) -> list[dict]:
@@ -37,7 +28,7 @@ def measure(grays: list[np.ndarray]) -> list[dict]:
         # Relative to each X-ray as framed: the localiser's own reading of the training frame
         # varies between children, and that variation is not the shift's.
         change = read - as_framed
-        rows.append({"shift": name, "true_size_change": float(np.exp(TRUE_LOG_SIZE.get(name, 0.0))),
+        rows.append({"shift": name, "true_size_change": FRAME_MAGNIFICATION[name],
                      "read_size_change_median": float(np.exp(np.median(change))),
                      "read_size_change_p10": float(np.exp(np.percentile(change, 10))),
                      "read_size_change_p90": float(np.exp(np.percentile(change, 90)))})

@@ -123,12 +123,20 @@ SHIFTS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "wider field of view": _wider_field,
     "tighter crop (80%)": _tighter_crop,
     "rotated 7 degrees": _rotated,
-    "lung-field crop (70%)": lung_field_crop(0.7),
-    "lung-field crop (60%)": lung_field_crop(0.6),
-    "lung-field crop (65%), contrast 140%": lung_field_crop(0.65, contrast=1.4),
 }
-# The harsh framing shifts that imitate the withheld period; models are chosen on these.
-FRAMING_SHIFTS = ("lung-field crop (70%)", "lung-field crop (60%)", "lung-field crop (65%), contrast 140%")
+# The harsh framing shifts that imitate the withheld period, (side, contrast) each; models are chosen on these.
+LUNG_FIELD_CROPS = {
+    "lung-field crop (70%)": (0.7, 1.0),
+    "lung-field crop (60%)": (0.6, 1.0),
+    "lung-field crop (65%), contrast 140%": (0.65, 1.4),
+}
+SHIFTS |= {name: lung_field_crop(side, contrast) for name, (side, contrast) in LUNG_FIELD_CROPS.items()}
+FRAMING_SHIFTS = tuple(LUNG_FIELD_CROPS)
+# How much each shift magnifies the training frame in the image (the wider field pads an
+# eighth on each side, the tighter crop cuts a tenth): what the framing localiser should read.
+FRAME_MAGNIFICATION = {name: 1.0 for name in SHIFTS} | {
+    "wider field of view": 0.8, "tighter crop (80%)": 1 / 0.8,
+    **{name: 1 / side for name, (side, _) in LUNG_FIELD_CROPS.items()}}
 
 
 def shift_report(score: Score, images: list[np.ndarray], labels: np.ndarray, spec: PreprocessSpec,
