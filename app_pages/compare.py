@@ -109,7 +109,6 @@ with shift_tab:
                        "mean AUC under shift": r["mean_auc"], "mean accuracy under shift": r["mean_balanced_accuracy"],
                        "worst screening specificity": r["worst_screening_specificity"],
                        "worst screening sensitivity": r["worst_screening_sensitivity"],
-                       "ECE, lung-field crops": r.get("framing_ece"),
                        "pneumonia heat inside the thorax": r.get("lung_focus")} for r in levers["rows"]],
                      hide_index=True, width="stretch")
 
