@@ -36,6 +36,7 @@ class Lever:
     init_seed: int | None = None
     arch: str = PROXY["arch"]
     frame_side: float | None = None  # crop to the framing localiser's standard frame of this side (train --frame)
+    epochs: int = PROXY["epochs"]
 
 
 # "base" is the recipe the withheld period was measured on (acquisition
@@ -79,6 +80,9 @@ LEVERS: dict[str, Lever] = {
     # Session 7: the trunk pre-trained by SimCLR on the training side's images first (core.learning.pretrain).
     "standard frame (75%) + contrastive pre-training": Lever(
         "frame75_simclr", _CONSISTENT | {"pretrain_epochs": 40}, arch="cxrnet_fine", frame_side=0.75),
+    # ... and its control for compute: the framed recipe trained three times as long, without pre-training.
+    "standard frame (75%), 30 epochs": Lever("frame75_consistency_30epochs", _CONSISTENT, arch="cxrnet_fine",
+                                             frame_side=0.75, epochs=30),
     "standard frame (75%) + contrastive pre-training, another init": Lever(
         "frame75_simclr_init7", _CONSISTENT | {"pretrain_epochs": 40}, init_seed=7, arch="cxrnet_fine",
         frame_side=0.75),
@@ -111,7 +115,7 @@ ENSEMBLES: dict[str, Ensemble] = {
 def ensure_model(lever: Lever, directory: Path, data_dir) -> str:
     """Train the lever's proxy model unless it is in the directory; returns its name."""
     if not (directory / f"{lever.model}.keras").exists():
-        train(TrainConfig(arch=lever.arch, data_dir=data_dir, name=lever.model, epochs=PROXY["epochs"],
+        train(TrainConfig(arch=lever.arch, data_dir=data_dir, name=lever.model, epochs=lever.epochs,
                           size=PROXY["size"], models_dir=directory, overrides=lever.recipe,
                           init_seed=lever.init_seed, frame_side=lever.frame_side,
                           hyperparameters_from=f"lever ablation: {lever.model}"))
@@ -131,7 +135,8 @@ def row(label: str, directory: Path, data_dir) -> dict:
     card = registry.load_card(name, directory)
     predictor = Predictor.load(name, directory)
     focus = reports.lung_focus(predictor, reports.score_split(predictor, data_dir, "validation"))
-    recipe = {"arch": lever.arch, **lever.recipe} | ({"frame_side": lever.frame_side} if lever.frame_side else {})
+    recipe = ({"arch": lever.arch, **lever.recipe} | ({"frame_side": lever.frame_side} if lever.frame_side else {})
+              | ({"epochs": lever.epochs} if lever.epochs != PROXY["epochs"] else {}))
     return _row(label, recipe, card.validation, measure(predictor, data_dir),
                 init_seed=card.training.get("init_seed"), minutes=card.training["seconds"] / 60,
                 lung_focus=focus["classes"]["PNEUMONIA"]["inside"])
