@@ -135,8 +135,11 @@ def row(label: str, directory: Path, data_dir) -> dict:
     card = registry.load_card(name, directory)
     predictor = Predictor.load(name, directory)
     focus = reports.lung_focus(predictor, reports.score_split(predictor, data_dir, "validation"))
-    recipe = ({"arch": lever.arch, **lever.recipe} | ({"frame_side": lever.frame_side} if lever.frame_side else {})
-              | ({"epochs": lever.epochs} if lever.epochs != PROXY["epochs"] else {}))
+    recipe = {"arch": lever.arch, **lever.recipe}  # what differs from the proxy, as the table shows it
+    if lever.frame_side:
+        recipe["frame_side"] = lever.frame_side
+    if lever.epochs != PROXY["epochs"]:
+        recipe["epochs"] = lever.epochs
     return _row(label, recipe, card.validation, measure(predictor, data_dir),
                 init_seed=card.training.get("init_seed"), minutes=card.training["seconds"] / 60,
                 lung_focus=focus["classes"]["PNEUMONIA"]["inside"])

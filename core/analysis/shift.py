@@ -60,17 +60,21 @@ def _low_resolution(gray: np.ndarray) -> np.ndarray:
     return cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)
 
 
+WIDER_PAD = 8  # the wider field adds 1/8 of each side on both sides
+TIGHTER_CUT = 10  # the tighter crop cuts 1/10 of each side on both sides
+
+
 def _wider_field(gray: np.ndarray) -> np.ndarray:
     # More of the body around the chest: the thorax shrinks to 80% of the frame.
     h, w = gray.shape
-    pad_h, pad_w = h // 8, w // 8
+    pad_h, pad_w = h // WIDER_PAD, w // WIDER_PAD
     padded = cv2.copyMakeBorder(gray, pad_h, pad_h, pad_w, pad_w, cv2.BORDER_REFLECT)
     return cv2.resize(padded, (w, h), interpolation=cv2.INTER_AREA)
 
 
 def _tighter_crop(gray: np.ndarray) -> np.ndarray:
     h, w = gray.shape
-    crop = gray[h // 10: h - h // 10, w // 10: w - w // 10]
+    crop = gray[h // TIGHTER_CUT: h - h // TIGHTER_CUT, w // TIGHTER_CUT: w - w // TIGHTER_CUT]
     return cv2.resize(crop, (w, h), interpolation=cv2.INTER_LINEAR)
 
 
@@ -132,10 +136,9 @@ LUNG_FIELD_CROPS = {
 }
 SHIFTS |= {name: lung_field_crop(side, contrast) for name, (side, contrast) in LUNG_FIELD_CROPS.items()}
 FRAMING_SHIFTS = tuple(LUNG_FIELD_CROPS)
-# How much each shift magnifies the training frame in the image (the wider field pads an
-# eighth on each side, the tighter crop cuts a tenth): what the framing localiser should read.
+# How much each shift magnifies the training frame in the image: what the framing localiser should read.
 FRAME_MAGNIFICATION = {name: 1.0 for name in SHIFTS} | {
-    "wider field of view": 0.8, "tighter crop (80%)": 1 / 0.8,
+    "wider field of view": 1 / (1 + 2 / WIDER_PAD), "tighter crop (80%)": 1 / (1 - 2 / TIGHTER_CUT),
     **{name: 1 / side for name, (side, _) in LUNG_FIELD_CROPS.items()}}
 
 

@@ -229,11 +229,12 @@ def training_dataset(inputs: np.ndarray, labels: np.ndarray, recipe: Recipe, bat
     return ds.take(steps).prefetch(AUTOTUNE), steps
 
 
-def learning_rate(recipe: Recipe, base: float, steps_per_epoch: int, epochs: int):
-    if recipe.lr_schedule == "exponential":  # as in the keras.io example
+def learning_rate(schedule: str, base: float, steps_per_epoch: int, epochs: int):
+    """The learning rate of a Recipe.lr_schedule name: a schedule, or the constant base."""
+    if schedule == "exponential":  # as in the keras.io example
         return keras.optimizers.schedules.ExponentialDecay(base, decay_steps=100000, decay_rate=0.96,
                                                            staircase=True)
-    if recipe.lr_schedule == "cosine":
+    if schedule == "cosine":
         return keras.optimizers.schedules.CosineDecay(base, decay_steps=max(1, steps_per_epoch * epochs),
                                                       alpha=0.02)
     return base
@@ -276,7 +277,7 @@ def compile_model(arch, recipe: Recipe, steps_per_epoch: int, weights: str = "no
     model = network or arch.build(arch.preprocess, weights)
     if recipe.framing_consistency:
         model = FramingConsistency(model, recipe.framing_consistency, name=f"{model.name}_training")
-    schedule = learning_rate(recipe, recipe.learning_rate, steps_per_epoch, recipe.epochs)
+    schedule = learning_rate(recipe.lr_schedule, recipe.learning_rate, steps_per_epoch, recipe.epochs)
     optimizer = (keras.optimizers.AdamW(schedule, weight_decay=recipe.weight_decay)
                  if recipe.weight_decay else keras.optimizers.Adam(schedule))
     model.compile(

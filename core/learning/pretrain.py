@@ -84,7 +84,7 @@ def pretrain(network: keras.Model, images: np.ndarray, recipe: Recipe, seed: int
     pairs, steps = view_pairs(images, recipe, batch, seed)
     with strategy.scope():
         model = ContrastivePretraining(network, name=f"{network.name}_simclr")
-        schedule = learning_rate(Recipe(lr_schedule="cosine"), LEARNING_RATE, steps, recipe.pretrain_epochs)
+        schedule = learning_rate("cosine", LEARNING_RATE, steps, recipe.pretrain_epochs)
         model.compile(optimizer=keras.optimizers.AdamW(schedule, weight_decay=1e-4))
     history = model.fit(pairs, epochs=recipe.pretrain_epochs, verbose=2)
     losses = history.history["loss"]
