@@ -37,6 +37,7 @@ class Lever:
     arch: str = PROXY["arch"]
     frame_side: float | None = None  # crop to the framing localiser's standard frame of this side (train --frame)
     epochs: int = PROXY["epochs"]
+    equalise: bool = False  # histogram-equalise every image first (train --equalise)
 
 
 # "base" is the recipe the withheld period was measured on (acquisition
@@ -86,6 +87,16 @@ LEVERS: dict[str, Lever] = {
     "standard frame (75%) + contrastive pre-training, another init": Lever(
         "frame75_simclr_init7", _CONSISTENT | {"pretrain_epochs": 40}, init_seed=7, arch="cxrnet_fine",
         frame_side=0.75),
+    # Session 8: the control from another initialisation, for the 30-epoch noise floor ...
+    "standard frame (75%), 30 epochs, another init": Lever(
+        "frame75_consistency_30epochs_init7", _CONSISTENT, init_seed=7, arch="cxrnet_fine", frame_side=0.75,
+        epochs=30),
+    # ... and grey levels equalised before the model (PreprocessSpec.equalise), on the 30-epoch control.
+    "standard frame (75%) + histogram equalisation, 30 epochs": Lever(
+        "frame75_equalise_30epochs", _CONSISTENT, arch="cxrnet_fine", frame_side=0.75, epochs=30, equalise=True),
+    "standard frame (75%) + histogram equalisation, 30 epochs, another init": Lever(
+        "frame75_equalise_30epochs_init7", _CONSISTENT, init_seed=7, arch="cxrnet_fine", frame_side=0.75,
+        epochs=30, equalise=True),
 }
 
 
@@ -109,6 +120,9 @@ ENSEMBLES: dict[str, Ensemble] = {
     # Diverse members: recipes that differ, not only initialisations.
     "ensemble of consistency and scale (5x5 map)": Ensemble((CONSISTENCY, "scale (random-resized crops)")),
     "ensemble of consistency and finer map without it": Ensemble((CONSISTENCY, "scale + finer evidence map")),
+    # Session 8: does an ensemble add to framing normalisation? (At full size: cxrnet_framed's card.)
+    "ensemble of two framed inits (75%, 30 epochs)": Ensemble(
+        ("standard frame (75%), 30 epochs", "standard frame (75%), 30 epochs, another init")),
 }
 
 
@@ -117,7 +131,7 @@ def ensure_model(lever: Lever, directory: Path, data_dir) -> str:
     if not (directory / f"{lever.model}.keras").exists():
         train(TrainConfig(arch=lever.arch, data_dir=data_dir, name=lever.model, epochs=lever.epochs,
                           size=PROXY["size"], models_dir=directory, overrides=lever.recipe,
-                          init_seed=lever.init_seed, frame_side=lever.frame_side,
+                          init_seed=lever.init_seed, frame_side=lever.frame_side, equalise=lever.equalise,
                           hyperparameters_from=f"lever ablation: {lever.model}"))
     return lever.model
 
@@ -140,6 +154,8 @@ def row(label: str, directory: Path, data_dir) -> dict:
         recipe["frame_side"] = lever.frame_side
     if lever.epochs != PROXY["epochs"]:
         recipe["epochs"] = lever.epochs
+    if lever.equalise:
+        recipe["equalise"] = True
     return _row(label, recipe, card.validation, measure(predictor, data_dir),
                 init_seed=card.training.get("init_seed"), minutes=card.training["seconds"] / 60,
                 lung_focus=focus["classes"]["PNEUMONIA"]["inside"])

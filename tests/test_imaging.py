@@ -34,6 +34,46 @@ def test_training_and_serving_give_the_same_tensor(tiny_data, tiny_models):
     assert predictor.screen(raw).probability == pytest.approx(expected, abs=1e-6)
 
 
+def test_equalised_training_and_serving_give_the_same_tensor(tiny_data):
+    spec = PreprocessSpec(48, clahe=True, equalise=True)
+    example = data.list_examples(tiny_data, "train")[2]
+    training_tensor = data.load_set([example], spec).inputs[0]
+    np.testing.assert_array_equal(training_tensor, load_model_input(example.path.read_bytes(), spec).tensor)
+    assert PreprocessSpec.from_dict(spec.to_dict()) == spec
+    assert "equalise" not in PreprocessSpec(48).to_dict()  # the cards of models without it stay as they were
+
+
+def test_train_equalise_makes_a_model_that_screens_equalised(tiny_data, tmp_path):
+    from core import cli
+
+    assert cli.main(["train", "--data", str(tiny_data), "--arch", "cnn_small", "--epochs", "1", "--size", "32",
+                     "--equalise", "--models-dir", str(tmp_path)]) == 0
+    predictor = Predictor.load("cnn_small", tmp_path)
+    assert predictor.card.preprocess["equalise"] is True and predictor.spec.equalise
+    raw = encode(xray_like(6, True, 128))
+    tensor = preprocess(decode_image(raw).pixels, PreprocessSpec(32, equalise=True))
+    assert predictor.screen(raw).probability == pytest.approx(predictor.probabilities(tensor[None])[0], abs=1e-6)
+
+
+@pytest.mark.parametrize("grey_levels", [
+    lambda g: 255.0 * (g / 255.0) ** 1.6,  # darker exposure
+    lambda g: 255.0 * (g / 255.0) ** 0.6,  # brighter exposure
+    lambda g: 0.5 * g + 64,  # lower contrast
+])
+def test_equalisation_removes_a_change_of_grey_levels(grey_levels):
+    gray = xray_like(4, True, 160)
+    changed = np.clip(np.round(grey_levels(gray.astype(np.float64))), 0, 255).astype(np.uint8)
+
+    def change(spec):
+        return np.abs(preprocess(changed, spec) - preprocess(gray, spec)).mean()
+
+    # Equalisation alone: the same input up to the rounding of merged grey levels.
+    assert change(PreprocessSpec(160)) > 0.1
+    assert change(PreprocessSpec(160, equalise=True)) < 0.005
+    # CLAHE afterwards spreads the merged levels again, but less than half the change remains.
+    assert change(PreprocessSpec(160, clahe=True, equalise=True)) < change(PreprocessSpec(160, clahe=True)) / 2
+
+
 @pytest.mark.parametrize("mode", ["L", "RGB", "RGBA", "P", "CMYK", "I;16"])
 def test_common_modes_decode_to_the_same_picture(mode):
     gray = xray_like(1, False, 128)

@@ -58,6 +58,7 @@ class TrainConfig:
     ensemble: int = 1  # members trained from different initialisations, averaged in logit space
     # Crop every image to the framing localiser's standard frame of this side (core.serving.framing); None: don't
     frame_side: float | None = None
+    equalise: bool = False  # histogram-equalise every image first (PreprocessSpec.equalise)
 
 
 @dataclass
@@ -116,6 +117,8 @@ def train(config: TrainConfig, log=print) -> dict:
             train_localiser(config.data_dir, seed=config.seed, log=log)
         arch = replace(arch, preprocess=replace(arch.preprocess, frame=framing.shipped_localiser_sha256(),
                                                 frame_side=config.frame_side))
+    if config.equalise:
+        arch = replace(arch, preprocess=replace(arch.preprocess, equalise=True))
     recipe = replace(arch.recipe, **{**config.overrides, **{k: v for k, v in {
         "epochs": config.epochs, "batch_size": config.batch_size, "learning_rate": config.learning_rate,
     }.items() if v is not None}})

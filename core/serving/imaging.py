@@ -40,6 +40,9 @@ class PreprocessSpec:
 
     size: int = 160
     clahe: bool = False
+    # Global histogram equalisation of the frame: every monotone change of the grey
+    # levels (exposure, contrast, a machine's look-up table) gives the same input.
+    equalise: bool = False
     # The sha256 of the framing localiser whose standard frame every image is cut to
     # (core.serving.framing), or None for the whole image; and that frame's side.
     frame: str | None = None
@@ -47,6 +50,8 @@ class PreprocessSpec:
 
     def to_dict(self) -> dict:
         spec = {"size": self.size, "clahe": self.clahe, "channels": 1, "range": [0.0, 1.0]}
+        if self.equalise:
+            spec["equalise"] = True
         if self.frame:
             spec["frame"] = {"localiser": framing.LOCALISER_PATH.name, "sha256": self.frame, "side": self.frame_side}
         return spec
@@ -54,7 +59,8 @@ class PreprocessSpec:
     @classmethod
     def from_dict(cls, spec: dict) -> PreprocessSpec:
         frame = spec.get("frame") or {}
-        return cls(size=int(spec["size"]), clahe=bool(spec.get("clahe", False)), frame=frame.get("sha256"),
+        return cls(size=int(spec["size"]), clahe=bool(spec.get("clahe", False)),
+                   equalise=bool(spec.get("equalise", False)), frame=frame.get("sha256"),
                    frame_side=float(frame.get("side", framing.STANDARD_SIDE)))
 
 
@@ -185,6 +191,10 @@ def preprocess(gray: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
 def _to_tensor(gray: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
     # INTER_AREA averages pixels when shrinking, so fine texture does not alias.
     resized = cv2.resize(gray, (spec.size, spec.size), interpolation=cv2.INTER_AREA)
+    if spec.equalise:
+        # The withheld period's X-rays have higher contrast; equalising before CLAHE
+        # removes global grey-level differences, so CLAHE only shapes local contrast.
+        resized = cv2.equalizeHist(resized)
     if spec.clahe:
         # Local contrast equalisation evens out exposure differences between
         # machines and hospital periods, the main shift between data sets.
