@@ -16,7 +16,7 @@ st.markdown(
 name = default_model()
 card = next(c for c in cards() if c.name == name)
 st.subheader(f"Model in use: {name}")
-st.caption(f"{card.description}. File sha256 {card.sha256[:12]}…")
+st.caption(f"{card.summary}. File sha256 {card.sha256[:12]}…")
 
 st.markdown("**On X-rays from another hospital period** (independent check)")
 checks = external_checks(name)

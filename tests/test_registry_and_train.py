@@ -36,6 +36,17 @@ def test_one_epoch_writes_model_card_reports_and_profile(tiny_models):
     assert len(profile["splits"]["train"]["pixel_histograms"]["NORMAL"]) == profile["splits"]["train"]["histogram_bins"]
 
 
+def test_card_summary_says_what_training_added_to_the_architecture(tiny_models):
+    card = registry.load_card("cnn_small", tiny_models)
+    assert card.summary == card.description
+    spec = replace(card.spec, frame="ab" * 32, frame_side=0.75, equalise=True)
+    training = {**card.training, "recipe": {**card.training["recipe"], "pretrain_epochs": 40},
+                "ensemble": {"members": 3}}
+    summary = replace(card, preprocess=spec.to_dict(), training=training).summary
+    assert summary == (f"{card.description}; every X-ray cut to the localiser's standard frame (75%); grey levels "
+                       "histogram-equalised; SimCLR pre-training (40 epochs); ensemble of 3 initialisations")
+
+
 def test_model_loads_in_safe_mode_and_predicts(tiny_models):
     model = keras.saving.load_model(tiny_models / "cnn_small.keras", safe_mode=True)
     assert model.output.shape == (None, 1)

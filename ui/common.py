@@ -97,11 +97,12 @@ def card_summary(card: dict) -> dict:
         "specificity": validation["specificity"], "precision": validation["precision"], "F1": validation["f1"],
         "ECE": validation.get("ece"),
         "input": f"{card.preprocess['size']} px" + (" + CLAHE" if card.preprocess.get("clahe") else "")
-                 + (f" + standard frame ({card.preprocess['frame']['side']:.0%})" if card.preprocess.get("frame") else ""),
+                 + (f" + standard frame ({card.preprocess['frame']['side']:.0%})" if card.preprocess.get("frame") else "")
+                 + (" + equalised" if card.preprocess.get("equalise") else ""),
         "parameters": card.parameters, "file MB": card.file_bytes / 1e6,
         "training min": training["seconds"] / 60, "hardware": training["hardware"],
         # Long text last, so the metrics stay in view on narrow screens.
-        "architecture": card.description,
+        "architecture": card.summary,
     }
 
 

@@ -39,6 +39,18 @@ class ModelCard:
         return PreprocessSpec.from_dict(self.preprocess)
 
     @property
+    def summary(self) -> str:
+        """The architecture's description, then what this file's own training added to it."""
+        spec, recipe, members = self.spec, self.training.get("recipe", {}), self.training.get("ensemble")
+        added = [
+            f"every X-ray cut to the localiser's standard frame ({spec.frame_side:.0%})" if spec.frame else "",
+            "grey levels histogram-equalised" if spec.equalise else "",
+            f"SimCLR pre-training ({recipe['pretrain_epochs']} epochs)" if recipe.get("pretrain_epochs") else "",
+            f"ensemble of {members['members']} initialisations" if members else "",
+        ]
+        return "; ".join([self.description, *filter(None, added)])
+
+    @property
     def split_seed(self) -> int:
         """The seed of the patient-level split this model was trained and validated on."""
         return int(self.training["split"]["seed"])
