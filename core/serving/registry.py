@@ -116,19 +116,21 @@ def _current_shift_scores(name: str, card: ModelCard, directory: Path) -> tuple[
 
 
 def update_manifest(directory: Path | None = None) -> dict:
-    """List every carded model; the default is the one that holds up best on other machines'
-    images when every model has a current shift check (benchmarks/shift.py), else the best
-    validation AUC. Holding up best: the best AUC under the lung-field framing shifts; among
-    models within FRAMING_AUC_NOISE of it, the best balanced accuracy there at the model's own
-    thresholds (the withheld period's failure was a threshold that did not carry over)."""
+    """List every carded model; the default is, among the models with a current shift check
+    (benchmarks/shift.py), the one that holds up best on other machines' images, and the best
+    validation AUC only when no model has one. Holding up best: the best AUC under the lung-field
+    framing shifts; among models within FRAMING_AUC_NOISE of it, the best balanced accuracy there
+    at the model's own thresholds (the withheld period's failure was a threshold that did not
+    carry over). A model trained since its last check is not served by default until it is
+    checked again: validation AUC is saturated and would pick a model that generalises worse."""
     directory = directory or models_dir()
     found = sorted(p.stem for p in directory.glob("*.keras") if (directory / f"{p.stem}.json").exists())
     cards_found = {n: load_card(n, directory) for n in found}
     scores = {n: _current_shift_scores(n, card, directory) for n, card in cards_found.items()}
-    if None in scores.values():
-        scores = {n: (card.validation.get("auc", 0.0), 0.0) for n, card in cards_found.items()}
+    scores = {n: score for n, score in scores.items() if score is not None} or {
+        n: (card.validation.get("auc", 0.0), 0.0) for n, card in cards_found.items()}
     best_auc = max((auc for auc, _ in scores.values()), default=None)
-    contenders = [n for n in found if scores[n][0] >= best_auc - FRAMING_AUC_NOISE]
+    contenders = [n for n in scores if scores[n][0] >= best_auc - FRAMING_AUC_NOISE]
     value = {"default": max(contenders, key=lambda n: scores[n][1]) if found else None, "models": found}
     _write_json(directory / MANIFEST, value)
     return value
