@@ -6,6 +6,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from core.serving import registry
+from core.serving.card import ModelCard
 from core.serving.predictor import Predictor
 from core.serving.site import SiteProfile
 
@@ -88,17 +89,17 @@ def model_picker(label: str = "Model", key: str = "model") -> str:
                         format_func=lambda n: f"{n} (default)" if n == default else n)
 
 
-def card_summary(card: dict) -> dict:
+def card_summary(card: ModelCard) -> dict:
     """The card's headline facts as a flat row."""
-    validation, training = card.validation, card.training
+    validation, training, spec = card.validation, card.training, card.spec
     return {
         "model": card.name,
         "AUC": validation["auc"], "accuracy": validation["accuracy"], "sensitivity": validation["sensitivity"],
         "specificity": validation["specificity"], "precision": validation["precision"], "F1": validation["f1"],
         "ECE": validation.get("ece"),
-        "input": f"{card.preprocess['size']} px" + (" + CLAHE" if card.preprocess.get("clahe") else "")
-                 + (f" + standard frame ({card.preprocess['frame']['side']:.0%})" if card.preprocess.get("frame") else "")
-                 + (" + equalised" if card.preprocess.get("equalise") else ""),
+        "input": f"{spec.size} px" + (" + CLAHE" if spec.clahe else "")
+                 + (f" + standard frame ({spec.frame_side:.0%})" if spec.frame else "")
+                 + (" + equalised" if spec.equalise else ""),
         "parameters": card.parameters, "file MB": card.file_bytes / 1e6,
         "training min": training["seconds"] / 60, "hardware": training["hardware"],
         # Long text last, so the metrics stay in view on narrow screens.

@@ -126,9 +126,10 @@ def update_manifest(directory: Path | None = None) -> dict:
     directory = directory or models_dir()
     found = sorted(p.stem for p in directory.glob("*.keras") if (directory / f"{p.stem}.json").exists())
     cards_found = {n: load_card(n, directory) for n in found}
-    scores = {n: _current_shift_scores(n, card, directory) for n, card in cards_found.items()}
-    scores = {n: score for n, score in scores.items() if score is not None} or {
-        n: (card.validation.get("auc", 0.0), 0.0) for n, card in cards_found.items()}
+    checked = {n: _current_shift_scores(n, card, directory) for n, card in cards_found.items()}
+    scores = {n: score for n, score in checked.items() if score is not None}
+    if not scores:
+        scores = {n: (card.validation.get("auc", 0.0), 0.0) for n, card in cards_found.items()}
     best_auc = max((auc for auc, _ in scores.values()), default=None)
     contenders = [n for n in scores if scores[n][0] >= best_auc - FRAMING_AUC_NOISE]
     value = {"default": max(contenders, key=lambda n: scores[n][1]) if found else None, "models": found}
