@@ -97,6 +97,14 @@ LEVERS: dict[str, Lever] = {
     "standard frame (75%) + histogram equalisation, 30 epochs, another init": Lever(
         "frame75_equalise_30epochs_init7", _CONSISTENT, init_seed=7, arch="cxrnet_fine", frame_side=0.75,
         epochs=30, equalise=True),
+    # Session 9: the augmentation applied before CLAHE (Recipe.augment_before_contrast), where the
+    # shift check's and a real machine's exposure, sharpness and noise arrive, on the 30-epoch control.
+    "standard frame (75%) + augmented before CLAHE, 30 epochs": Lever(
+        "frame75_before_contrast_30epochs", _CONSISTENT | {"augment_before_contrast": True}, arch="cxrnet_fine",
+        frame_side=0.75, epochs=30),
+    "standard frame (75%) + augmented before CLAHE, 30 epochs, another init": Lever(
+        "frame75_before_contrast_30epochs_init7", _CONSISTENT | {"augment_before_contrast": True}, init_seed=7,
+        arch="cxrnet_fine", frame_side=0.75, epochs=30),
 }
 
 

@@ -61,6 +61,14 @@ def _zooms(text: str) -> tuple[float, ...]:
     return tuple(float(z) for z in text.split(","))
 
 
+def _flag(text: str) -> bool:
+    """"true"/"false" (or yes/no, 1/0) as a bool: bool("false") would be True."""
+    words = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}
+    if text.lower() not in words:
+        raise ValueError(text)
+    return words[text.lower()]
+
+
 def _recipe_settings(settings: list[str]) -> dict:
     """`--set mixup=0.2 --set sampling=balanced` as recipe overrides, typed like the Recipe's fields."""
     import dataclasses
@@ -74,7 +82,8 @@ def _recipe_settings(settings: list[str]) -> dict:
         if key not in fields or not value:
             raise SystemExit(f"--set {setting}: expected FIELD=VALUE with FIELD one of {', '.join(fields)}")
         try:
-            overrides[key] = _zooms(value) if fields[key] is tuple else fields[key](value)
+            parse = {tuple: _zooms, bool: _flag}.get(fields[key], fields[key])
+            overrides[key] = parse(value)
         except ValueError:
             raise SystemExit(f"--set {setting}: {value!r} is not a valid {fields[key].__name__}") from None
     return overrides
@@ -88,7 +97,8 @@ def cmd_lr_find(args) -> int:
     from core.learning.zoo import get_architecture
 
     arch = get_architecture(args.arch, args.size)
-    train_set, _ = load_split(_data_dir(args.data), arch.preprocess, args.seed, args.max_train_images)
+    train_set, _ = load_split(_data_dir(args.data), arch.preprocess, args.seed, args.max_train_images,
+                              recipe=arch.recipe)
     result = find_learning_rate(arch, arch.recipe, train_set, steps=args.steps)
     for rate, loss in list(zip(result["rates"], result["smoothed"]))[:: max(1, len(result["rates"]) // 25)]:
         print(f"  lr {rate:9.2e}  smoothed loss {loss:.4f}")

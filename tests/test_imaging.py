@@ -7,6 +7,8 @@ from conftest import encode, xray_like
 from PIL import Image
 
 from core.learning import data
+from core.learning.pipeline import training_dataset, training_spec
+from core.learning.zoo import Recipe
 from core.serving.imaging import (
     DECODE_SIDE,
     ImageError,
@@ -41,6 +43,20 @@ def test_equalised_training_and_serving_give_the_same_tensor(tiny_data):
     np.testing.assert_array_equal(training_tensor, load_model_input(example.path.read_bytes(), spec).tensor)
     assert PreprocessSpec.from_dict(spec.to_dict()) == spec
     assert "equalise" not in PreprocessSpec(48).to_dict()  # the cards of models without it stay as they were
+
+
+def test_training_that_augments_before_the_contrast_step_reads_the_serving_tensor(tiny_data):
+    # No augmentation drawn: what remains is loading up to the resize, then the
+    # contrast step in the input pipeline; it must give screening's tensor exactly.
+    spec = PreprocessSpec(48, clahe=True, equalise=True)
+    recipe = Recipe(augment_before_contrast=True)
+    examples = data.list_examples(tiny_data, "train")[:6]
+    loaded = data.load_set(examples, training_spec(spec, recipe))
+    served = [load_model_input(e.path.read_bytes(), spec).tensor for e in examples]
+    assert all(np.abs(raw - done).mean() > 0.02 for raw, done in zip(loaded.inputs, served))  # a step to apply
+    batches, _ = training_dataset(loaded.inputs, loaded.labels, recipe, batch_size=len(examples), seed=0, spec=spec)
+    trained = next(iter(batches))[0].numpy()  # shuffled: matched to the served tensors by content
+    assert sorted(next(i for i, s in enumerate(served) if np.array_equal(t, s)) for t in trained) == list(range(6))
 
 
 def test_train_equalise_makes_a_model_that_screens_equalised(tiny_data, tmp_path):

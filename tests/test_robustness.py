@@ -12,11 +12,18 @@ from core.analysis import evaluation, reports
 from core.analysis.shift import SHIFTS, shift_report
 from core.cli import _recipe_settings
 from core.learning import data
-from core.learning.pipeline import FramingConsistency, bernoulli_js_divergence, mixer, training_dataset
+from core.learning.pipeline import (
+    FramingConsistency,
+    augmentation,
+    bernoulli_js_divergence,
+    mixer,
+    training_dataset,
+    with_contrast_step,
+)
 from core.learning.train import TrainConfig, train
 from core.learning.zoo import Recipe
 from core.serving import tta
-from core.serving.imaging import PreprocessSpec, preprocess
+from core.serving.imaging import PreprocessSpec, contrast_step, preprocess
 from core.serving.predictor import Predictor
 from tests.conftest import TINY_SIZE, xray_like
 
@@ -119,15 +126,39 @@ def test_recipe_settings_from_the_command_line_are_typed_and_checked():
         _recipe_settings(["no_such_field=1"])
     with pytest.raises(SystemExit, match="not a valid int"):
         _recipe_settings(["epochs=many"])
+    # bool("false") is True: flags are read as words.
+    assert _recipe_settings(["augment_before_contrast=false"]) == {"augment_before_contrast": False}
+    assert _recipe_settings(["augment_before_contrast=True"]) == {"augment_before_contrast": True}
+    with pytest.raises(SystemExit, match="not a valid bool"):
+        _recipe_settings(["augment_before_contrast=maybe"])
+
+
+def test_augmentation_before_the_contrast_step_is_followed_by_it():
+    # Eight well-separated grey levels: halving the contrast keeps them apart, so
+    # equalisation after it gives back exactly the equalised original.
+    levels = np.repeat(np.arange(8, dtype=np.uint8) * 32 + 8, 32).reshape(16, 16)
+    spec = PreprocessSpec(16, equalise=True)
+    before = (levels.astype(np.float32) / 255.0)[None, ..., None]
+    lower_contrast = lambda images: 0.5 * images + 0.25
+    finished = with_contrast_step(lower_contrast, spec)(tf.constant(before)).numpy()
+    np.testing.assert_array_equal(finished[0], contrast_step(levels, spec))
+    # Augmenting the finished input instead (the default order) keeps the change.
+    after = lower_contrast(contrast_step(levels, spec))
+    assert np.abs(after - finished[0]).mean() > 0.1
+    # Without the model's spec there is no contrast step to apply: a loud error, not a silent skip.
+    with pytest.raises(ValueError, match="PreprocessSpec"):
+        augmentation(Recipe(augment="acquisition", augment_before_contrast=True), seed=0)
 
 
 def test_levers_train_and_serving_reproduces_the_validation_evidence(tiny_data, tmp_path):
-    """Mixup, balanced sampling, robust augmentation and test-time zooms together:
-    the Predictor must give exactly the probabilities that calibration was fitted on."""
-    overrides = {"mixup": 0.2, "sampling": "balanced", "augment": "robust", "test_time_zooms": (1.0, 1.12, 0.9)}
+    """Mixup, balanced sampling, robust augmentation before equalisation and test-time zooms
+    together: the Predictor must give exactly the probabilities that calibration was fitted on."""
+    overrides = {"mixup": 0.2, "sampling": "balanced", "augment": "robust", "augment_before_contrast": True,
+                 "test_time_zooms": (1.0, 1.12, 0.9)}
     card = train(TrainConfig(arch="cnn_small", data_dir=tiny_data, epochs=1, size=TINY_SIZE, models_dir=tmp_path,
-                             overrides=overrides), log=lambda *_: None)
-    assert card.test_time_zooms == [1.0, 1.12, 0.9]
+                             overrides=overrides, equalise=True), log=lambda *_: None)
+    assert card.test_time_zooms == [1.0, 1.12, 0.9] and card.preprocess["equalise"]
+    assert card.training["recipe"]["augment_before_contrast"] is True
     assert card.training["recipe"]["sampling"] == "balanced" and card.training["class_weights"] is None
     saved = json.loads((tmp_path / "cnn_small.validation.json").read_text())["predictions"]
     # The Keras path that calibration was fitted on, exactly; the ONNX path within the parity bound.

@@ -18,6 +18,7 @@ from tqdm import tqdm
 
 from core.learning import data
 from core.learning.zoo import Recipe
+from core.serving.imaging import PreprocessSpec, contrast_step
 
 AUTOTUNE = tf.data.AUTOTUNE
 
@@ -86,6 +87,16 @@ def random_resized_crops(images, min_area: float):
     return tf.image.crop_and_resize(images, boxes, tf.range(n), (size, size))
 
 
+def augmentation(recipe: Recipe, seed: int, spec: PreprocessSpec | None = None):
+    """The recipe's augmentation, followed by the contrast step when the recipe augments before it."""
+    transform = augmenter(recipe.augment, seed, recipe.min_crop_area)
+    if not recipe.augment_before_contrast:
+        return transform
+    if spec is None:
+        raise ValueError("augment_before_contrast needs the model's PreprocessSpec for its contrast step")
+    return with_contrast_step(transform, spec)
+
+
 def augmenter(level: str, seed: int, min_crop_area: float = 0.4):
     """A function from a batch of [0, 1] images to an augmented batch, or None."""
     if level == "none":
@@ -118,6 +129,34 @@ def augmenter(level: str, seed: int, min_crop_area: float = 0.4):
         contrast = tf.random.uniform(shape, 1 - p["contrast"], 1 + p["contrast"])
         brightness = tf.random.uniform(shape, -p["brightness"], p["brightness"])
         return tf.clip_by_value((images - mean) * contrast + mean + brightness, 0.0, 1.0)
+
+    return apply
+
+
+def training_spec(spec: PreprocessSpec, recipe: Recipe) -> PreprocessSpec:
+    """How the training side's images are loaded: stopped before the contrast step when the recipe
+    augments there (see with_contrast_step), else as the model reads them."""
+    return spec.before_contrast() if recipe.augment_before_contrast else spec
+
+
+def with_contrast_step(transform, spec: PreprocessSpec):
+    """`transform` (or no change, when None) followed by the spec's own contrast step.
+
+    CLAHE amplifies noise in flat regions and rescales what an exposure change
+    did; the shift check, like a real machine, changes the image before it. So
+    an augmentation meant to mimic another machine belongs before it too. The
+    step is the serving code's (core.serving.imaging.contrast_step), on 8-bit
+    pixels as serving has them, so training and screening still share one path.
+    """
+
+    def finish(batch: np.ndarray) -> np.ndarray:
+        pixels = np.round(np.clip(batch[..., 0], 0.0, 1.0) * 255.0).astype(np.uint8)
+        return np.stack([contrast_step(image, spec) for image in pixels]) if len(pixels) else batch
+
+    def apply(images):
+        images = transform(images) if transform is not None else images
+        finished = tf.numpy_function(finish, [images], tf.float32, stateful=False)
+        return tf.ensure_shape(finished, images.shape)
 
     return apply
 
@@ -191,11 +230,13 @@ def make_dataset(inputs: np.ndarray, labels: np.ndarray, batch_size: int) -> tf.
 
 
 def training_dataset(inputs: np.ndarray, labels: np.ndarray, recipe: Recipe, batch_size: int,
-                     seed: int = 42) -> tuple[tf.data.Dataset, int]:
+                     seed: int = 42, spec: PreprocessSpec | None = None) -> tuple[tf.data.Dataset, int]:
     """Shuffled, augmented (image, label, weight) batches and the number of batches per epoch.
 
     The 74/26 class mix is countered either by loss weights ("class_weights",
     as keras.io does) or by drawing both classes equally often ("balanced").
+    With recipe.augment_before_contrast, `inputs` are loaded with training_spec
+    and `spec` is the model's, whose contrast step follows the augmentation.
     """
     labels = labels.astype(np.int64)
     steps = int(np.ceil(len(labels) / batch_size))
@@ -216,9 +257,9 @@ def training_dataset(inputs: np.ndarray, labels: np.ndarray, recipe: Recipe, bat
     else:
         raise ValueError(f"unknown sampling '{recipe.sampling}'")
     ds = ds.batch(batch_size)
-    transform = augmenter(recipe.augment, seed, recipe.min_crop_area)
+    transform = augmentation(recipe, seed, spec)
     if recipe.framing_consistency:
-        if transform is None or recipe.mixup:
+        if recipe.augment == "none" or recipe.mixup:
             raise ValueError("framing_consistency needs an augmentation that reframes, and no mixup")
         # Two independent draws of the augmentation: two framings of each image.
         ds = ds.map(lambda x, y, w: ((transform(x), transform(x)), y, w), num_parallel_calls=AUTOTUNE)
@@ -255,16 +296,17 @@ def hardware() -> str:
     return f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, {devices}"
 
 
-def load_split(data_dir, spec, seed: int, max_train_images: int | None = None, log=print
-               ) -> tuple[data.LoadedSet, data.LoadedSet]:
-    """The patient-level (train, validation) split of DIR/train, decoded and preprocessed."""
+def load_split(data_dir, spec, seed: int, max_train_images: int | None = None, log=print,
+               recipe: Recipe | None = None) -> tuple[data.LoadedSet, data.LoadedSet]:
+    """The patient-level (train, validation) split of DIR/train, decoded and preprocessed; the
+    training side as training_spec says for the recipe, validation as the model reads it."""
     train_examples, val_examples = data.patient_split(data_dir, seed, max_train_images)
     log(f"data: {len(train_examples)} training and {len(val_examples)} validation images "
         f"({len({e.patient for e in val_examples})} validation patients)")
     loading = time.perf_counter()
     with tqdm(total=len(train_examples) + len(val_examples), desc="reading images", file=sys.stderr,
               disable=None) as bar:
-        train_set = data.load_set(train_examples, spec, progress=bar)
+        train_set = data.load_set(train_examples, training_spec(spec, recipe or Recipe()), progress=bar)
         val_set = data.load_set(val_examples, spec, progress=bar)
     log(f"read in {time.perf_counter() - loading:.0f} s")
     return train_set, val_set

@@ -13,8 +13,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from core.learning.pipeline import AUTOTUNE, augmenter, learning_rate, set_seeds
+from core.learning.pipeline import AUTOTUNE, augmentation, learning_rate, set_seeds
 from core.learning.zoo import Recipe
+from core.serving.imaging import PreprocessSpec
 
 PROJECTION_UNITS = (256, 128)  # SimCLR's projection head: hidden width, embedding width
 TEMPERATURE = 0.2  # of the NT-Xent loss; SimCLR's ablation favours 0.1-0.5 at small batches
@@ -64,10 +65,12 @@ class ContrastivePretraining(keras.Model):
         return nt_xent(*y_pred)
 
 
-def view_pairs(images: np.ndarray, recipe: Recipe, batch_size: int, seed: int) -> tuple[tf.data.Dataset, int]:
-    """Shuffled batches of two independent augmentations of each image, and the batches per epoch."""
-    transform = augmenter(recipe.augment, seed, recipe.min_crop_area)
-    if transform is None:
+def view_pairs(images: np.ndarray, recipe: Recipe, batch_size: int, seed: int,
+               spec: PreprocessSpec | None = None) -> tuple[tf.data.Dataset, int]:
+    """Shuffled batches of two independent augmentations of each image, and the batches per epoch
+    (`spec` as for pipeline.training_dataset)."""
+    transform = augmentation(recipe, seed, spec)
+    if recipe.augment == "none":
         raise ValueError("contrastive pre-training needs an augmentation (Recipe.augment is 'none')")
     steps = len(images) // batch_size  # whole batches only: a last batch of a few images has few negatives
     ds = (tf.data.Dataset.from_tensor_slices(images).shuffle(len(images), seed=seed, reshuffle_each_iteration=True)
@@ -76,12 +79,12 @@ def view_pairs(images: np.ndarray, recipe: Recipe, batch_size: int, seed: int) -
     return ds.prefetch(AUTOTUNE), steps
 
 
-def pretrain(network: keras.Model, images: np.ndarray, recipe: Recipe, seed: int, strategy, log=print
-             ) -> keras.callbacks.History:
+def pretrain(network: keras.Model, images: np.ndarray, recipe: Recipe, seed: int, strategy, log=print,
+             spec: PreprocessSpec | None = None) -> keras.callbacks.History:
     """Train `network`'s trunk in place by contrastive learning for recipe.pretrain_epochs epochs."""
     set_seeds(seed)
     batch = min(BATCH_SIZE, len(images))
-    pairs, steps = view_pairs(images, recipe, batch, seed)
+    pairs, steps = view_pairs(images, recipe, batch, seed, spec)
     with strategy.scope():
         model = ContrastivePretraining(network, name=f"{network.name}_simclr")
         schedule = learning_rate("cosine", LEARNING_RATE, steps, recipe.pretrain_epochs)

@@ -78,11 +78,11 @@ def fit_member(arch, recipe: Recipe, train_set, val_ds, batch: int, seed: int, s
     if recipe.pretrain_epochs:
         with strategy.scope():
             network = arch.build(arch.preprocess, weights)
-        losses = pretrain(network, train_set.inputs, recipe, seed, strategy, log).history["loss"]
+        losses = pretrain(network, train_set.inputs, recipe, seed, strategy, log, arch.preprocess).history["loss"]
         pretraining = {"method": "SimCLR (NT-Xent) on the training side's images, no labels",
                        "epochs": recipe.pretrain_epochs, "loss": [round(float(v), 4) for v in losses],
                        "minutes": round((time.perf_counter() - started) / 60, 1)}
-    train_ds, steps = training_dataset(train_set.inputs, train_set.labels, recipe, batch, seed)
+    train_ds, steps = training_dataset(train_set.inputs, train_set.labels, recipe, batch, seed, arch.preprocess)
     with strategy.scope():
         model = compile_model(arch, recipe, steps, weights, network)
     with tempfile.TemporaryDirectory() as scratch:
@@ -125,7 +125,8 @@ def train(config: TrainConfig, log=print) -> dict:
     name = config.name or config.arch
     strategy, strategy_name = pick_strategy()
     log(f"strategy: {strategy_name} ({type(strategy).__name__}), replicas: {strategy.num_replicas_in_sync}")
-    train_set, val_set = load_split(config.data_dir, arch.preprocess, config.seed, config.max_train_images, log)
+    train_set, val_set = load_split(config.data_dir, arch.preprocess, config.seed, config.max_train_images, log,
+                                    recipe)
     hyperparameters_from = config.hyperparameters_from
     if config.lr_auto:
         found = find_learning_rate(arch, recipe, train_set, strategy=strategy)

@@ -62,7 +62,8 @@ def find_learning_rate(arch: Architecture, recipe: Recipe, train_set: data.Loade
     """Run the range test on training data and return the curve with a suggested rate."""
 
     rates = np.geomspace(min_lr, max_lr, steps)
-    dataset = training_dataset(train_set.inputs, train_set.labels, recipe, recipe.batch_size, seed)[0].repeat()
+    dataset = training_dataset(train_set.inputs, train_set.labels, recipe, recipe.batch_size, seed,
+                               arch.preprocess)[0].repeat()
     strategy = strategy or tf.distribute.get_strategy()
     with strategy.scope():
         model = compile_model(arch, replace(recipe, lr_schedule="constant", learning_rate=min_lr), steps)

@@ -39,6 +39,9 @@ class Recipe:
     weight_decay: float = 0.0
     # "none", "light", "strong", "framing", "acquisition", "robust" or "scale" (see core.learning.train)
     augment: str = "none"
+    # Augment the resized frame before the spec's contrast step (equalisation, CLAHE), where a real
+    # machine's exposure, sharpness and noise arrive, rather than the finished input; see pipeline
+    augment_before_contrast: bool = False
     min_crop_area: float = 0.4  # smallest random-resized crop of "scale" augmentation, as a share of the area
     label_smoothing: float = 0.0
     mixup: float = 0.0  # Beta(alpha, alpha) of mixup; 0 turns it off

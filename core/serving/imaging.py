@@ -7,7 +7,7 @@ file at training and at screening time.
 from __future__ import annotations
 
 import io
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import cv2
 import numpy as np
@@ -47,6 +47,10 @@ class PreprocessSpec:
     # (core.serving.framing), or None for the whole image; and that frame's side.
     frame: str | None = None
     frame_side: float = framing.STANDARD_SIDE
+
+    def before_contrast(self) -> PreprocessSpec:
+        """This spec up to its resize: what training loads when it augments before the contrast step."""
+        return replace(self, clahe=False, equalise=False)
 
     def to_dict(self) -> dict:
         spec = {"size": self.size, "clahe": self.clahe, "channels": 1, "range": [0.0, 1.0]}
@@ -190,7 +194,12 @@ def preprocess(gray: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
 
 def _to_tensor(gray: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
     # INTER_AREA averages pixels when shrinking, so fine texture does not alias.
-    resized = cv2.resize(gray, (spec.size, spec.size), interpolation=cv2.INTER_AREA)
+    return contrast_step(cv2.resize(gray, (spec.size, spec.size), interpolation=cv2.INTER_AREA), spec)
+
+
+def contrast_step(resized: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
+    """The last step of preprocessing, on the resized 8-bit frame: equalisation and CLAHE as the
+    spec asks, then the (size, size, 1) float32 tensor in [0, 1]."""
     if spec.equalise:
         # The withheld period's X-rays have higher contrast; equalising before CLAHE
         # removes global grey-level differences, so CLAHE only shapes local contrast.
