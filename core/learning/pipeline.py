@@ -151,7 +151,7 @@ def with_contrast_step(transform, spec: PreprocessSpec):
 
     def finish(batch: np.ndarray) -> np.ndarray:
         pixels = np.round(np.clip(batch[..., 0], 0.0, 1.0) * 255.0).astype(np.uint8)
-        return np.stack([contrast_step(image, spec) for image in pixels]) if len(pixels) else batch
+        return np.stack([contrast_step(image, spec) for image in pixels])
 
     def apply(images):
         images = transform(images) if transform is not None else images
