@@ -258,7 +258,10 @@ ARCHITECTURES: dict[str, Architecture] = {
         # (train --ensemble 3): the best AUC under lung-field framing, not the best
         # balanced accuracy there, so not the default (README, cxrnet_ensemble).
         # Session 6: framing normalisation (train --frame, core.serving.framing): the default
-        # recipe on a standard frame around the lung field; the default since (README, cxrnet_framed).
+        # recipe on a standard frame around the lung field; the default of sessions 6-8 (README, cxrnet_framed).
+        # Session 9: the same with its augmentation before CLAHE (Recipe.augment_before_contrast):
+        # screening specificity holds better under the contrast-raised lung-field crop; the default
+        # since (README, cxrnet_framed_early_aug).
         Architecture("cxrnet", "Our residual CNN: " + _CXRNET_TRAINING, build_cxrnet,
                      PreprocessSpec(160, clahe=True), _CXRNET_RECIPE),
         Architecture("cxrnet_fine", "cxrnet with a 10x10 evidence map: " + _CXRNET_TRAINING, build_cxrnet_fine,
