@@ -69,9 +69,9 @@ def view_pairs(images: np.ndarray, recipe: Recipe, batch_size: int, seed: int,
                spec: PreprocessSpec | None = None) -> tuple[tf.data.Dataset, int]:
     """Shuffled batches of two independent augmentations of each image, and the batches per epoch
     (`spec` as for pipeline.training_dataset)."""
-    transform = augmentation(recipe, seed, spec)
     if recipe.augment == "none":
         raise ValueError("contrastive pre-training needs an augmentation (Recipe.augment is 'none')")
+    transform = augmentation(recipe, seed, spec)
     steps = len(images) // batch_size  # whole batches only: a last batch of a few images has few negatives
     ds = (tf.data.Dataset.from_tensor_slices(images).shuffle(len(images), seed=seed, reshuffle_each_iteration=True)
           .batch(batch_size, drop_remainder=True)
