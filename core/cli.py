@@ -56,8 +56,8 @@ def cmd_train_localiser(args) -> int:
     return 0
 
 
-def _zooms(text: str) -> tuple[float, ...]:
-    """"1,1.12,0.9" as test-time zooms."""
+def _numbers(text: str) -> tuple[float, ...]:
+    """"1,1.12,0.9" as a tuple field (test-time zooms, sharpness widths)."""
     return tuple(float(z) for z in text.split(","))
 
 
@@ -82,7 +82,7 @@ def _recipe_settings(settings: list[str]) -> dict:
         if key not in fields or not value:
             raise SystemExit(f"--set {setting}: expected FIELD=VALUE with FIELD one of {', '.join(fields)}")
         try:
-            parse = {tuple: _zooms, bool: _flag}.get(fields[key], fields[key])
+            parse = {tuple: _numbers, bool: _flag}.get(fields[key], fields[key])
             overrides[key] = parse(value)
         except ValueError:
             raise SystemExit(f"--set {setting}: {value!r} is not a valid {fields[key].__name__}") from None
@@ -468,7 +468,7 @@ def build_parser() -> argparse.ArgumentParser:
     calibrate = commands.add_parser("calibrate", help="refit calibration and operating points on validation")
     _add_data(calibrate)
     calibrate.add_argument("--model", help="a model name, 'all', or the default model when left out")
-    calibrate.add_argument("--test-time-zooms", type=_zooms, metavar="Z1,Z2,...",
+    calibrate.add_argument("--test-time-zooms", type=_numbers, metavar="Z1,Z2,...",
                            help="average over these framings from now on (core/serving/tta.py), e.g. 1,1.12,0.9")
     calibrate.set_defaults(run=cmd_calibrate)
 

@@ -41,11 +41,11 @@ def test_card_summary_says_what_training_added_to_the_architecture(tiny_models):
     assert card.summary == card.description
     spec = replace(card.spec, frame="ab" * 32, frame_side=0.75, equalise=True)
     training = {**card.training, "recipe": {**card.training["recipe"], "pretrain_epochs": 40,
-                                            "augment_before_contrast": True},
+                                            "augment_before_contrast": True, "sharpness_widths": [0.01, 0.02]},
                 "ensemble": {"members": 3}}
     summary = replace(card, preprocess=spec.to_dict(), training=training).summary
     assert summary == (f"{card.description}; every X-ray cut to the localiser's standard frame (75%); grey levels "
-                       "histogram-equalised; augmented before CLAHE; SimCLR pre-training (40 epochs); "
+                       "histogram-equalised; augmented before CLAHE; sharpened at 2 scales; SimCLR pre-training (40 epochs); "
                        "ensemble of 3 initialisations")
 
 

@@ -15,7 +15,10 @@ from core.learning import data
 from core.learning.pipeline import (
     FramingConsistency,
     augmentation,
+    augmenter,
     bernoulli_js_divergence,
+    detail_blur,
+    gaussian_blur,
     mixer,
     training_dataset,
     with_contrast_step,
@@ -131,6 +134,34 @@ def test_recipe_settings_from_the_command_line_are_typed_and_checked():
     assert _recipe_settings(["augment_before_contrast=True"]) == {"augment_before_contrast": True}
     with pytest.raises(SystemExit, match="not a valid bool"):
         _recipe_settings(["augment_before_contrast=maybe"])
+    assert _recipe_settings(["sharpness_widths=0.005,0.02"]) == {"sharpness_widths": (0.005, 0.02)}
+
+
+def test_gaussian_blur_spreads_a_point_by_its_width_and_keeps_flat_images_flat():
+    point = np.zeros((1, 41, 41, 1), np.float32)
+    point[0, 20, 20, 0] = 1.0
+    spread = gaussian_blur(tf.constant(point), 2.0).numpy()[0, ..., 0]
+    offsets = np.arange(41) - 20
+    assert spread.sum() == pytest.approx(1.0, abs=1e-5)
+    # A Gaussian of width 2 has variance 4 along each axis (truncated at 3 widths: 3.95).
+    assert (spread.sum(axis=1) * offsets**2).sum() == pytest.approx(4.0, abs=0.1)
+    assert (spread.sum(axis=0) * offsets**2).sum() == pytest.approx(4.0, abs=0.1)
+    # The reflected border adds nothing: a flat image stays flat up to its edges.
+    flat = np.full((1, 16, 16, 1), 0.6, np.float32)
+    np.testing.assert_allclose(gaussian_blur(tf.constant(flat), 3.0).numpy(), flat, atol=1e-6)
+
+
+def test_detail_blur_draws_one_of_its_widths_per_image():
+    images = tf.constant(np.repeat(xray_like(3, False, 24)[None, ..., None], 64, axis=0).astype(np.float32) / 255)
+    fine, coarse = (gaussian_blur(images[:1], width * 24).numpy()[0] for width in (0.02, 0.08))
+    assert np.abs(fine - coarse).mean() > 0.005
+    picked = [0 if np.allclose(b, fine, atol=1e-5) else 1 if np.allclose(b, coarse, atol=1e-5) else -1
+              for b in detail_blur(images, (0.02, 0.08)).numpy()]
+    assert -1 not in picked and 0 < sum(picked) < 64
+    # No widths: the 3x3 box of the recipes before multi-scale sharpening.
+    np.testing.assert_array_equal(detail_blur(images).numpy(), tf.nn.avg_pool2d(images, 3, 1, "SAME").numpy())
+    with pytest.raises(ValueError, match="shares of the image side"):
+        augmenter("acquisition", seed=0, sharpness_widths=(2.0,))
 
 
 def test_augmentation_before_the_contrast_step_is_followed_by_it():
@@ -151,14 +182,15 @@ def test_augmentation_before_the_contrast_step_is_followed_by_it():
 
 
 def test_levers_train_and_serving_reproduces_the_validation_evidence(tiny_data, tmp_path):
-    """Mixup, balanced sampling, robust augmentation before equalisation and test-time zooms
-    together: the Predictor must give exactly the probabilities that calibration was fitted on."""
+    """Mixup, balanced sampling, robust augmentation (sharpened at two scales) before equalisation and
+    test-time zooms together: the Predictor must give exactly the probabilities that calibration was fitted on."""
     overrides = {"mixup": 0.2, "sampling": "balanced", "augment": "robust", "augment_before_contrast": True,
-                 "test_time_zooms": (1.0, 1.12, 0.9)}
+                 "sharpness_widths": (0.03, 0.06), "test_time_zooms": (1.0, 1.12, 0.9)}
     card = train(TrainConfig(arch="cnn_small", data_dir=tiny_data, epochs=1, size=TINY_SIZE, models_dir=tmp_path,
                              overrides=overrides, equalise=True), log=lambda *_: None)
     assert card.test_time_zooms == [1.0, 1.12, 0.9] and card.preprocess["equalise"]
     assert card.training["recipe"]["augment_before_contrast"] is True
+    assert list(card.training["recipe"]["sharpness_widths"]) == [0.03, 0.06]
     assert card.training["recipe"]["sampling"] == "balanced" and card.training["class_weights"] is None
     saved = json.loads((tmp_path / "cnn_small.validation.json").read_text())["predictions"]
     # The Keras path that calibration was fitted on, exactly; the ONNX path within the parity bound.

@@ -89,7 +89,7 @@ def random_resized_crops(images, min_area: float):
 
 def augmentation(recipe: Recipe, seed: int, spec: PreprocessSpec | None = None):
     """The recipe's augmentation, followed by the contrast step when the recipe augments before it."""
-    transform = augmenter(recipe.augment, seed, recipe.min_crop_area)
+    transform = augmenter(recipe.augment, seed, recipe.min_crop_area, recipe.sharpness_widths)
     if not recipe.augment_before_contrast:
         return transform
     if spec is None:
@@ -97,10 +97,38 @@ def augmentation(recipe: Recipe, seed: int, spec: PreprocessSpec | None = None):
     return with_contrast_step(transform, spec)
 
 
-def augmenter(level: str, seed: int, min_crop_area: float = 0.4):
+def gaussian_blur(images, sigma: float):
+    """A separable Gaussian blur of width `sigma` pixels. The border is reflected: zero padding
+    would darken the edges, which sharpening would then turn into bright rims."""
+    radius = max(1, int(np.ceil(3 * sigma)))
+    taps = np.exp(-0.5 * (np.arange(-radius, radius + 1) / sigma) ** 2)
+    taps = (taps / taps.sum()).astype(np.float32)
+    padded = tf.pad(images, [[0, 0], [radius, radius], [radius, radius], [0, 0]], mode="REFLECT")
+    columns = tf.nn.conv2d(padded, taps.reshape(-1, 1, 1, 1), 1, "VALID")
+    return tf.nn.conv2d(columns, taps.reshape(1, -1, 1, 1), 1, "VALID")
+
+
+def detail_blur(images, widths: tuple[float, ...] = ()):
+    """The blurred image that the sharpness augmentation subtracts: for each image, a Gaussian blur
+    at one of `widths` (shares of the side), drawn at random, or a 3x3 box when there are none.
+
+    Detectors enhance edges at more than one scale (unsharp masking, multi-frequency
+    processing); a single 3x3 box covers only the finest, and the shift check sharpens
+    at a scale two to three times larger (core.analysis.shift).
+    """
+    if not widths:
+        return tf.nn.avg_pool2d(images, 3, 1, "SAME")
+    blurs = tf.stack([gaussian_blur(images, width * images.shape[1]) for width in widths])
+    picked = tf.random.uniform([tf.shape(images)[0]], 0, len(widths), dtype=tf.int32)
+    return tf.einsum("nk,knhwc->nhwc", tf.one_hot(picked, len(widths)), blurs)
+
+
+def augmenter(level: str, seed: int, min_crop_area: float = 0.4, sharpness_widths: tuple[float, ...] = ()):
     """A function from a batch of [0, 1] images to an augmented batch, or None."""
     if level == "none":
         return None
+    if any(width <= 0 or width >= 0.1 for width in sharpness_widths):
+        raise ValueError(f"sharpness widths are shares of the image side in (0, 0.1), not {sharpness_widths}")
     p = _AUGMENT[level]
     geometry = keras.Sequential([
         keras.layers.RandomRotation(p["rotate"], fill_mode="constant", seed=seed),
@@ -115,9 +143,9 @@ def augmenter(level: str, seed: int, min_crop_area: float = 0.4):
         n = tf.shape(images)[0]
         shape = tf.stack([n, 1, 1, 1])
         if p.get("sharpness"):
-            # x + a * (x - blur(x)): a < 0 blurs (down to a 3x3 box blur at -1), a > 0 sharpens.
+            # x + a * (x - blur(x)): a < 0 blurs (down to blur(x) itself at -1), a > 0 sharpens.
             amount = tf.random.uniform(shape, -p["sharpness"], p["sharpness"])
-            blurred = tf.nn.avg_pool2d(images, 3, 1, "SAME")
+            blurred = detail_blur(images, sharpness_widths)
             images = images + amount * (images - blurred)
         if p.get("noise"):
             sigma = tf.random.uniform(shape, 0.0, p["noise"])

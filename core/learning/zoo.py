@@ -43,6 +43,9 @@ class Recipe:
     # machine's exposure, sharpness and noise arrive, rather than the finished input; see pipeline
     augment_before_contrast: bool = False
     min_crop_area: float = 0.4  # smallest random-resized crop of "scale" augmentation, as a share of the area
+    # Gaussian widths, as shares of the image side, at which the sharpness augmentation blurs or
+    # sharpens, one drawn per image (core.learning.pipeline.detail_blur); empty: a 3x3 box
+    sharpness_widths: tuple[float, ...] = ()
     label_smoothing: float = 0.0
     mixup: float = 0.0  # Beta(alpha, alpha) of mixup; 0 turns it off
     # Weight of the framing-consistency term (core.learning.pipeline.FramingConsistency); 0 turns it off

@@ -46,6 +46,7 @@ class ModelCard:
             f"every X-ray cut to the localiser's standard frame ({spec.frame_side:.0%})" if spec.frame else "",
             "grey levels histogram-equalised" if spec.equalise else "",
             "augmented before CLAHE" if recipe.get("augment_before_contrast") else "",
+            f"sharpened at {len(recipe['sharpness_widths'])} scales" if recipe.get("sharpness_widths") else "",
             f"SimCLR pre-training ({recipe['pretrain_epochs']} epochs)" if recipe.get("pretrain_epochs") else "",
             f"ensemble of {members['members']} initialisations" if members else "",
         ]
