@@ -49,6 +49,8 @@ class Lever:
 BASE = {"augment": "acquisition"}
 # Scale augmentation with the framing-consistency term: the default's recipe from session 4.
 _CONSISTENT = {"augment": "scale", "framing_consistency": 4.0}
+# Shares of the image side, so the proxy's 96 px sharpen at the same anatomical scales as 160 px.
+_EARLY_SHARP = _CONSISTENT | {"augment_before_contrast": True, "sharpness_widths": (0.005, 0.01, 0.02)}
 LEVERS: dict[str, Lever] = {
     "base": Lever("base", BASE),
     "base, another init": Lever("base_init7", BASE, init_seed=7),
@@ -105,6 +107,12 @@ LEVERS: dict[str, Lever] = {
     "standard frame (75%) + augmented before CLAHE, 30 epochs, another init": Lever(
         "frame75_before_contrast_30epochs_init7", _CONSISTENT | {"augment_before_contrast": True}, init_seed=7,
         arch="cxrnet_fine", frame_side=0.75, epochs=30),
+    # Session 10: on top of that, sharpness augmented at three Gaussian widths (Recipe.sharpness_widths)
+    # instead of a 3x3 box: the shift check sharpens at a scale two to three times larger.
+    "standard frame (75%) + augmented before CLAHE + sharpened at three scales, 30 epochs": Lever(
+        "frame75_sharp_30epochs", _EARLY_SHARP, arch="cxrnet_fine", frame_side=0.75, epochs=30),
+    "standard frame (75%) + augmented before CLAHE + sharpened at three scales, 30 epochs, another init": Lever(
+        "frame75_sharp_30epochs_init7", _EARLY_SHARP, init_seed=7, arch="cxrnet_fine", frame_side=0.75, epochs=30),
 }
 
 
