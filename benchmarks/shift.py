@@ -40,7 +40,8 @@ def print_report(report: dict) -> None:
     for row in report["shifts"]:
         print(f"{row['shift']:<24} {row['auc']:6.4f} {row['balanced_accuracy']:8.4f} "
               f"{row['screening_sensitivity']:9.4f} {row['screening_specificity']:9.4f} {row['ece']:6.4f}")
-    print("summary: " + ", ".join(f"{k} {v:.4f}" for k, v in report["summary"].items()))
+    if "summary" in report:
+        print("summary: " + ", ".join(f"{k} {v:.4f}" for k, v in report["summary"].items()))
 
 
 def main() -> None:

@@ -3,13 +3,15 @@ from __future__ import annotations
 
 import json
 
+import cv2
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
+from benchmarks.sharpening import STRENGTHS, SWEEP, WIDTHS
 from core.analysis import evaluation, reports
-from core.analysis.shift import SHIFTS, shift_report
+from core.analysis.shift import SHIFTS, sharpen, shift_report
 from core.cli import _recipe_settings
 from core.learning import data
 from core.learning.pipeline import (
@@ -120,6 +122,15 @@ def test_shift_report_holds_thresholds_fixed_and_summarises_the_worst_case():
     assert report["summary"]["worst_screening_specificity"] == min(r["screening_specificity"] for r in shifted)
     assert rows["none"]["ece"] == pytest.approx(evaluation.expected_calibration_error(labels, baseline)[0])
     assert report["summary"]["worst_ece"] == max(r["ece"] for r in shifted) > 0
+
+
+def test_sharpening_sweep_starts_unchanged_and_adds_detail_with_strength():
+    gray = xray_like(5, True, 96)
+    assert np.array_equal(SWEEP["none"](gray), gray)
+    detail = lambda image: np.abs(cv2.Laplacian(image.astype(np.float32), cv2.CV_32F)).mean()
+    for width in WIDTHS:
+        weaker, stronger = (detail(sharpen(width, strength)(gray)) for strength in STRENGTHS)
+        assert detail(gray) < weaker < stronger, width
 
 
 def test_recipe_settings_from_the_command_line_are_typed_and_checked():

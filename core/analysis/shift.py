@@ -21,6 +21,7 @@ from core.serving.framing import LUNG_FIELD_CENTRE
 from core.serving.imaging import PreprocessSpec, preprocess
 
 Score = Callable[[np.ndarray], np.ndarray]  # preprocessed batch -> calibrated probabilities
+Shift = Callable[[np.ndarray], np.ndarray]  # 8-bit gray image -> the same image from another machine
 NOISE_SEED = 0
 
 
@@ -39,9 +40,15 @@ def _blur(gray: np.ndarray) -> np.ndarray:
     return cv2.GaussianBlur(gray, (0, 0), sigmaX=gray.shape[0] / 150)
 
 
-def _sharpen(gray: np.ndarray) -> np.ndarray:
-    blurred = cv2.GaussianBlur(gray, (0, 0), sigmaX=gray.shape[0] / 100)
-    return cv2.addWeighted(gray, 2.0, blurred, -1.0, 0)
+def sharpen(width: float, amount: float = 1.0) -> Shift:
+    """Unsharp masking, a detector's edge enhancement: gray + amount * (gray - its Gaussian blur
+    of `width` times the image side)."""
+
+    def shift(gray: np.ndarray) -> np.ndarray:
+        blurred = cv2.GaussianBlur(gray, (0, 0), sigmaX=gray.shape[0] * width)
+        return cv2.addWeighted(gray, 1.0 + amount, blurred, -amount, 0)
+
+    return shift
 
 
 def _noise(gray: np.ndarray) -> np.ndarray:
@@ -114,13 +121,13 @@ def _rotated(gray: np.ndarray) -> np.ndarray:
     return cv2.warpAffine(gray, matrix, (w, h), borderMode=cv2.BORDER_REFLECT)
 
 
-SHIFTS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+SHIFTS: dict[str, Shift] = {
     "none": lambda gray: gray,
     "darker (gamma 1.6)": _gamma(1.6),
     "brighter (gamma 0.6)": _gamma(0.6),
     "low contrast (60%)": _contrast,
     "blurred": _blur,
-    "sharpened": _sharpen,
+    "sharpened": sharpen(0.01),
     "noisy (sigma 10/255)": _noise,
     "JPEG quality 15": _jpeg,
     "one-third resolution": _low_resolution,
@@ -142,12 +149,12 @@ FRAME_MAGNIFICATION = {name: 1.0 for name in SHIFTS} | {
     **{name: 1 / side for name, (side, _) in LUNG_FIELD_CROPS.items()}}
 
 
-def shift_report(score: Score, images: list[np.ndarray], labels: np.ndarray, spec: PreprocessSpec,
-                 operating_points: dict[str, float]) -> dict:
-    """Metrics at the model's fixed thresholds for every shift of the given 8-bit images."""
+def shift_rows(score: Score, images: list[np.ndarray], labels: np.ndarray, spec: PreprocessSpec,
+               operating_points: dict[str, float], shifts: dict[str, Shift]) -> list[dict]:
+    """One row of metrics at the model's fixed thresholds per shift of the given 8-bit images."""
     labels = np.asarray(labels)
     rows = []
-    for name, shift in SHIFTS.items():
+    for name, shift in shifts.items():
         inputs = np.stack([preprocess(shift(gray), spec) for gray in images])
         probabilities = in_batches(score, inputs)
         balanced = evaluation.metrics_at(labels, probabilities, operating_points["balanced"])
@@ -164,6 +171,13 @@ def shift_report(score: Score, images: list[np.ndarray], labels: np.ndarray, spe
             # against 0.008 on validation): calibration moves with the images, not only ranking.
             "ece": evaluation.expected_calibration_error(labels, probabilities)[0],
         })
+    return rows
+
+
+def shift_report(score: Score, images: list[np.ndarray], labels: np.ndarray, spec: PreprocessSpec,
+                 operating_points: dict[str, float]) -> dict:
+    """Metrics at the model's fixed thresholds for every shift of the given 8-bit images, and their summary."""
+    rows = shift_rows(score, images, labels, spec, operating_points, SHIFTS)
     shifted = rows[1:]
     framing = [r for r in rows if r["shift"] in FRAMING_SHIFTS]
     return {
