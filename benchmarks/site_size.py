@@ -1,9 +1,10 @@
 """How many local X-rays does site calibration need? Sensitivity and specificity on new patients
 against the number of local images it was given.
 
-Usage: python -m benchmarks.site_size [--model NAME] [--draws 30] [--data DIR]
+Usage: python -m benchmarks.site_size [--model NAME] [--draws 30] [--shift framing|edge-enhanced] [--data DIR]
 The validation split is made into "another site" by a framing and contrast shift like the
-withheld period's (core.analysis.shift). In each draw its patients are halved: the site
+withheld period's, or by a machine's strong edge enhancement, under which the shipped screening
+point refers most healthy children (core.analysis.shift, benchmarks.sharpening). In each draw its patients are halved: the site
 calibrates on N images of the first half (N = 50, 100, 200, 400) and is scored on the
 second half at the site's screening point, next to the shipped point.
 """
@@ -16,7 +17,7 @@ import numpy as np
 from benchmarks.shift import validation_images
 from core.analysis import evaluation, site_calibration
 from core.analysis.reports import in_batches, split_examples
-from core.analysis.shift import lung_field_crop
+from core.analysis.shift import lung_field_crop, sharpen
 from core.analysis.site_calibration import LocalSet
 from core.learning import data
 from core.serving.imaging import preprocess
@@ -24,7 +25,10 @@ from core.serving.predictor import Predictor
 from core.serving.site import SiteProfile
 
 SIZES = (50, 100, 200, 400)
-SITE_SHIFT = lung_field_crop(0.7, contrast=1.2)  # lungs fill the frame, higher contrast
+SITE_SHIFTS = {
+    "framing": lung_field_crop(0.7, contrast=1.2),  # lungs fill the frame, higher contrast
+    "edge-enhanced": sharpen(0.01, 2.0),  # unsharp masking at 1% of the side, strength 2
+}
 
 
 def local_subset(local: LocalSet, chosen: np.ndarray) -> LocalSet:
@@ -54,6 +58,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--model")
     parser.add_argument("--draws", type=int, default=30)
+    parser.add_argument("--shift", choices=SITE_SHIFTS, default="framing")
     parser.add_argument("--data", default=None)
     args = parser.parse_args()
     predictor = Predictor.load(args.model)
@@ -61,12 +66,12 @@ def main() -> None:
     data_dir = args.data or data.default_data_dir()
     images, labels = validation_images(data_dir, seed)
     examples = split_examples(data_dir, "validation", seed)  # the same images, in the same order
-    inputs = np.stack([preprocess(SITE_SHIFT(gray), predictor.spec) for gray in images])
+    inputs = np.stack([preprocess(SITE_SHIFTS[args.shift](gray), predictor.spec) for gray in images])
     local = LocalSet(in_batches(predictor.raw_probabilities, inputs), np.asarray(labels),
                      [e.patient for e in examples], [str(i) for i in range(len(labels))])
     shipped = evaluation.apply_calibration(local.raw, predictor.calibration)
     rng = np.random.default_rng(0)
-    print(f"{predictor.name} on the shifted validation split ({len(labels)} images, "
+    print(f"{predictor.name} on the validation split, {args.shift} ({len(labels)} images, "
           f"{len(set(local.patients))} patients), {args.draws} draws per size; new patients' metrics")
     print(f"{'images':>7} {'sens mean':>10} {'sens 5th pct':>13} {'draws >= 0.97':>14} {'spec mean':>10} "
           f"{'shipped sens':>13} {'shipped spec':>13}")
