@@ -265,6 +265,8 @@ ARCHITECTURES: dict[str, Architecture] = {
         # Session 9: the same with its augmentation before CLAHE (Recipe.augment_before_contrast):
         # screening specificity holds better under the contrast-raised lung-field crop; the default
         # since (README, cxrnet_framed_early_aug).
+        # Session 10: sharpness augmented at three widths (Recipe.sharpness_widths) instead of the
+        # 3x3 box: not adopted, it cost specificity under the lung-field crops (README).
         Architecture("cxrnet", "Our residual CNN: " + _CXRNET_TRAINING, build_cxrnet,
                      PreprocessSpec(160, clahe=True), _CXRNET_RECIPE),
         Architecture("cxrnet_fine", "cxrnet with a 10x10 evidence map: " + _CXRNET_TRAINING, build_cxrnet_fine,
