@@ -14,14 +14,14 @@ import argparse
 from pathlib import Path
 
 from benchmarks.shift import print_report, validation_images
-from core.analysis.shift import sharpen, shift_rows
+from core.analysis.shift import SHIFTS, sharpen, shift_rows
 from core.learning import data
 from core.serving import registry
 from core.serving.predictor import Predictor
 
 WIDTHS = (0.005, 0.01, 0.02, 0.04)  # shares of the image side
 STRENGTHS = (1.0, 2.0)
-SWEEP = {"none": sharpen(WIDTHS[0], 0.0)} | {
+SWEEP = {"none": SHIFTS["none"]} | {
     f"sharpened {width:.1%} x{strength:g}": sharpen(width, strength) for width in WIDTHS for strength in STRENGTHS}
 
 
