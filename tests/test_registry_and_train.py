@@ -6,6 +6,7 @@ from pathlib import Path
 
 import keras
 import pytest
+from conftest import TINY_SIZE
 
 from core.serving import registry
 from core.serving.card import ModelCard
@@ -34,6 +35,20 @@ def test_one_epoch_writes_model_card_reports_and_profile(tiny_models):
     validation_counts = profile["splits"]["validation"]["counts"]
     assert train_counts["NORMAL"] + validation_counts["NORMAL"] == 30
     assert len(profile["splits"]["train"]["pixel_histograms"]["NORMAL"]) == profile["splits"]["train"]["histogram_bins"]
+
+
+@pytest.mark.parametrize("patience_from_epoch, epochs_run", [(0, 2), (3, 4)])
+def test_early_stopping_watches_only_from_the_recipes_epoch(tiny_data, tmp_path, patience_from_epoch, epochs_run):
+    from core.learning.train import TrainConfig, train
+
+    # A learning rate of 0 never improves validation AUC after the first epoch, so patience 1 stops
+    # at epoch 2, unless early stopping only starts watching later.
+    card = train(TrainConfig(arch="cnn_small", data_dir=tiny_data, epochs=4, size=TINY_SIZE, learning_rate=0.0,
+                             models_dir=tmp_path, overrides={"patience": 1,
+                                                              "patience_from_epoch": patience_from_epoch}),
+                 log=lambda *_: None)
+    assert card.training["epochs_run"] == epochs_run
+    assert card.training["recipe"]["patience_from_epoch"] == patience_from_epoch
 
 
 def test_card_summary_says_what_training_added_to_the_architecture(tiny_models):

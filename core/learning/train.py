@@ -91,7 +91,8 @@ def fit_member(arch, recipe: Recipe, train_set, val_ds, batch: int, seed: int, s
             LearningRateLog(),
             keras.callbacks.ModelCheckpoint(best, monitor="val_auc", mode="max", save_best_only=True,
                                             save_weights_only=True),
-            keras.callbacks.EarlyStopping(monitor="val_auc", mode="max", patience=recipe.patience),
+            keras.callbacks.EarlyStopping(monitor="val_auc", mode="max", patience=recipe.patience,
+                                          start_from_epoch=recipe.patience_from_epoch),
         ]
         history = model.fit(train_ds, validation_data=val_ds, epochs=recipe.epochs,
                             callbacks=callbacks, verbose=1 if sys.stderr.isatty() else 2)

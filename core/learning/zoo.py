@@ -55,6 +55,9 @@ class Recipe:
     # Epochs of contrastive pre-training of the trunk before the classifier (core.learning.pretrain); 0: none
     pretrain_epochs: int = 0
     patience: int = 5
+    # Early stopping watches only from this epoch on: under a cosine schedule an early run of poor
+    # epochs at a high learning rate can otherwise stop training before the rate has come down
+    patience_from_epoch: int = 0
 
 
 @dataclass(frozen=True)
