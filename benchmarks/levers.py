@@ -16,11 +16,8 @@ import argparse
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
-from benchmarks.shift import measure, print_report, validation_images
-from core.analysis import evaluation, reports
-from core.analysis.shift import shift_report
+from benchmarks.shift import measure, measure_ensemble, print_report
+from core.analysis import reports
 from core.learning import data
 from core.learning.train import TrainConfig, train
 from core.serving import registry
@@ -184,19 +181,8 @@ def ensemble_row(label: str, directory: Path, data_dir) -> dict:
     if chosen.test_time_zooms is not None:
         for member in members:
             member.test_time_zooms = list(chosen.test_time_zooms)
-    first = members[0]
-    seed = first.card.split_seed
-
-    def raw(inputs):
-        return evaluation.sigmoid(np.mean([evaluation.logit(m.raw_probabilities(inputs)) for m in members], axis=0))
-
-    loaded = data.load_set(reports.split_examples(data_dir, "validation", seed), first.spec)
-    calibration, points, validation = evaluation.validation_evidence(
-        loaded.labels, reports.in_batches(raw, loaded.inputs), [e.patient for e in loaded.examples])
-    images, labels = validation_images(data_dir, seed)
-    shift = {"model": label, **shift_report(lambda x: evaluation.apply_calibration(raw(x), calibration),
-                                            images, labels, first.spec, points)}
-    recipe = {"members": list(chosen.members), "test_time_zooms": first.test_time_zooms}
+    validation, shift = measure_ensemble(members, data_dir, label)
+    recipe = {"members": list(chosen.members), "test_time_zooms": members[0].test_time_zooms}
     return _row(label, recipe, validation, shift, minutes=sum(m.card.training["seconds"] for m in members) / 60)
 
 

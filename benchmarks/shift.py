@@ -2,8 +2,12 @@
 (see core/analysis/shift.py), at the model's own fixed thresholds.
 
 Usage: python -m benchmarks.shift [--model NAME ...] [--models-dir DIR] [--data DIR] [--save]
+       python -m benchmarks.shift --ensemble NAME --ensemble NAME ... [--one-view] [--models-dir DIR]
 --save writes models/NAME.shift.json, shown on the model comparison page, and
 updates the manifest (the default-model rule: core.serving.registry.update_manifest).
+--ensemble measures the logit average of trained files, calibrated and thresholded on
+validation as `train --ensemble` does, without training them again; --one-view
+drops their test-time zooms.
 """
 from __future__ import annotations
 
@@ -13,7 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from core.analysis.reports import split_examples
+from core.analysis import evaluation
+from core.analysis.reports import in_batches, split_examples
 from core.analysis.shift import shift_report
 from core.learning import data
 from core.serving import registry
@@ -34,6 +39,26 @@ def measure(predictor: Predictor, data_dir) -> dict:
             **shift_report(predictor.probabilities, images, labels, predictor.spec, predictor.operating_points)}
 
 
+def measure_ensemble(members: list[Predictor], data_dir, label: str) -> tuple[dict, dict]:
+    """The members' raw outputs averaged in logit space, calibrated and thresholded on validation
+    as training does: (its validation metrics, its shift report)."""
+    seed = members[0].card.split_seed
+    if any(m.spec != members[0].spec or m.card.split_seed != seed for m in members):
+        raise ValueError("ensemble members must read images alike and share the patient split: "
+                         + ", ".join(f"{m.name} (split seed {m.card.split_seed})" for m in members))
+
+    def raw(inputs):
+        return evaluation.sigmoid(np.mean([evaluation.logit(m.raw_probabilities(inputs)) for m in members], axis=0))
+
+    loaded = data.load_set(split_examples(data_dir, "validation", seed), members[0].spec)
+    calibration, points, validation = evaluation.validation_evidence(
+        loaded.labels, in_batches(raw, loaded.inputs), [e.patient for e in loaded.examples])
+    images, labels = validation_images(data_dir, seed)
+    return validation, {"model": label, "members": [m.name for m in members], "split": "validation (patient-level)",
+                        **shift_report(lambda x: evaluation.apply_calibration(raw(x), calibration),
+                                       images, labels, members[0].spec, points)}
+
+
 def print_report(report: dict) -> None:
     print(f"\n{report['model']} (n={report['n']})")
     print(f"{'shift':<24} {'AUC':>6} {'bal.acc':>8} {'scr.sens':>9} {'scr.spec':>9} {'ECE':>6}")
@@ -50,8 +75,21 @@ def main() -> None:
     parser.add_argument("--models-dir", type=Path)
     parser.add_argument("--data", default=None)
     parser.add_argument("--save", action="store_true")
+    parser.add_argument("--ensemble", action="append", metavar="NAME",
+                        help="a member of a logit-averaged ensemble to measure (repeat for each member)")
+    parser.add_argument("--one-view", action="store_true", help="the ensemble's members without test-time zooms")
     args = parser.parse_args()
     data_dir = args.data or data.default_data_dir()
+    if args.ensemble:
+        members = [Predictor.load(name, args.models_dir) for name in args.ensemble]
+        if args.one_view:
+            for member in members:
+                member.test_time_zooms = [1.0]
+        validation, report = measure_ensemble(members, data_dir, " + ".join(args.ensemble))
+        print(f"validation: AUC {validation['auc']:.4f}, accuracy {validation['accuracy']:.4f}, "
+              f"ECE {validation['ece']:.4f}")
+        print_report(report)
+        return
     for name in args.model or registry.model_names(args.models_dir):
         report = measure(Predictor.load(name, args.models_dir), data_dir)
         print_report(report)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import cv2
 import keras
@@ -10,6 +11,7 @@ import pytest
 import tensorflow as tf
 
 from benchmarks.sharpening import STRENGTHS, SWEEP, WIDTHS
+from benchmarks.shift import measure, measure_ensemble
 from core.analysis import evaluation, reports
 from core.analysis.shift import SHIFTS, sharpen, shift_report
 from core.cli import _recipe_settings
@@ -253,3 +255,23 @@ def test_training_with_framing_consistency_saves_the_plain_network(tiny_data, tm
     with pytest.raises(ValueError, match="reframes"):
         training_dataset(np.zeros((4, 8, 8, 1), np.float32), np.array([0, 1, 0, 1]),
                          Recipe(framing_consistency=1.0), batch_size=2)
+
+
+def test_an_ensemble_of_a_model_with_itself_measures_as_the_model(tiny_models, tiny_data):
+    # The logit mean of identical members is the member's raw output, and its calibration and
+    # thresholds are fitted on validation as training fitted the model's: the shift report must agree.
+    single = Predictor.load("cnn_small", tiny_models)
+    validation, report = measure_ensemble([single, Predictor.load("cnn_small", tiny_models)], tiny_data, "pair")
+    alone = measure(single, tiny_data)
+    assert report["members"] == ["cnn_small", "cnn_small"]
+    assert validation["auc"] == pytest.approx(single.card.validation["auc"], abs=1e-6)
+    for paired, own in zip(report["shifts"], alone["shifts"], strict=True):
+        for key in ("auc", "screening_sensitivity", "screening_specificity", "balanced_accuracy"):
+            assert paired[key] == pytest.approx(own[key], abs=1e-6), (paired["shift"], key)
+
+
+def test_an_ensemble_refuses_members_that_read_images_differently(tiny_models, tiny_data):
+    first, second = Predictor.load("cnn_small", tiny_models), Predictor.load("cnn_small", tiny_models)
+    second.spec = replace(second.spec, equalise=True)
+    with pytest.raises(ValueError, match="read images alike"):
+        measure_ensemble([first, second], tiny_data, "mismatched")
