@@ -5,9 +5,12 @@ from dataclasses import replace
 from pathlib import Path
 
 import keras
+import numpy as np
 import pytest
 from conftest import TINY_SIZE
 
+from core.analysis import reports
+from core.learning import data
 from core.serving import registry
 from core.serving.card import ModelCard
 from core.serving.predictor import Predictor
@@ -49,6 +52,35 @@ def test_early_stopping_watches_only_from_the_recipes_epoch(tiny_data, tmp_path,
                  log=lambda *_: None)
     assert card.training["epochs_run"] == epochs_run
     assert card.training["recipe"]["patience_from_epoch"] == patience_from_epoch
+
+
+@pytest.mark.parametrize("weight_average", [0.0, 0.9999999])
+def test_weight_averaging_validates_and_keeps_the_averaged_weights(tiny_data, tmp_path, weight_average):
+    from core.learning.train import TrainConfig, train
+
+    # A high, constant learning rate moves the weights every step. An average with a momentum near 1
+    # stays at the first step's weights, so validation, which must see the average, barely changes.
+    card = train(TrainConfig(arch="cnn_small", data_dir=tiny_data, epochs=3, size=TINY_SIZE, learning_rate=0.01,
+                             models_dir=tmp_path, overrides={"lr_schedule": "constant",
+                                                              "weight_average": weight_average}),
+                 log=lambda *_: None)
+    val_loss = registry.load_report("cnn_small", "history", tmp_path)["val_loss"]
+    spread = max(val_loss) - min(val_loss)
+    assert spread < 1e-3 if weight_average else spread > 1e-2
+    assert card.training["recipe"]["weight_average"] == weight_average
+    # The file holds the weights that were validated at the best epoch: its loss there is the same.
+    validation = data.load_set(reports.split_examples(tiny_data, "validation", card.split_seed), card.spec)
+    p = np.clip(Predictor.load("cnn_small", tmp_path).raw_probabilities(validation.inputs), 1e-7, 1 - 1e-7)
+    loss = -np.mean(validation.labels * np.log(p) + (1 - validation.labels) * np.log(1 - p))
+    assert loss == pytest.approx(val_loss[card.training["best_epoch"] - 1], rel=1e-3)
+
+
+def test_weight_average_outside_zero_to_one_fails_loudly(tiny_data, tmp_path):
+    from core.learning.train import TrainConfig, train
+
+    with pytest.raises(ValueError, match="weight_average"):
+        train(TrainConfig(arch="cnn_small", data_dir=tiny_data, epochs=1, size=TINY_SIZE, models_dir=tmp_path,
+                          overrides={"weight_average": 1.0}), log=lambda *_: None)
 
 
 def test_card_summary_says_what_training_added_to_the_architecture(tiny_models):

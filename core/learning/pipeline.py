@@ -347,9 +347,12 @@ def compile_model(arch, recipe: Recipe, steps_per_epoch: int, weights: str = "no
     model = network or arch.build(arch.preprocess, weights)
     if recipe.framing_consistency:
         model = FramingConsistency(model, recipe.framing_consistency, name=f"{model.name}_training")
+    if not 0.0 <= recipe.weight_average < 1.0:
+        raise ValueError(f"weight_average must be a momentum in [0, 1), not {recipe.weight_average}")
     schedule = learning_rate(recipe.lr_schedule, recipe.learning_rate, steps_per_epoch, recipe.epochs)
-    optimizer = (keras.optimizers.AdamW(schedule, weight_decay=recipe.weight_decay)
-                 if recipe.weight_decay else keras.optimizers.Adam(schedule))
+    averaging = {"use_ema": True, "ema_momentum": recipe.weight_average} if recipe.weight_average else {}
+    optimizer = (keras.optimizers.AdamW(schedule, weight_decay=recipe.weight_decay, **averaging)
+                 if recipe.weight_decay else keras.optimizers.Adam(schedule, **averaging))
     model.compile(
         optimizer=optimizer,
         loss=keras.losses.BinaryCrossentropy(label_smoothing=recipe.label_smoothing),

@@ -87,8 +87,11 @@ def fit_member(arch, recipe: Recipe, train_set, val_ds, batch: int, seed: int, s
         model = compile_model(arch, recipe, steps, weights, network)
     with tempfile.TemporaryDirectory() as scratch:
         best = Path(scratch) / "best.weights.h5"
+        # With weight averaging, the average is swapped in for validation and for the checkpoint after it.
+        averaging = [keras.callbacks.SwapEMAWeights(swap_on_epoch=True)] if recipe.weight_average else []
         callbacks = [
             LearningRateLog(),
+            *averaging,
             keras.callbacks.ModelCheckpoint(best, monitor="val_auc", mode="max", save_best_only=True,
                                             save_weights_only=True),
             keras.callbacks.EarlyStopping(monitor="val_auc", mode="max", patience=recipe.patience,
