@@ -274,6 +274,9 @@ ARCHITECTURES: dict[str, Architecture] = {
         # since (README, cxrnet_framed_early_aug).
         # Session 10: sharpness augmented at three widths (Recipe.sharpness_widths) instead of the
         # 3x3 box: not adopted, it cost specificity under the lung-field crops (README).
+        # Session 11: the session-9 recipe from init seed 1007 with early stopping watching from epoch 15
+        # (Recipe.patience_from_epoch), so that it trains all 30 epochs: the default since (README,
+        # cxrnet_framed_early_aug_late_stop). Weight averaging (Recipe.weight_average): not adopted.
         Architecture("cxrnet", "Our residual CNN: " + _CXRNET_TRAINING, build_cxrnet,
                      PreprocessSpec(160, clahe=True), _CXRNET_RECIPE),
         Architecture("cxrnet_fine", "cxrnet with a 10x10 evidence map: " + _CXRNET_TRAINING, build_cxrnet_fine,
