@@ -48,6 +48,7 @@ class ModelCard:
             "augmented before CLAHE" if recipe.get("augment_before_contrast") else "",
             f"sharpened at {len(recipe['sharpness_widths'])} scales" if recipe.get("sharpness_widths") else "",
             f"weights averaged (momentum {recipe['weight_average']})" if recipe.get("weight_average") else "",
+            f"early stopping from epoch {recipe['patience_from_epoch']}" if recipe.get("patience_from_epoch") else "",
             f"SimCLR pre-training ({recipe['pretrain_epochs']} epochs)" if recipe.get("pretrain_epochs") else "",
             f"ensemble of {members['members']} initialisations" if members else "",
         ]
