@@ -178,10 +178,7 @@ def ensemble_row(label: str, directory: Path, data_dir) -> dict:
     """Members' raw outputs averaged in logit space, calibrated and thresholded on validation as training does."""
     chosen = ENSEMBLES[label]
     members = [Predictor.load(ensure_model(LEVERS[m], directory, data_dir), directory) for m in chosen.members]
-    if chosen.test_time_zooms is not None:
-        for member in members:
-            member.test_time_zooms = list(chosen.test_time_zooms)
-    validation, shift = measure_ensemble(members, data_dir, label)
+    validation, shift = measure_ensemble(members, data_dir, label, chosen.test_time_zooms)
     recipe = {"members": list(chosen.members), "test_time_zooms": members[0].test_time_zooms}
     return _row(label, recipe, validation, shift, minutes=sum(m.card.training["seconds"] for m in members) / 60)
 

@@ -34,7 +34,7 @@ def main() -> int:
     data_dir = args.data or data.default_data_dir()
     for name in args.model or registry.model_names(args.models_dir):
         predictor = Predictor.load(name, args.models_dir)
-        images, labels = validation_images(data_dir, predictor.card.split_seed)
+        _, images, labels = validation_images(data_dir, predictor.card.split_seed)
         rows = shift_rows(predictor.probabilities, images, labels, predictor.spec, predictor.operating_points, SWEEP)
         print_report({"model": name, "n": len(labels), "shifts": rows})
     return 0

@@ -22,38 +22,46 @@ from core.analysis.reports import in_batches, split_examples
 from core.analysis.shift import shift_report
 from core.learning import data
 from core.serving import registry
+from core.serving.calibration import logit_mean
+from core.serving.imaging import preprocess
 from core.serving.predictor import Predictor
 
 
 @functools.lru_cache(maxsize=2)
-def validation_images(data_dir, seed: int) -> tuple[list[np.ndarray], np.ndarray]:
-    """The decoded 8-bit validation images of the patient-level split, with their labels
+def validation_images(data_dir, seed: int) -> tuple[list[data.Example], list[np.ndarray], np.ndarray]:
+    """The decoded 8-bit validation images of the patient-level split, with their examples and labels
     (decoded once for all the models checked in one run)."""
     examples, images = data.decode_grays(split_examples(data_dir, "validation", seed))
-    return images, data.labels_of(examples)
+    return examples, images, data.labels_of(examples)
 
 
 def measure(predictor: Predictor, data_dir) -> dict:
-    images, labels = validation_images(data_dir, predictor.card.split_seed)
+    _, images, labels = validation_images(data_dir, predictor.card.split_seed)
     return {"model": predictor.name, "sha256": predictor.card.sha256, "split": "validation (patient-level)",
             **shift_report(predictor.probabilities, images, labels, predictor.spec, predictor.operating_points)}
 
 
-def measure_ensemble(members: list[Predictor], data_dir, label: str) -> tuple[dict, dict]:
+def measure_ensemble(members: list[Predictor], data_dir, label: str,
+                     test_time_zooms: list[float] | None = None) -> tuple[dict, dict]:
     """The members' raw outputs averaged in logit space, calibrated and thresholded on validation
-    as training does: (its validation metrics, its shift report)."""
+    as training does: (its validation metrics, its shift report). test_time_zooms, when given,
+    replace the members' own."""
+    if test_time_zooms is not None:
+        for member in members:
+            member.test_time_zooms = list(test_time_zooms)
     seed = members[0].card.split_seed
     if any(m.spec != members[0].spec or m.card.split_seed != seed for m in members):
         raise ValueError("ensemble members must read images alike and share the patient split: "
                          + ", ".join(f"{m.name} (split seed {m.card.split_seed})" for m in members))
 
     def raw(inputs):
-        return evaluation.sigmoid(np.mean([evaluation.logit(m.raw_probabilities(inputs)) for m in members], axis=0))
+        return logit_mean(np.stack([m.raw_probabilities(inputs) for m in members]))
 
-    loaded = data.load_set(split_examples(data_dir, "validation", seed), members[0].spec)
+    # Calibrated on the unshifted images the shift check decodes once, preprocessed as screening does.
+    examples, images, labels = validation_images(data_dir, seed)
+    inputs = np.stack([preprocess(gray, members[0].spec) for gray in images])
     calibration, points, validation = evaluation.validation_evidence(
-        loaded.labels, in_batches(raw, loaded.inputs), [e.patient for e in loaded.examples])
-    images, labels = validation_images(data_dir, seed)
+        labels, in_batches(raw, inputs), [e.patient for e in examples])
     return validation, {"model": label, "members": [m.name for m in members], "split": "validation (patient-level)",
                         **shift_report(lambda x: evaluation.apply_calibration(raw(x), calibration),
                                        images, labels, members[0].spec, points)}
@@ -82,10 +90,8 @@ def main() -> None:
     data_dir = args.data or data.default_data_dir()
     if args.ensemble:
         members = [Predictor.load(name, args.models_dir) for name in args.ensemble]
-        if args.one_view:
-            for member in members:
-                member.test_time_zooms = [1.0]
-        validation, report = measure_ensemble(members, data_dir, " + ".join(args.ensemble))
+        validation, report = measure_ensemble(members, data_dir, " + ".join(args.ensemble),
+                                              [1.0] if args.one_view else None)
         print(f"validation: AUC {validation['auc']:.4f}, accuracy {validation['accuracy']:.4f}, "
               f"ECE {validation['ece']:.4f}")
         print_report(report)

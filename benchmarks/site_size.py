@@ -16,7 +16,7 @@ import numpy as np
 
 from benchmarks.shift import validation_images
 from core.analysis import evaluation, site_calibration
-from core.analysis.reports import in_batches, split_examples
+from core.analysis.reports import in_batches
 from core.analysis.shift import lung_field_crop, sharpen
 from core.analysis.site_calibration import LocalSet
 from core.learning import data
@@ -64,8 +64,7 @@ def main() -> None:
     predictor = Predictor.load(args.model)
     seed = predictor.card.split_seed
     data_dir = args.data or data.default_data_dir()
-    images, labels = validation_images(data_dir, seed)
-    examples = split_examples(data_dir, "validation", seed)  # the same images, in the same order
+    examples, images, labels = validation_images(data_dir, seed)
     inputs = np.stack([preprocess(SITE_SHIFTS[args.shift](gray), predictor.spec) for gray in images])
     local = LocalSet(in_batches(predictor.raw_probabilities, inputs), np.asarray(labels),
                      [e.patient for e in examples], [str(i) for i in range(len(labels))])

@@ -15,6 +15,12 @@ def sigmoid(x: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-np.asarray(x, np.float64)))
 
 
+def logit_mean(probabilities: np.ndarray) -> np.ndarray:
+    """Per input (column), the sigmoid of the mean logit over its rows (views or members): a
+    geometric mean of odds, so one confident row cannot outvote the rest."""
+    return sigmoid(logit(probabilities).mean(axis=0))
+
+
 def apply_calibration(raw: np.ndarray, calibration: dict | None) -> np.ndarray:
     """Platt scaling on the logit: p = sigmoid(slope * logit(raw) + intercept)."""
     if not calibration:

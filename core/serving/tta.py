@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 
-from core.serving.calibration import logit, sigmoid
+from core.serving.calibration import logit_mean
 
 
 def zoom(image: np.ndarray, factor: float) -> np.ndarray:
@@ -40,7 +40,6 @@ def views(inputs: np.ndarray, zooms: Sequence[float]) -> np.ndarray:
 
 
 def average(probabilities: np.ndarray, zooms: Sequence[float]) -> np.ndarray:
-    """The views' probabilities averaged per input in logit space (a geometric mean of
-    odds: one confident view cannot outvote the rest)."""
+    """The views' probabilities averaged per input in logit space."""
     per_zoom = np.asarray(probabilities, np.float64).reshape(len(zooms), -1)
-    return sigmoid(logit(per_zoom).mean(axis=0)) if len(zooms) > 1 else per_zoom[0]
+    return logit_mean(per_zoom) if len(zooms) > 1 else per_zoom[0]
