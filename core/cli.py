@@ -43,7 +43,7 @@ def cmd_train(args) -> int:
                       weights=args.weights, max_train_images=args.max_train_images,
                       overrides={**config["recipe"], **_recipe_settings(args.set)}, lr_auto=args.lr == "auto",
                       models_dir=Path(args.models_dir) if args.models_dir else None, ensemble=args.ensemble,
-                      frame_side=args.frame, equalise=args.equalise, **extra))
+                      frame_side=args.frame, equalise=args.equalise, deterministic=args.deterministic, **extra))
     return 0
 
 
@@ -393,6 +393,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--equalise", action="store_true",
                        help="histogram-equalise every image, at training and at screening, before its "
                        "resize and CLAHE, so that grey-level differences between machines do not reach the model")
+    train.add_argument("--deterministic", action="store_true",
+                       help="run TensorFlow's ops deterministically, so that the same command on the same "
+                       "machine and versions writes the same weights (the card records it)")
     train.add_argument("--weights", default="none", help="'none' (from scratch), 'imagenet' or a weights file")
     train.add_argument("--max-train-images", type=int, help="subsample the training split (quick runs)")
     train.add_argument("--models-dir", help="where to write the model (default: models/)")

@@ -1,6 +1,8 @@
 """Training on a tiny generated set, the card it writes, and the registry's hash check."""
 import json
 import shutil
+import subprocess
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -15,6 +17,7 @@ from core.serving import registry
 from core.serving.card import ModelCard
 from core.serving.predictor import Predictor
 
+ROOT = Path(__file__).resolve().parents[1]
 CARD_KEYS = {"name", "architecture", "preprocess", "parameters", "calibration", "operating_points", "training",
              "validation", "file", "file_bytes", "sha256"}
 
@@ -52,6 +55,30 @@ def test_early_stopping_watches_only_from_the_recipes_epoch(tiny_data, tmp_path,
                  log=lambda *_: None)
     assert card.training["epochs_run"] == epochs_run
     assert card.training["recipe"]["patience_from_epoch"] == patience_from_epoch
+
+
+def test_deterministic_training_writes_the_same_weights_twice(tiny_data, tmp_path):
+    # In a fresh process each time, as a user runs it: op determinism is process-wide. The default's
+    # levers (two framings per image, augmentation before CLAHE) run under it without a missing kernel.
+    def run(folder: str) -> tuple[ModelCard, dict, list[np.ndarray]]:
+        done = subprocess.run([sys.executable, "-m", "core", "train", "--arch", "cnn_small", "--data", str(tiny_data),
+                               "--epochs", "2", "--size", str(TINY_SIZE), "--deterministic",
+                               "--set", "augment=scale", "--set", "framing_consistency=4",
+                               "--set", "augment_before_contrast=true",
+                               "--models-dir", str(tmp_path / folder)],
+                              cwd=ROOT, capture_output=True, text=True, check=False, timeout=300)
+        assert done.returncode == 0, done.stderr[-2000:]
+        card = registry.load_card("cnn_small", tmp_path / folder)
+        weights = keras.saving.load_model(tmp_path / folder / card.file, compile=False).get_weights()
+        return card, registry.load_report("cnn_small", "history", tmp_path / folder), weights
+
+    (first, first_history, first_weights), (second, second_history, second_weights) = run("first"), run("second")
+    assert first.training["deterministic"] and "--deterministic" in first.training["command"]
+    assert first_history == second_history
+    assert (first.validation, first.calibration) == (second.validation, second.calibration)
+    # The weights themselves, not only the curves (the ONNX file's hash differs: its node names do).
+    assert len(first_weights) == len(second_weights)
+    assert all(np.array_equal(a, b) for a, b in zip(first_weights, second_weights))
 
 
 @pytest.mark.parametrize("weight_average", [0.0, 0.9999999])

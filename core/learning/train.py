@@ -59,6 +59,8 @@ class TrainConfig:
     # Crop every image to the framing localiser's standard frame of this side (core.serving.framing); None: don't
     frame_side: float | None = None
     equalise: bool = False  # histogram-equalise every image first (PreprocessSpec.equalise)
+    # TensorFlow's op determinism: the same command on the same machine and versions writes the same weights
+    deterministic: bool = False
 
 
 @dataclass
@@ -111,6 +113,11 @@ def fit_member(arch, recipe: Recipe, train_set, val_ds, batch: int, seed: int, s
 def train(config: TrainConfig, log=print) -> dict:
     """Train one architecture on the patient-level split and write model, card and reports."""
     init_seed = config.seed if config.init_seed is None else config.init_seed
+    if config.deterministic:
+        # Without it, two runs of one command part after a few epochs: threads (tf.data's parallel
+        # maps, kernels' reductions) finish in no fixed order. Process-wide and irreversible,
+        # which suits a command-line run.
+        tf.config.experimental.enable_op_determinism()
     set_seeds(init_seed)
     arch = get_architecture(config.arch, config.size)
     if config.frame_side:
@@ -190,6 +197,7 @@ def train(config: TrainConfig, log=print) -> dict:
             "best_epoch": int(np.argmax(history.history["val_auc"])) + 1,
             "seconds": round(seconds, 1),
             "strategy": strategy_name,
+            "deterministic": config.deterministic,
             "hardware": hardware(),
             "tensorflow": tf.__version__,
             "keras": keras.__version__,
