@@ -118,10 +118,6 @@ def fit_calibration(labels: np.ndarray, raw: np.ndarray) -> dict:
     return {"method": "platt", "slope": float(fitted.coef_[0, 0]), "intercept": float(fitted.intercept_[0])}
 
 
-def log_loss(labels: np.ndarray, probabilities: np.ndarray) -> float:
-    return float(np.mean(binary_cross_entropy(labels, probabilities)))
-
-
 def binary_cross_entropy(labels: np.ndarray, probabilities: np.ndarray) -> np.ndarray:
     """Per-example loss; also ranks the 'top losses' an analyst reviews."""
     p = np.clip(np.asarray(probabilities, np.float64), 1e-7, 1 - 1e-7)
