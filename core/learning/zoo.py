@@ -277,6 +277,9 @@ ARCHITECTURES: dict[str, Architecture] = {
         # Session 11: the session-9 recipe from init seed 1007 with early stopping watching from epoch 15
         # (Recipe.patience_from_epoch), so that it trains all 30 epochs: the default since (README,
         # cxrnet_framed_early_aug_late_stop). Weight averaging (Recipe.weight_average): not adopted.
+        # Session 12: the same command trained with op determinism (train --deterministic), so the card's
+        # command writes the same weights again: the default since (README, cxrnet_framed_det). The
+        # framing-consistency weight swept at 2, 4 and 8 from one initialisation: 4 is best.
         Architecture("cxrnet", "Our residual CNN: " + _CXRNET_TRAINING, build_cxrnet,
                      PreprocessSpec(160, clahe=True), _CXRNET_RECIPE),
         Architecture("cxrnet_fine", "cxrnet with a 10x10 evidence map: " + _CXRNET_TRAINING, build_cxrnet_fine,
