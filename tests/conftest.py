@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -13,6 +15,13 @@ from core.analysis.synthetic import encode
 from core.learning import data
 
 TINY_SIZE = 32
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run_core(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    """`python -m core ARGS` in a fresh process, as a user runs it."""
+    return subprocess.run([sys.executable, "-m", "core", *args], cwd=ROOT, capture_output=True, text=True,
+                          check=False, timeout=timeout)
 
 
 def make_dataset(root: Path, split: str = "train", per_class: int = 24, size: int = 96) -> Path:

@@ -1,23 +1,20 @@
 """Training on a tiny generated set, the card it writes, and the registry's hash check."""
 import json
 import shutil
-import subprocess
-import sys
 from dataclasses import replace
 from pathlib import Path
 
 import keras
 import numpy as np
 import pytest
-from conftest import TINY_SIZE
+from conftest import TINY_SIZE, run_core
 
 from core.analysis import reports
-from core.learning import data
+from core.learning import data, keras_model
 from core.serving import registry
 from core.serving.card import ModelCard
 from core.serving.predictor import Predictor
 
-ROOT = Path(__file__).resolve().parents[1]
 CARD_KEYS = {"name", "architecture", "preprocess", "parameters", "calibration", "operating_points", "training",
              "validation", "file", "file_bytes", "sha256"}
 
@@ -61,16 +58,13 @@ def test_deterministic_training_writes_the_same_weights_twice(tiny_data, tmp_pat
     # In a fresh process each time, as a user runs it: op determinism is process-wide. The default's
     # levers (two framings per image, augmentation before CLAHE) run under it without a missing kernel.
     def run(folder: str) -> tuple[ModelCard, dict, list[np.ndarray]]:
-        done = subprocess.run([sys.executable, "-m", "core", "train", "--arch", "cnn_small", "--data", str(tiny_data),
-                               "--epochs", "2", "--size", str(TINY_SIZE), "--deterministic",
-                               "--set", "augment=scale", "--set", "framing_consistency=4",
-                               "--set", "augment_before_contrast=true",
-                               "--models-dir", str(tmp_path / folder)],
-                              cwd=ROOT, capture_output=True, text=True, check=False, timeout=300)
+        done = run_core("train", "--arch", "cnn_small", "--data", str(tiny_data), "--epochs", "2",
+                        "--size", str(TINY_SIZE), "--deterministic", "--set", "augment=scale",
+                        "--set", "framing_consistency=4", "--set", "augment_before_contrast=true",
+                        "--models-dir", str(tmp_path / folder), timeout=300)
         assert done.returncode == 0, done.stderr[-2000:]
-        card = registry.load_card("cnn_small", tmp_path / folder)
-        weights = keras.saving.load_model(tmp_path / folder / card.file, compile=False).get_weights()
-        return card, registry.load_report("cnn_small", "history", tmp_path / folder), weights
+        model, card = keras_model.load("cnn_small", tmp_path / folder)
+        return card, registry.load_report("cnn_small", "history", tmp_path / folder), model.get_weights()
 
     (first, first_history, first_weights), (second, second_history, second_weights) = run("first"), run("second")
     assert first.training["deterministic"] and "--deterministic" in first.training["command"]

@@ -6,17 +6,15 @@ import json
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import encode, real_data_dir, requires_real_data, xray_like
+from conftest import ROOT, encode, real_data_dir, requires_real_data, run_core, xray_like
 
 from core.serving import registry
 from core.serving.predictor import Predictor
 from core.serving.registry import ModelIntegrityError
 
-ROOT = Path(__file__).resolve().parent.parent
 PARITY_IMAGES = 96
 PARITY_TOLERANCE = 1e-4
 NO_TENSORFLOW = """
@@ -166,8 +164,7 @@ def test_an_ensemble_is_one_model_whose_onnx_matches_keras_and_whose_map_is_the_
 
 
 def test_commands_that_load_tensorflow_print_none_of_its_start_up_notices(tiny_data):
-    done = subprocess.run([sys.executable, "-m", "core", "evaluate", "--data", str(tiny_data), "--split", "test",
-                           "--model", "cnn_small"], cwd=ROOT, capture_output=True, text=True, check=False, timeout=300)
+    done = run_core("evaluate", "--data", str(tiny_data), "--split", "test", "--model", "cnn_small", timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "cnn_small" in done.stdout
     assert "oneDNN" not in done.stderr and "absl" not in done.stderr and "cpu_feature_guard" not in done.stderr

@@ -3,16 +3,13 @@ from __future__ import annotations
 
 import io
 import json
-import subprocess
-import sys
 import zipfile
 from dataclasses import replace
-from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from conftest import encode, xray_like
+from conftest import encode, run_core, xray_like
 from dicom_factory import make_dicom
 
 from core.analysis import evaluation, site_calibration
@@ -22,7 +19,6 @@ from core.serving.card import ModelCard
 from core.serving.imaging import PreprocessSpec
 from core.serving.site import SiteProfile, SiteProfileError, seal
 
-ROOT = Path(__file__).resolve().parent.parent
 TARGET = 0.98
 
 
@@ -138,11 +134,6 @@ def test_the_profile_holds_no_file_names_pixels_or_dicom_tags():
     assert len(content["set_sha256"]) == 64
 
 
-def _core(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "core", *args], cwd=ROOT, capture_output=True, text=True, check=False,
-                          timeout=600)
-
-
 def test_calibrate_site_then_screen_and_evaluate_with_the_profile(tmp_path):
     site_dir = tmp_path / "clinic"
     for label, name in enumerate(("NORMAL", "PNEUMONIA")):
@@ -151,7 +142,7 @@ def test_calibrate_site_then_screen_and_evaluate_with_the_profile(tmp_path):
             (site_dir / name / f"IM-{i:04d}-0001.jpeg").write_bytes(encode(xray_like(100 * label + i, bool(label), 200)))
     (site_dir / "NORMAL" / "notes.png").write_bytes(b"\x89PNG\r\n\x1a\nbroken")
     profile_path = tmp_path / "sites" / "clinic.json"  # the folder is made as needed
-    done = _core("calibrate-site", "--data", str(site_dir), "--out", str(profile_path))
+    done = run_core("calibrate-site", "--data", str(site_dir), "--out", str(profile_path))
     assert done.returncode == 0, done.stderr[-2000:]
     assert "notes.png" in done.stderr and "corrupt" in done.stderr  # refused files are listed with reasons
     assert "cannot show a sensitivity of 0.98" in done.stdout and "at least 149" in done.stdout
@@ -160,13 +151,13 @@ def test_calibrate_site_then_screen_and_evaluate_with_the_profile(tmp_path):
     card = registry.load_card(registry.default_model_name())
     assert content["model"] == card.name and content["model_sha256"] == card.sha256
 
-    screened = _core("screen", str(site_dir / "PNEUMONIA"), "--site", str(profile_path), "--format", "json")
+    screened = run_core("screen", str(site_dir / "PNEUMONIA"), "--site", str(profile_path), "--format", "json")
     rows = json.loads(screened.stdout)
     assert {r["site"] for r in rows} == {"clinic"}
     assert {r["threshold"] for r in rows} == {content["operating_points"]["screening"]}
 
     out = tmp_path / "eval.json"
-    evaluated = _core("evaluate", "--data", str(tmp_path), "--split", "clinic", "--site", str(profile_path),
+    evaluated = run_core("evaluate", "--data", str(tmp_path), "--split", "clinic", "--site", str(profile_path),
                       "--json", str(out))
     assert evaluated.returncode == 0, evaluated.stderr[-2000:]
     [record] = json.loads(out.read_text())
@@ -176,7 +167,7 @@ def test_calibrate_site_then_screen_and_evaluate_with_the_profile(tmp_path):
 
     content["operating_points"]["screening"] = 0.5
     profile_path.write_text(json.dumps(content))
-    refused = _core("screen", str(site_dir / "PNEUMONIA"), "--site", str(profile_path))
+    refused = run_core("screen", str(site_dir / "PNEUMONIA"), "--site", str(profile_path))
     assert refused.returncode != 0 and "edited" in refused.stderr
 
 
