@@ -177,6 +177,17 @@ def test_detail_blur_draws_one_of_its_widths_per_image():
         augmenter("acquisition", seed=0, sharpness_widths=(2.0,))
 
 
+def test_max_gamma_widens_the_exposure_augmentation():
+    # A flat grey of 0.25 isolates exposure: contrast acts around the image mean (no change on a flat
+    # image) and brightness adds at most 0.1, so only gamma can carry the centre above 0.25^(1/1.42) + 0.1.
+    flat = tf.constant(np.full((512, 32, 32, 1), 0.25, np.float32))
+    centres = {g: augmenter("strong", seed=0, max_gamma=g)(flat).numpy()[:, 16, 16, 0] for g in (0.0, 3.0)}
+    assert centres[0.0].max() < 0.25 ** (1 / np.exp(0.35)) + 0.1 + 1e-4
+    assert centres[3.0].max() > 0.55 and centres[3.0].min() < 0.05
+    with pytest.raises(ValueError, match="above 1"):
+        augmenter("strong", seed=0, max_gamma=0.6)
+
+
 def test_augmentation_before_the_contrast_step_is_followed_by_it():
     # Eight well-separated grey levels: halving the contrast keeps them apart, so
     # equalisation after it gives back exactly the equalised original.

@@ -89,7 +89,7 @@ def random_resized_crops(images, min_area: float):
 
 def augmentation(recipe: Recipe, seed: int, spec: PreprocessSpec | None = None):
     """The recipe's augmentation, followed by the contrast step when the recipe augments before it."""
-    transform = augmenter(recipe.augment, seed, recipe.min_crop_area, recipe.sharpness_widths)
+    transform = augmenter(recipe.augment, seed, recipe.min_crop_area, recipe.sharpness_widths, recipe.max_gamma)
     if not recipe.augment_before_contrast:
         return transform
     if spec is None:
@@ -123,13 +123,19 @@ def detail_blur(images, widths: tuple[float, ...] = ()):
     return tf.einsum("nk,knhwc->nhwc", tf.one_hot(picked, len(widths)), blurs)
 
 
-def augmenter(level: str, seed: int, min_crop_area: float = 0.4, sharpness_widths: tuple[float, ...] = ()):
-    """A function from a batch of [0, 1] images to an augmented batch, or None."""
+def augmenter(level: str, seed: int, min_crop_area: float = 0.4, sharpness_widths: tuple[float, ...] = (),
+              max_gamma: float = 0.0):
+    """A function from a batch of [0, 1] images to an augmented batch, or None.
+
+    `max_gamma` > 1 replaces the level's exposure range: gamma drawn log-uniformly in [1/max_gamma, max_gamma].
+    """
     if level == "none":
         return None
     if any(width <= 0 or width >= 0.1 for width in sharpness_widths):
         raise ValueError(f"sharpness widths are shares of the image side in (0, 0.1), not {sharpness_widths}")
-    p = _AUGMENT[level]
+    if max_gamma and max_gamma <= 1:
+        raise ValueError(f"max_gamma is the widest gamma, above 1 (or 0 for the level's own), not {max_gamma}")
+    p = _AUGMENT[level] | ({"gamma": float(np.log(max_gamma))} if max_gamma else {})
     geometry = keras.Sequential([
         keras.layers.RandomRotation(p["rotate"], fill_mode="constant", seed=seed),
         keras.layers.RandomTranslation(p["shift"], p["shift"], fill_mode="constant", seed=seed + 1),

@@ -46,6 +46,9 @@ class Recipe:
     # Gaussian widths, as shares of the image side, at which the sharpness augmentation blurs or
     # sharpens, one drawn per image (core.learning.pipeline.detail_blur); empty: a 3x3 box
     sharpness_widths: tuple[float, ...] = ()
+    # Widest gamma of the exposure augmentation, drawn log-uniformly in [1/g, g]; 0: the augment
+    # level's own (e^0.35, about 1.42, for the strong levels)
+    max_gamma: float = 0.0
     label_smoothing: float = 0.0
     mixup: float = 0.0  # Beta(alpha, alpha) of mixup; 0 turns it off
     # Weight of the framing-consistency term (core.learning.pipeline.FramingConsistency); 0 turns it off
