@@ -110,11 +110,12 @@ def test_card_summary_says_what_training_added_to_the_architecture(tiny_models):
     spec = replace(card.spec, frame="ab" * 32, frame_side=0.75, equalise=True)
     training = {**card.training, "recipe": {**card.training["recipe"], "pretrain_epochs": 40,
                                             "augment_before_contrast": True, "sharpness_widths": [0.01, 0.02],
-                                            "weight_average": 0.998, "patience_from_epoch": 15},
+                                            "max_gamma": 1.7, "weight_average": 0.998, "patience_from_epoch": 15},
                 "ensemble": {"members": 3}}
     summary = replace(card, preprocess=spec.to_dict(), training=training).summary
     assert summary == (f"{card.description}; every X-ray cut to the localiser's standard frame (75%); grey levels "
-                       "histogram-equalised; augmented before CLAHE; sharpened at 2 scales; weights averaged (momentum 0.998); "
+                       "histogram-equalised; augmented before CLAHE; sharpened at 2 scales; "
+                       "exposure augmented up to gamma 1.7; weights averaged (momentum 0.998); "
                        "early stopping from epoch 15; SimCLR pre-training (40 epochs); "
                        "ensemble of 3 initialisations")
 
