@@ -89,7 +89,8 @@ def random_resized_crops(images, min_area: float):
 
 def augmentation(recipe: Recipe, seed: int, spec: PreprocessSpec | None = None):
     """The recipe's augmentation, followed by the contrast step when the recipe augments before it."""
-    transform = augmenter(recipe.augment, seed, recipe.min_crop_area, recipe.sharpness_widths, recipe.max_gamma)
+    transform = augmenter(recipe.augment, seed, min_crop_area=recipe.min_crop_area,
+                          sharpness_widths=recipe.sharpness_widths, max_gamma=recipe.max_gamma)
     if not recipe.augment_before_contrast:
         return transform
     if spec is None:
@@ -123,7 +124,7 @@ def detail_blur(images, widths: tuple[float, ...] = ()):
     return tf.einsum("nk,knhwc->nhwc", tf.one_hot(picked, len(widths)), blurs)
 
 
-def augmenter(level: str, seed: int, min_crop_area: float = 0.4, sharpness_widths: tuple[float, ...] = (),
+def augmenter(level: str, seed: int, *, min_crop_area: float = 0.4, sharpness_widths: tuple[float, ...] = (),
               max_gamma: float = 0.0):
     """A function from a batch of [0, 1] images to an augmented batch, or None.
 
