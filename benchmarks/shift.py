@@ -3,11 +3,15 @@
 
 Usage: python -m benchmarks.shift [--model NAME ...] [--models-dir DIR] [--data DIR] [--save]
        python -m benchmarks.shift --ensemble NAME --ensemble NAME ... [--one-view] [--models-dir DIR]
+       python -m benchmarks.shift --model LEVER [--models-dir DIR] --against BASE [--against-dir DIR]
 --save writes models/NAME.shift.json, shown on the model comparison page, and
 updates the manifest (the default-model rule: core.serving.registry.update_manifest).
 --ensemble measures the logit average of trained files, calibrated and thresholded on
 validation as `train --ensemble` does, without training them again; --one-view
-drops their test-time zooms.
+drops their test-time zooms. --against compares a model with another on the same
+shifted images, pairwise: lever minus base, with 95% intervals from resampling whole
+patients (core.analysis.shift.paired_comparison), so that a lever is judged against
+the validation sample's noise.
 """
 from __future__ import annotations
 
@@ -19,7 +23,7 @@ import numpy as np
 
 from core.analysis import evaluation
 from core.analysis.reports import in_batches, split_examples
-from core.analysis.shift import shift_report
+from core.analysis.shift import SHIFTS, paired_comparison, shift_report, shifted_probabilities
 from core.learning import data
 from core.serving import registry
 from core.serving.calibration import logit_mean
@@ -67,6 +71,31 @@ def measure_ensemble(members: list[Predictor], data_dir, label: str,
                                        images, labels, members[0].spec, points)}
 
 
+def measure_paired(base: Predictor, levers: list[Predictor], data_dir,
+                   rounds: int = evaluation.BOOTSTRAP_ROUNDS) -> dict[str, list[dict]]:
+    """Each lever minus the base under every shift of the validation images, each at its own
+    thresholds (the base scored once for all)."""
+    for lever in levers:
+        if lever.card.split_seed != base.card.split_seed:
+            raise ValueError(f"{base.name} and {lever.name} were validated on different patient splits "
+                             f"(split seeds {base.card.split_seed} and {lever.card.split_seed})")
+    examples, images, labels = validation_images(data_dir, base.card.split_seed)
+    patients = [e.patient for e in examples]
+    base_probabilities = shifted_probabilities(base.probabilities, images, base.spec, SHIFTS)
+    return {lever.name: paired_comparison(
+        labels, patients, base_probabilities, shifted_probabilities(lever.probabilities, images, lever.spec, SHIFTS),
+        base.operating_points, lever.operating_points, rounds) for lever in levers}
+
+
+def print_paired(base: str, lever: str, rows: list[dict]) -> None:
+    print(f"\n{lever} minus {base}: difference [95% interval over resampled patients]")
+    print(f"{'shift':<38}" + "".join(f"{k:>30}" for k in ("AUC", "bal.acc", "scr.sens", "scr.spec")))
+    for row in rows:
+        cells = (row[k] for k in ("auc", "balanced_accuracy", "screening_sensitivity", "screening_specificity"))
+        print(f"{row['shift']:<38}" + "".join(
+            f"{c['difference']:+9.4f} [{c['95ci'][0]:+8.4f},{c['95ci'][1]:+8.4f}]" for c in cells))
+
+
 def print_report(report: dict) -> None:
     print(f"\n{report['model']} (n={report['n']})")
     print(f"{'shift':<24} {'AUC':>6} {'bal.acc':>8} {'scr.sens':>9} {'scr.spec':>9} {'ECE':>6}")
@@ -86,8 +115,15 @@ def main() -> None:
     parser.add_argument("--ensemble", action="append", metavar="NAME",
                         help="a member of a logit-averaged ensemble to measure (repeat for each member)")
     parser.add_argument("--one-view", action="store_true", help="the ensemble's members without test-time zooms")
+    parser.add_argument("--against", metavar="BASE", help="compare each --model with this one, pairwise")
+    parser.add_argument("--against-dir", type=Path, help="where BASE lies (default: the models folder)")
     args = parser.parse_args()
     data_dir = args.data or data.default_data_dir()
+    if args.against:
+        levers = [Predictor.load(name, args.models_dir) for name in args.model or parser.error("--against needs --model")]
+        for name, rows in measure_paired(Predictor.load(args.against, args.against_dir), levers, data_dir).items():
+            print_paired(args.against, name, rows)
+        return
     if args.ensemble:
         members = [Predictor.load(name, args.models_dir) for name in args.ensemble]
         validation, report = measure_ensemble(members, data_dir, " + ".join(args.ensemble),

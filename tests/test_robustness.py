@@ -11,9 +11,9 @@ import pytest
 import tensorflow as tf
 
 from benchmarks.sharpening import STRENGTHS, SWEEP, WIDTHS
-from benchmarks.shift import measure, measure_ensemble
+from benchmarks.shift import measure, measure_ensemble, measure_paired
 from core.analysis import evaluation, reports
-from core.analysis.shift import SHIFTS, sharpen, shift_report
+from core.analysis.shift import FRAMING_MEAN, SHIFTS, paired_comparison, sharpen, shift_report
 from core.cli import _recipe_settings
 from core.learning import data
 from core.learning.pipeline import (
@@ -124,6 +124,46 @@ def test_shift_report_holds_thresholds_fixed_and_summarises_the_worst_case():
     assert report["summary"]["worst_screening_specificity"] == min(r["screening_specificity"] for r in shifted)
     assert rows["none"]["ece"] == pytest.approx(evaluation.expected_calibration_error(labels, baseline)[0])
     assert report["summary"]["worst_ece"] == max(r["ece"] for r in shifted) > 0
+
+
+def test_patient_resampling_draws_whole_patients():
+    patients = ["a", "a", "b", "c", "c", "c"]
+    counts = evaluation.patient_resample_weights(patients, rounds=300, seed=1)
+    assert counts.shape == (300, 6)
+    # Images of one patient are drawn together, and each round draws as many patients as there are.
+    assert (counts[:, 0] == counts[:, 1]).all() and (counts[:, 3] == counts[:, 4]).all() == (counts[:, 4] == counts[:, 5]).all()
+    assert (counts[:, [0, 2, 3]].sum(axis=1) == 3).all()
+    assert counts[:, 0].mean() == pytest.approx(1.0, abs=0.15)
+
+
+def test_paired_comparison_measures_the_lever_minus_the_base_on_the_same_patients():
+    # 20 normal and 20 pneumonia patients, two images each. At the screening threshold of 0.3 the base
+    # refers every normal child; under the 70% crop the lever clears 10 of the 20 normal patients.
+    labels = np.repeat([0, 1], 40)
+    patients = [f"p{i // 2}" for i in range(80)]
+    base_scores = np.where(labels == 1, 0.8, 0.4)
+    cleared = np.where((labels == 0) & (np.arange(80) < 20), 0.2, base_scores)
+    base = {"none": base_scores, "lung-field crop (70%)": base_scores, "lung-field crop (60%)": base_scores}
+    lever = {"none": base_scores, "lung-field crop (70%)": cleared, "lung-field crop (60%)": base_scores}
+    points = {"balanced": 0.5, "screening": 0.3}
+    rows = {r["shift"]: r for r in paired_comparison(labels, patients, base, lever, points, points, rounds=400)}
+    assert list(rows) == ["none", "lung-field crop (70%)", "lung-field crop (60%)", FRAMING_MEAN]
+    for metric in ("auc", "balanced_accuracy", "screening_sensitivity", "screening_specificity"):
+        assert rows["none"][metric] == {"difference": 0.0, "95ci": [0.0, 0.0]}
+        assert rows["lung-field crop (70%)"]["screening_sensitivity"]["difference"] == 0.0
+    crop = rows["lung-field crop (70%)"]["screening_specificity"]
+    assert crop["difference"] == 0.5  # 20 of 40 normal images
+    # Resampling patients moves the share cleared around its half, never to no gain at all.
+    assert 0.2 < crop["95ci"][0] < 0.5 < crop["95ci"][1] < 0.8
+    assert rows[FRAMING_MEAN]["screening_specificity"]["difference"] == 0.25
+
+
+def test_a_model_compared_with_itself_differs_by_nothing(tiny_models, tiny_data):
+    model = Predictor.load("cnn_small", tiny_models)
+    rows = measure_paired(model, [Predictor.load("cnn_small", tiny_models)], tiny_data, rounds=50)["cnn_small"]
+    assert [r["shift"] for r in rows] == [*SHIFTS, FRAMING_MEAN]
+    assert all(r[k] == {"difference": 0.0, "95ci": [0.0, 0.0]} for r in rows
+               for k in ("auc", "balanced_accuracy", "screening_sensitivity", "screening_specificity"))
 
 
 def test_sharpening_sweep_starts_unchanged_and_adds_detail_with_strength():
@@ -281,6 +321,14 @@ def test_an_ensemble_of_a_model_with_itself_measures_as_the_model(tiny_models, t
     for paired, own in zip(report["shifts"], alone["shifts"], strict=True):
         for key in ("auc", "screening_sensitivity", "screening_specificity", "balanced_accuracy"):
             assert paired[key] == pytest.approx(own[key], abs=1e-6), (paired["shift"], key)
+
+
+def test_a_paired_comparison_refuses_models_validated_on_different_patients(tiny_models, tiny_data):
+    other = Predictor.load("cnn_small", tiny_models)
+    training = other.card.training
+    other.card = replace(other.card, training=training | {"split": training["split"] | {"seed": other.card.split_seed + 1}})
+    with pytest.raises(ValueError, match="different patient splits"):
+        measure_paired(Predictor.load("cnn_small", tiny_models), [other], tiny_data)
 
 
 def test_an_ensemble_refuses_members_that_read_images_differently(tiny_models, tiny_data):

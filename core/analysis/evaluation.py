@@ -43,11 +43,12 @@ def metrics_at(labels: np.ndarray, probabilities: np.ndarray, threshold: float) 
     }
 
 
-def auc(labels: np.ndarray, probabilities: np.ndarray) -> float:
+def auc(labels: np.ndarray, probabilities: np.ndarray, weights: np.ndarray | None = None) -> float:
+    """ROC AUC; `weights` counts each image that many times (a bootstrap resample)."""
     labels = np.asarray(labels)
     if labels.min() == labels.max():
         return float("nan")  # undefined with one class present
-    return float(roc_auc_score(labels, probabilities))
+    return float(roc_auc_score(labels, probabilities, sample_weight=weights))
 
 
 def highest_threshold_with_sensitivity(labels: np.ndarray, probabilities: np.ndarray, sensitivity: float) -> float:
@@ -140,19 +141,26 @@ def curves(labels: np.ndarray, probabilities: np.ndarray) -> dict:
             "pr": {"recall": pr[:, 0].round(5).tolist(), "precision": pr[:, 1].round(5).tolist()}}
 
 
+def patient_resample_weights(groups: list[str], rounds: int = BOOTSTRAP_ROUNDS, seed: int = 0) -> np.ndarray:
+    """(rounds, images) counts of each image in a bootstrap resample of whole patients
+    (images of one patient are not independent, so they are drawn together)."""
+    unique, index = np.unique(np.asarray(groups), return_inverse=True)
+    rng = np.random.default_rng(seed)
+    drawn = rng.integers(0, len(unique), (rounds, len(unique)))
+    per_patient = np.stack([np.bincount(row, minlength=len(unique)) for row in drawn])
+    return per_patient[:, index].astype(np.float64)
+
+
 def bootstrap_intervals(labels: np.ndarray, probabilities: np.ndarray, threshold: float,
                         groups: list[str] | None = None, rounds: int = BOOTSTRAP_ROUNDS,
                         seed: int = 0) -> dict[str, list[float]]:
     """95% percentile intervals; resamples whole patients when groups are given,
     because images of one patient are not independent."""
     labels, probabilities = np.asarray(labels), np.asarray(probabilities)
-    groups = np.asarray(groups if groups is not None else np.arange(len(labels)))
-    unique, index = np.unique(groups, return_inverse=True)
-    members = [np.flatnonzero(index == g) for g in range(len(unique))]
-    rng = np.random.default_rng(seed)
+    counts = patient_resample_weights(groups if groups is not None else np.arange(len(labels)), rounds, seed)
     samples: dict[str, list[float]] = {k: [] for k in ("auc", "accuracy", "sensitivity", "specificity")}
-    for _ in range(rounds):
-        chosen = np.concatenate([members[g] for g in rng.integers(0, len(unique), len(unique))])
+    for count in counts.astype(int):
+        chosen = np.repeat(np.arange(len(labels)), count)
         y, p = labels[chosen], probabilities[chosen]
         if y.min() == y.max():
             continue

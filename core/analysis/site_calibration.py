@@ -133,15 +133,6 @@ def score(predictor: Predictor, images: LabelledImages, progress=None) -> LocalS
     return local
 
 
-def _patient_weights(patients: list[str], rounds: int, seed: int) -> np.ndarray:
-    """(rounds, images) counts of each image in a bootstrap resample of whole patients."""
-    unique, index = np.unique(np.asarray(patients), return_inverse=True)
-    rng = np.random.default_rng(seed)
-    drawn = rng.integers(0, len(unique), (rounds, len(unique)))
-    per_patient = np.stack([np.bincount(row, minlength=len(unique)) for row in drawn])
-    return per_patient[:, index].astype(np.float64)
-
-
 def sensitivity_lower_bound(probabilities: np.ndarray, labels: np.ndarray, patients: list[str],
                             confidence: float = CONFIDENCE, rounds: int = BOOTSTRAP_ROUNDS, seed: int = 0
                             ) -> tuple[np.ndarray, np.ndarray]:
@@ -149,7 +140,7 @@ def sensitivity_lower_bound(probabilities: np.ndarray, labels: np.ndarray, patie
     positive = np.flatnonzero(labels == 1)
     order = positive[np.argsort(-probabilities[positive], kind="stable")]
     scores = probabilities[order]
-    weights = _patient_weights([patients[i] for i in order], rounds, seed)
+    weights = evaluation.patient_resample_weights([patients[i] for i in order], rounds, seed)
     # Caught at threshold t = every positive scoring >= t: a running sum in descending order.
     sensitivity = np.cumsum(weights, axis=1) / np.maximum(weights.sum(axis=1, keepdims=True), 1e-12)
     bound = np.quantile(sensitivity, 1.0 - confidence, axis=0)
