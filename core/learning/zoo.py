@@ -285,6 +285,8 @@ ARCHITECTURES: dict[str, Architecture] = {
         # framing-consistency weight swept at 2, 4 and 8 from one initialisation: 4 is best.
         # Session 13: a wider exposure augmentation (Recipe.max_gamma=1.7), for darker X-rays: not adopted,
         # it cost screening specificity under the lung-field crops (README).
+        # Session 14: deeper random-resized crops (Recipe.min_crop_area=0.25): not adopted for the same reason,
+        # measured pairwise with benchmarks.shift --against (README).
         Architecture("cxrnet", "Our residual CNN: " + _CXRNET_TRAINING, build_cxrnet,
                      PreprocessSpec(160, clahe=True), _CXRNET_RECIPE),
         Architecture("cxrnet_fine", "cxrnet with a 10x10 evidence map: " + _CXRNET_TRAINING, build_cxrnet_fine,
