@@ -23,7 +23,7 @@ import numpy as np
 
 from core.analysis import evaluation
 from core.analysis.reports import in_batches, split_examples
-from core.analysis.shift import SHIFTS, paired_comparison, shift_report, shifted_probabilities
+from core.analysis.shift import PAIRED_METRICS, SHIFTS, paired_comparison, shift_report, shifted_probabilities
 from core.learning import data
 from core.serving import registry
 from core.serving.calibration import logit_mean
@@ -91,7 +91,7 @@ def print_paired(base: str, lever: str, rows: list[dict]) -> None:
     print(f"\n{lever} minus {base}: difference [95% interval over resampled patients]")
     print(f"{'shift':<38}" + "".join(f"{k:>30}" for k in ("AUC", "bal.acc", "scr.sens", "scr.spec")))
     for row in rows:
-        cells = (row[k] for k in ("auc", "balanced_accuracy", "screening_sensitivity", "screening_specificity"))
+        cells = (row[k] for k in PAIRED_METRICS)
         print(f"{row['shift']:<38}" + "".join(
             f"{c['difference']:+9.4f} [{c['95ci'][0]:+8.4f},{c['95ci'][1]:+8.4f}]" for c in cells))
 

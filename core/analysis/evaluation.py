@@ -18,18 +18,21 @@ CURVE_POINTS = 200
 BOOTSTRAP_ROUNDS = 1000
 
 
-def confusion(labels: np.ndarray, probabilities: np.ndarray, threshold: float) -> list[list[int]]:
-    """[[tn, fp], [fn, tp]]; a probability at or above the threshold means pneumonia."""
+def confusion(labels: np.ndarray, probabilities: np.ndarray, threshold: float,
+              weights: np.ndarray | None = None) -> list[list[int]]:
+    """[[tn, fp], [fn, tp]]; a probability at or above the threshold means pneumonia. `weights`
+    counts each image that many times (a bootstrap resample)."""
     predicted = (np.asarray(probabilities) >= threshold).astype(int)
-    return confusion_matrix(np.asarray(labels), predicted, labels=[0, 1]).tolist()
+    return confusion_matrix(np.asarray(labels), predicted, labels=[0, 1], sample_weight=weights).tolist()
 
 
 def _ratio(numerator: float, denominator: float) -> float:
     return float(numerator / denominator) if denominator else 0.0
 
 
-def metrics_at(labels: np.ndarray, probabilities: np.ndarray, threshold: float) -> dict:
-    (tn, fp), (fn, tp) = confusion(labels, probabilities, threshold)
+def metrics_at(labels: np.ndarray, probabilities: np.ndarray, threshold: float,
+               weights: np.ndarray | None = None) -> dict:
+    (tn, fp), (fn, tp) = confusion(labels, probabilities, threshold, weights)
     precision = _ratio(tp, tp + fp)
     sensitivity = _ratio(tp, tp + fn)
     return {

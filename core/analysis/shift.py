@@ -160,18 +160,15 @@ def threshold_metrics(labels: np.ndarray, probabilities: np.ndarray, operating_p
                       weights: np.ndarray | None = None) -> dict[str, float]:
     """AUC, and accuracy, sensitivity and specificity at the fixed operating points; `weights` counts
     each image that many times (a bootstrap resample of patients)."""
-    weights = np.ones(len(labels)) if weights is None else weights
-    normal, pneumonia = weights * (labels == 0), weights * (labels == 1)
-    balanced = probabilities >= operating_points["balanced"]
-    screening = probabilities >= operating_points["screening"]
+    balanced = evaluation.metrics_at(labels, probabilities, operating_points["balanced"], weights)
+    screening = evaluation.metrics_at(labels, probabilities, operating_points["screening"], weights)
     return {
         "auc": evaluation.auc(labels, probabilities, weights),
-        # The accuracy at the balanced operating point (named for the point, as in the summary)
-        "balanced_accuracy": float((normal @ ~balanced + pneumonia @ balanced) / weights.sum()),
-        "balanced_sensitivity": float(pneumonia @ balanced / pneumonia.sum()),
-        "balanced_specificity": float(normal @ ~balanced / normal.sum()),
-        "screening_sensitivity": float(pneumonia @ screening / pneumonia.sum()),
-        "screening_specificity": float(normal @ ~screening / normal.sum()),
+        "balanced_accuracy": balanced["accuracy"],  # the accuracy at the balanced operating point
+        "balanced_sensitivity": balanced["sensitivity"],
+        "balanced_specificity": balanced["specificity"],
+        "screening_sensitivity": screening["sensitivity"],
+        "screening_specificity": screening["specificity"],
     }
 
 
