@@ -19,9 +19,9 @@ BOOTSTRAP_ROUNDS = 1000
 
 
 def confusion(labels: np.ndarray, probabilities: np.ndarray, threshold: float,
-              weights: np.ndarray | None = None) -> list[list[int]]:
+              weights: np.ndarray | None = None) -> list[list[float]]:
     """[[tn, fp], [fn, tp]]; a probability at or above the threshold means pneumonia. `weights`
-    counts each image that many times (a bootstrap resample)."""
+    counts each image that many times (a bootstrap resample); without them the counts are integers."""
     predicted = (np.asarray(probabilities) >= threshold).astype(int)
     return confusion_matrix(np.asarray(labels), predicted, labels=[0, 1], sample_weight=weights).tolist()
 
