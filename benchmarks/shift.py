@@ -87,9 +87,13 @@ def measure_paired(base: Predictor, levers: list[Predictor], data_dir,
         base.operating_points, lever.operating_points, rounds) for lever in levers}
 
 
+PAIRED_HEADERS = {"auc": "AUC", "balanced_accuracy": "bal.acc", "screening_sensitivity": "scr.sens",
+                  "screening_specificity": "scr.spec", "specificity_at_screening_sensitivity": "spec@sens.98"}
+
+
 def print_paired(base: str, lever: str, rows: list[dict]) -> None:
     print(f"\n{lever} minus {base}: difference [95% interval over resampled patients]")
-    print(f"{'shift':<38}" + "".join(f"{k:>30}" for k in ("AUC", "bal.acc", "scr.sens", "scr.spec")))
+    print(f"{'shift':<38}" + "".join(f"{PAIRED_HEADERS[k]:>30}" for k in PAIRED_METRICS))
     for row in rows:
         cells = (row[k] for k in PAIRED_METRICS)
         print(f"{row['shift']:<38}" + "".join(
@@ -98,10 +102,11 @@ def print_paired(base: str, lever: str, rows: list[dict]) -> None:
 
 def print_report(report: dict) -> None:
     print(f"\n{report['model']} (n={report['n']})")
-    print(f"{'shift':<24} {'AUC':>6} {'bal.acc':>8} {'scr.sens':>9} {'scr.spec':>9} {'ECE':>6}")
+    print(f"{'shift':<24} {'AUC':>6} {'bal.acc':>8} {'scr.sens':>9} {'scr.spec':>9} {'spec@sens.98':>13} {'ECE':>6}")
     for row in report["shifts"]:
         print(f"{row['shift']:<24} {row['auc']:6.4f} {row['balanced_accuracy']:8.4f} "
-              f"{row['screening_sensitivity']:9.4f} {row['screening_specificity']:9.4f} {row['ece']:6.4f}")
+              f"{row['screening_sensitivity']:9.4f} {row['screening_specificity']:9.4f} "
+              f"{row['specificity_at_screening_sensitivity']:13.4f} {row['ece']:6.4f}")
     if "summary" in report:
         print("summary: " + ", ".join(f"{k} {v:.4f}" for k, v in report["summary"].items()))
 

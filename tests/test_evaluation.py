@@ -63,6 +63,23 @@ def test_highest_threshold_with_sensitivity_sees_thresholds_between_roc_corners(
     assert evaluation.highest_threshold_with_sensitivity(labels, probs, 0.98) == pytest.approx(0.3)
 
 
+def test_specificity_at_sensitivity_is_the_best_any_threshold_allows():
+    # 50 pneumonias, 49 at 0.9 and one at 0.2; 10 normals, three of them (0.25, 0.3, 0.35) above that one.
+    labels = np.r_[np.ones(50), np.zeros(10)]
+    probs = np.r_[np.full(49, 0.9), 0.2, 0.25, 0.3, 0.35, 0.1, 0.15, np.full(5, 0.05)]
+    # 49 of 50 is 0.98: a threshold at 0.9 refers no normal child
+    assert evaluation.specificity_at_sensitivity(labels, probs, 0.98) == 1.0
+    # every pneumonia: the threshold must come down to 0.2, which refers the three above it
+    assert evaluation.specificity_at_sensitivity(labels, probs, 0.99) == pytest.approx(0.7)
+    # Weights count images: the low pneumonia twice makes 49 of 51, below 0.98...
+    weights = np.ones(60)
+    weights[49] = 2
+    assert evaluation.specificity_at_sensitivity(labels, probs, 0.98, weights) == pytest.approx(0.7)
+    # ...and the three high normals left out of a resample leave nothing to refer.
+    weights[50:53] = 0
+    assert evaluation.specificity_at_sensitivity(labels, probs, 0.98, weights) == 1.0
+
+
 def test_screening_threshold_keeps_a_margin_above_the_required_sensitivity():
     rng = np.random.default_rng(3)
     labels = np.r_[np.ones(300), np.zeros(100)]

@@ -156,6 +156,9 @@ def test_paired_comparison_measures_the_lever_minus_the_base_on_the_same_patient
     # Resampling patients moves the share cleared around its half, never to no gain at all.
     assert 0.2 < crop["95ci"][0] < 0.5 < crop["95ci"][1] < 0.8
     assert rows[FRAMING_MEAN]["screening_specificity"]["difference"] == 0.25
+    # Both models rank every pneumonia above every normal child: the lever gained at the shipped
+    # threshold only, and the best specificity the ranking allows at sensitivity 0.98 says so.
+    assert rows["lung-field crop (70%)"]["specificity_at_screening_sensitivity"] == {"difference": 0.0, "95ci": [0.0, 0.0]}
 
 
 def test_a_model_compared_with_itself_differs_by_nothing(tiny_models, tiny_data):

@@ -63,6 +63,16 @@ def highest_threshold_with_sensitivity(labels: np.ndarray, probabilities: np.nda
     return float(thresholds[meets[0]]) if meets.size else float(np.min(probabilities))
 
 
+def specificity_at_sensitivity(labels: np.ndarray, probabilities: np.ndarray, sensitivity: float,
+                               weights: np.ndarray | None = None) -> float:
+    """The best specificity of any threshold whose sensitivity on these images reaches the target:
+    what the ranking allows there, whichever threshold a model ships. `weights` as in `auc`."""
+    # A model's shipped screening threshold mixes two things: how well it ranks at the high-sensitivity
+    # end, and where validation's hardest pneumonias put the threshold. This reads the first alone.
+    fpr, tpr, _ = roc_curve(labels, probabilities, sample_weight=weights, drop_intermediate=False)
+    return float(1 - fpr[tpr >= sensitivity].min())
+
+
 def choose_operating_points(labels: np.ndarray, probabilities: np.ndarray) -> dict[str, float]:
     """Thresholds chosen on validation data.
 

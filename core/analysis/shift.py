@@ -158,8 +158,9 @@ def shifted_probabilities(score: Score, images: list[np.ndarray], spec: Preproce
 
 def threshold_metrics(labels: np.ndarray, probabilities: np.ndarray, operating_points: dict[str, float],
                       weights: np.ndarray | None = None) -> dict[str, float]:
-    """AUC, and accuracy, sensitivity and specificity at the fixed operating points; `weights` counts
-    each image that many times (a bootstrap resample of patients)."""
+    """AUC, accuracy, sensitivity and specificity at the fixed operating points, and the best specificity
+    the ranking allows at the required screening sensitivity; `weights` counts each image that many
+    times (a bootstrap resample of patients)."""
     balanced = evaluation.metrics_at(labels, probabilities, operating_points["balanced"], weights)
     screening = evaluation.metrics_at(labels, probabilities, operating_points["screening"], weights)
     return {
@@ -169,6 +170,11 @@ def threshold_metrics(labels: np.ndarray, probabilities: np.ndarray, operating_p
         "balanced_specificity": balanced["specificity"],
         "screening_sensitivity": screening["sensitivity"],
         "screening_specificity": screening["specificity"],
+        # The withheld-set target is specificity at sensitivity >= 0.98; this is that figure with the
+        # threshold chosen on the shifted images themselves, so a lever that only moves the shipped
+        # threshold leaves it alone
+        "specificity_at_screening_sensitivity": evaluation.specificity_at_sensitivity(
+            labels, probabilities, evaluation.SCREENING_SENSITIVITY, weights),
     }
 
 
@@ -210,7 +216,8 @@ def shift_report(score: Score, images: list[np.ndarray], labels: np.ndarray, spe
 
 
 FRAMING_MEAN = "lung-field crops (mean)"
-PAIRED_METRICS = ("auc", "balanced_accuracy", "screening_sensitivity", "screening_specificity")
+PAIRED_METRICS = ("auc", "balanced_accuracy", "screening_sensitivity", "screening_specificity",
+                  "specificity_at_screening_sensitivity")
 
 
 def paired_comparison(labels: np.ndarray, patients: list[str], base: dict[str, np.ndarray],
