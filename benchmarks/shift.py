@@ -51,8 +51,7 @@ def measure_ensemble(members: list[Predictor], data_dir, label: str,
     as training does: (its validation metrics, its shift report). test_time_zooms, when given,
     replace the members' own."""
     if test_time_zooms is not None:
-        for member in members:
-            member.test_time_zooms = list(test_time_zooms)
+        members = [member.with_test_time_zooms(test_time_zooms) for member in members]
     seed = members[0].card.split_seed
     if any(m.spec != members[0].spec or m.card.split_seed != seed for m in members):
         raise ValueError("ensemble members must read images alike and share the patient split: "

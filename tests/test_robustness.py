@@ -325,6 +325,16 @@ def test_an_ensemble_of_a_model_with_itself_measures_as_the_model(tiny_models, t
             assert paired[key] == pytest.approx(own[key], abs=1e-6), (paired["shift"], key)
 
 
+def test_an_ensemble_measured_with_other_zooms_leaves_its_members_as_they_were(tiny_models, tiny_data):
+    members = [Predictor.load("cnn_small", tiny_models) for _ in range(2)]
+    own = list(members[0].card.test_time_zooms)
+    _, zoomed = measure_ensemble(members, tiny_data, "pair", [1.0, 1.3])
+    _, plain = measure_ensemble(members, tiny_data, "pair")
+    assert [m.test_time_zooms for m in members] == [own, own]
+    # the zooms were used all the same
+    assert [r["auc"] for r in zoomed["shifts"]] != [r["auc"] for r in plain["shifts"]]
+
+
 def test_a_paired_comparison_refuses_models_validated_on_different_patients(tiny_models, tiny_data):
     other = Predictor.load("cnn_small", tiny_models)
     training = other.card.training

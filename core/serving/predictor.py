@@ -96,6 +96,12 @@ class Predictor:
         site.check_model(self.card)
         return Predictor(self.network, self.card, self.detector, site, self.directory, self.runtime)
 
+    def with_test_time_zooms(self, zooms: list[float]) -> Predictor:
+        """The same loaded model averaged over other framings (the network is shared, this one unchanged)."""
+        other = Predictor(self.network, self.card, self.detector, self.site, self.directory, self.runtime)
+        other.test_time_zooms = list(zooms)
+        return other
+
     @property
     def model(self):
         """The Keras model, for analyst views (Grad-CAM layers, activations, occlusion); loads TensorFlow."""
