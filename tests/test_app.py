@@ -196,6 +196,21 @@ def test_compare_page_shows_training_curves_and_tuning_sections():
     assert not any("No shift check" in i.value for i in app.info)
 
 
+def test_compare_page_draws_the_best_specificity_at_the_screening_sensitivity_from_the_saved_checks():
+    import json
+
+    from core.serving import registry
+
+    app = page("compare")
+    app.selectbox(key="shift_metric").set_value("best specificity at sensitivity 0.98").run()
+    assert not app.exception
+    chart = json.loads(next(c for c in app.get("plotly_chart") if "under imitated machine" in c.proto.spec).proto.spec)
+    default = registry.default_model_name()
+    bars = {trace["name"]: trace["y"] for trace in chart["data"]}
+    saved = registry.load_report(default, "shift")
+    assert bars[default] == [r["specificity_at_screening_sensitivity"] for r in saved["shifts"]]
+
+
 def test_home_shows_independent_figures_only_for_the_file_they_were_measured_on():
     from core.serving import registry
 
