@@ -99,9 +99,9 @@ with shift_tab:
     st.caption("Each validation image altered as another X-ray machine might deliver it (exposure, contrast, "
                "sharpness, noise, compression, resolution, framing), scored at the model's fixed thresholds. "
                "The best specificity at sensitivity 0.98 takes the threshold from the altered images themselves: "
-               "how well the model ranks where screening works, whichever threshold it ships with; most of the "
-               "difference between models at their own screening thresholds lies in where those thresholds "
-               "landed. From `python -m benchmarks.shift --save`.")
+               "how well the model ranks where screening works, whichever threshold it ships with. Where it lies far "
+               "above the screening specificity, the shift moved the model's scores past its threshold, and a "
+               "site profile can set the threshold again. From `python -m benchmarks.shift --save`.")
     levers = registry.load_shared("levers.json")
     if levers:
         proxy = levers["proxy"]

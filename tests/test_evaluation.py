@@ -78,6 +78,7 @@ def test_specificity_at_sensitivity_is_the_best_any_threshold_allows():
     # ...and the three high normals left out of a resample leave nothing to refer.
     weights[50:53] = 0
     assert evaluation.specificity_at_sensitivity(labels, probs, 0.98, weights) == 1.0
+    assert np.isnan(evaluation.specificity_at_sensitivity(np.ones(5), np.linspace(0.1, 0.9, 5), 0.98))
 
 
 def test_screening_threshold_keeps_a_margin_above_the_required_sensitivity():

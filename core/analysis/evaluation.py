@@ -69,6 +69,8 @@ def specificity_at_sensitivity(labels: np.ndarray, probabilities: np.ndarray, se
     what the ranking allows there, whichever threshold a model ships. `weights` as in `auc`."""
     # A model's shipped screening threshold mixes two things: how well it ranks at the high-sensitivity
     # end, and where validation's hardest pneumonias put the threshold. This reads the first alone.
+    if np.min(labels) == np.max(labels):
+        return float("nan")  # undefined with one class present, as AUC is
     fpr, tpr, _ = roc_curve(labels, probabilities, sample_weight=weights, drop_intermediate=False)
     return float(1 - fpr[tpr >= sensitivity].min())
 
