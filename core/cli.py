@@ -144,7 +144,7 @@ def _bar(total: int, desc: str):
 def cmd_evaluate(args) -> int:
     import json
 
-    from core.analysis import reports
+    from core.analysis import evaluation, reports
     from core.serving import registry
     from core.serving.predictor import Predictor
 
@@ -166,12 +166,13 @@ def cmd_evaluate(args) -> int:
         if args.save_report:
             registry.save_report(name, args.split, record)
     print(f"{'model':<12}{'n':>6}{'thr':>7}{'acc':>7}{'sens':>7}{'spec':>7}{'prec':>7}{'f1':>7}{'auc':>7}"
-          f"  screening sens/spec")
+          f"  screening sens/spec  best spec at sens {evaluation.SCREENING_SENSITIVITY}")
     for r in records:
         s = r["operating_points"]["screening"]
         print(f"{r['model'] + ('*' if r['default'] else ''):<12}{r['n']:>6}{r['threshold']:>7.3f}{r['accuracy']:>7.3f}"
               f"{r['sensitivity']:>7.3f}{r['specificity']:>7.3f}{r['precision']:>7.3f}{r['f1']:>7.3f}"
-              f"{r['auc']:>7.3f}  {s['sensitivity']:.3f}/{s['specificity']:.3f}")
+              f"{r['auc']:>7.3f}  {s['sensitivity']:.3f}/{s['specificity']:.3f}"
+              f"{r['specificity_at_screening_sensitivity']:>28.3f}")
         for loss in r.get("top_losses", []):
             print(f"    loss {loss['loss']:.3f}  p={loss['probability']:.3f}  {loss['label']:<9} {loss['file']}")
         if r["unreadable"]:

@@ -76,5 +76,9 @@ def test_evaluate_writes_the_documented_record(models_env, tiny_data, tmp_path, 
     (tn, fp), (fn, tp) = record["confusion"]
     assert tn + fp + fn + tp == 20 and record["accuracy"] == pytest.approx((tn + tp) / 20)
     assert set(record["operating_points"]) == {"balanced", "screening"}
+    # The best specificity at sensitivity 0.98 is at least that of any shipped point that reaches it here
+    best = record["specificity_at_screening_sensitivity"]
+    reaching = [p["specificity"] for p in record["operating_points"].values() if p["sensitivity"] >= 0.98]
+    assert reaching and 0 <= best <= 1 and all(best >= s for s in reaching)
     assert len(record["top_losses"]) == 3
     assert "default model" in capsys.readouterr().out

@@ -200,6 +200,10 @@ def report(labels: np.ndarray, probabilities: np.ndarray, operating_points: dict
         "positives": int(labels.sum()),
         **balanced,
         "auc": auc(labels, probabilities),
+        # Beside the shipped points: whether a miss of the screening target lies in the ranking or in
+        # where the threshold sits, which a site profile can move
+        "specificity_at_screening_sensitivity": specificity_at_sensitivity(labels, probabilities,
+                                                                           SCREENING_SENSITIVITY),
         "ece": ece,
         "reliability": diagram,
         "operating_points": {
