@@ -165,11 +165,12 @@ def cmd_evaluate(args) -> int:
         records.append(record)
         if args.save_report:
             registry.save_report(name, args.split, record)
-    print(f"{'model':<12}{'n':>6}{'thr':>7}{'acc':>7}{'sens':>7}{'spec':>7}{'prec':>7}{'f1':>7}{'auc':>7}"
+    width = max(len("model"), *(len(r["model"]) + 1 for r in records))  # + 1 for the default's star
+    print(f"{'model':<{width}}{'n':>6}{'thr':>7}{'acc':>7}{'sens':>7}{'spec':>7}{'prec':>7}{'f1':>7}{'auc':>7}"
           f"  screening sens/spec  best spec at sens {evaluation.SCREENING_SENSITIVITY}")
     for r in records:
         s = r["operating_points"]["screening"]
-        print(f"{r['model'] + ('*' if r['default'] else ''):<12}{r['n']:>6}{r['threshold']:>7.3f}{r['accuracy']:>7.3f}"
+        print(f"{r['model'] + ('*' if r['default'] else ''):<{width}}{r['n']:>6}{r['threshold']:>7.3f}{r['accuracy']:>7.3f}"
               f"{r['sensitivity']:>7.3f}{r['specificity']:>7.3f}{r['precision']:>7.3f}{r['f1']:>7.3f}"
               f"{r['auc']:>7.3f}  {s['sensitivity']:.3f}/{s['specificity']:.3f}"
               f"{r['specificity_at_screening_sensitivity']:>28.3f}")
