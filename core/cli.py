@@ -174,11 +174,16 @@ def cmd_evaluate(args) -> int:
               f"{r['sensitivity']:>7.3f}{r['specificity']:>7.3f}{r['precision']:>7.3f}{r['f1']:>7.3f}"
               f"{r['auc']:>7.3f}  {s['sensitivity']:.3f}/{s['specificity']:.3f}"
               f"{r['specificity_at_screening_sensitivity']:>28.3f}")
+        for point, at in r["operating_points"].items():
+            ci = at["95ci"]
+            if ci:
+                print(f"    {point}: " + ", ".join(f"{k} {at[k]:.3f} [{ci[k][0]:.3f}, {ci[k][1]:.3f}]"
+                                                 for k in ("sensitivity", "specificity")))
         for loss in r.get("top_losses", []):
             print(f"    loss {loss['loss']:.3f}  p={loss['probability']:.3f}  {loss['label']:<9} {loss['file']}")
         if r["unreadable"]:
             print(f"    {len(r['unreadable'])} unreadable file(s) left out")
-    print("* default model; metrics at the balanced operating point")
+    print("* default model; metrics at the balanced operating point; [95% intervals over resampled patients]")
     if args.json:
         Path(args.json).write_text(json.dumps(records, indent=1))
     return 0

@@ -80,5 +80,11 @@ def test_evaluate_writes_the_documented_record(models_env, tiny_data, tmp_path, 
     best = record["specificity_at_screening_sensitivity"]
     reaching = [p["specificity"] for p in record["operating_points"].values() if p["sensitivity"] >= 0.98]
     assert reaching and 0 <= best <= 1 and all(best >= s for s in reaching)
+    # Each point carries 95% intervals over resampled patients, printed beside it
+    for at in record["operating_points"].values():
+        for key in ("sensitivity", "specificity"):
+            low, high = at["95ci"][key]
+            assert 0 <= low <= high <= 1
     assert len(record["top_losses"]) == 3
-    assert "default model" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "default model" in printed and "    screening: sensitivity" in printed

@@ -52,6 +52,12 @@ def evaluate(predictor: Predictor, scored: Scored, split: str, is_default: bool,
              include_predictions: bool = False) -> dict:
     """The evaluation record of one model on one split (see ``evaluation.report``)."""
     record = evaluation.report(scored.labels, scored.probabilities, predictor.operating_points, include_predictions)
+    # A few hundred X-rays of another period are one draw of it: each point's 95% intervals over
+    # resampled patients say how far a figure read against a target could move on another draw
+    patients = [e.patient for e in scored.examples]
+    for name, threshold in predictor.operating_points.items():
+        record["operating_points"][name]["95ci"] = evaluation.bootstrap_intervals(
+            scored.labels, scored.probabilities, threshold, patients)
     return {"model": predictor.name, "default": is_default, "split": split, **record,
             "unreadable": scored.unreadable}
 
