@@ -165,7 +165,7 @@ def cmd_evaluate(args) -> int:
         records.append(record)
         if args.save_report:
             registry.save_report(name, args.split, record)
-    width = max(len("model"), *(len(r["model"]) + 1 for r in records))  # + 1 for the default's star
+    width = max([len("model"), *(len(r["model"]) + 1 for r in records)])  # + 1 for the default's star
     print(f"{'model':<{width}}{'n':>6}{'thr':>7}{'acc':>7}{'sens':>7}{'spec':>7}{'prec':>7}{'f1':>7}{'auc':>7}"
           f"  screening sens/spec  best spec at sens {evaluation.SCREENING_SENSITIVITY}")
     for r in records:
