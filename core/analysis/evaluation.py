@@ -54,11 +54,12 @@ def auc(labels: np.ndarray, probabilities: np.ndarray, weights: np.ndarray | Non
     return float(roc_auc_score(labels, probabilities, sample_weight=weights))
 
 
-def highest_threshold_with_sensitivity(labels: np.ndarray, probabilities: np.ndarray, sensitivity: float) -> float:
-    """The highest threshold whose sensitivity reaches the target."""
+def highest_threshold_with_sensitivity(labels: np.ndarray, probabilities: np.ndarray, sensitivity: float,
+                                       weights: np.ndarray | None = None) -> float:
+    """The highest threshold whose sensitivity reaches the target; `weights` as in `auc`."""
     # Every threshold, not only the ROC's corners: the first one to reach the
     # target may lie on a straight stretch of the curve that roc_curve drops.
-    _, tpr, thresholds = roc_curve(labels, probabilities, drop_intermediate=False)
+    _, tpr, thresholds = roc_curve(labels, probabilities, sample_weight=weights, drop_intermediate=False)
     meets = np.flatnonzero(np.isfinite(thresholds) & (tpr >= sensitivity))
     return float(thresholds[meets[0]]) if meets.size else float(np.min(probabilities))
 
@@ -71,8 +72,9 @@ def specificity_at_sensitivity(labels: np.ndarray, probabilities: np.ndarray, se
     # end, and where validation's hardest pneumonias put the threshold. This reads the first alone.
     if np.min(labels) == np.max(labels):
         return float("nan")  # undefined with one class present, as AUC is
-    fpr, tpr, _ = roc_curve(labels, probabilities, sample_weight=weights, drop_intermediate=False)
-    return float(1 - fpr[tpr >= sensitivity].min())
+    # The highest threshold that reaches the target refers the fewest normal children of all that do
+    threshold = highest_threshold_with_sensitivity(labels, probabilities, sensitivity, weights)
+    return metrics_at(labels, probabilities, threshold, weights)["specificity"]
 
 
 def choose_operating_points(labels: np.ndarray, probabilities: np.ndarray) -> dict[str, float]:
