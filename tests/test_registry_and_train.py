@@ -166,19 +166,34 @@ def test_manifest_default_is_chosen_among_the_models_with_a_current_shift_check(
     assert registry.update_manifest(folder)["default"] == "fragile"  # a stale check does not count
 
 
-def test_manifest_default_breaks_a_tie_in_framing_auc_by_balanced_accuracy(tiny_models, tmp_path):
+def _framing_shift(card: ModelCard, specificity: float, auc: float) -> dict:
+    return {"sha256": card.sha256, "summary": {"mean_auc": 0.99, "framing_mean_auc": auc,
+                                               "framing_mean_specificity_at_screening_sensitivity": specificity}}
+
+
+def test_manifest_default_ranks_by_specificity_at_sensitivity_then_breaks_ties_by_framing_auc(tiny_models, tmp_path):
     folder = tmp_path / "m"
-    card = _with_a_copy_of_higher_validation_auc(tiny_models, folder, "steadier")
+    card = _with_a_copy_of_higher_validation_auc(tiny_models, folder, "sharper")
+    registry.save_report("cnn_small", "shift", _framing_shift(card, 0.90, 0.995), folder)
+    registry.save_report("sharper", "shift", _framing_shift(card, 0.93, 0.980), folder)
+    assert registry.update_manifest(folder)["default"] == "sharper"  # 0.03 apart: the better ranking at 0.98
+    registry.save_report("sharper", "shift", _framing_shift(card, 0.909, 0.980), folder)
+    assert registry.update_manifest(folder)["default"] == "cnn_small"  # 0.009 apart, a tie: the better AUC
+    registry.save_report("sharper", "shift", _framing_shift(card, 0.909, 0.996), folder)
+    assert registry.update_manifest(folder)["default"] == "sharper"
 
-    def shift(auc, balanced_accuracy):
-        return {"sha256": card.sha256, "summary": {"mean_auc": 0.99, "framing_mean_auc": auc,
-                                                   "framing_mean_balanced_accuracy": balanced_accuracy}}
 
-    registry.save_report("cnn_small", "shift", shift(0.990, 0.85), folder)
-    registry.save_report("steadier", "shift", shift(0.985, 0.90), folder)
-    assert registry.update_manifest(folder)["default"] == "steadier"  # within the noise: the steadier thresholds
-    registry.save_report("steadier", "shift", shift(0.970, 0.95), folder)
-    assert registry.update_manifest(folder)["default"] == "cnn_small"  # a real difference in ranking wins
+def test_manifest_default_must_screen_within_the_latency_bound(tiny_models, tmp_path):
+    folder = tmp_path / "m"
+    card = _with_a_copy_of_higher_validation_auc(tiny_models, folder, "slow")
+    registry.save_report("cnn_small", "shift", _framing_shift(card, 0.90, 0.99), folder)
+    registry.save_report("slow", "shift", _framing_shift(card, 0.95, 0.99), folder)
+    row = lambda name, ms: {"model": name, "runtime": "onnx", "p50_ms": ms}
+    registry.save_shared(registry.BENCHMARK, {"rows": [row("cnn_small", 5.0), row("slow", 39.0),
+                                                       {**row("slow", 90.0), "runtime": "keras"}]}, folder)
+    assert registry.update_manifest(folder)["default"] == "slow"  # the Keras row is not what screening runs
+    registry.save_shared(registry.BENCHMARK, {"rows": [row("cnn_small", 5.0), row("slow", 41.0)]}, folder)
+    assert registry.update_manifest(folder) == {"default": "cnn_small", "models": ["cnn_small", "slow"]}
 
 
 def test_backbone_loads_pretrained_weights_from_a_file(tmp_path):

@@ -207,6 +207,9 @@ def shift_report(score: Score, images: list[np.ndarray], labels: np.ndarray, spe
             "worst_screening_specificity": float(min(r["screening_specificity"] for r in shifted)),
             "framing_mean_auc": float(np.mean([r["auc"] for r in framing])),
             "framing_mean_balanced_accuracy": float(np.mean([r["balanced_accuracy"] for r in framing])),
+            # What the default-model rule ranks by (core.serving.registry.update_manifest)
+            "framing_mean_specificity_at_screening_sensitivity": float(np.mean(
+                [r["specificity_at_screening_sensitivity"] for r in framing])),
             "framing_screening_sensitivity": float(min(r["screening_sensitivity"] for r in framing)),
             "framing_screening_specificity": float(min(r["screening_specificity"] for r in framing)),
             "worst_ece": float(max(r["ece"] for r in shifted)),
