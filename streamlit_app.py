@@ -3,9 +3,9 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import streamlit as st  # noqa: E402
+import streamlit as st
 
-from ui.common import default_model, predictor  # noqa: E402
+from ui.common import default_model, predictor
 
 st.set_page_config(page_title="Chest X-ray pneumonia screening", page_icon=":material/pulmonology:", layout="wide")
 

@@ -3,8 +3,9 @@ import numpy as np
 import plotly.graph_objects as go
 import streamlit as st
 
-from core.analysis import evaluation, explain, reports
-from core.learning import data, tuning
+from core.analysis import evaluation, reports
+from core.analysis.figures import lr_plot
+from core.learning import data
 from core.serving import registry
 from core.serving.heatmap import overlay
 from ui.common import card_summary, cards, confusion_figure, line_figure, model_colour, predictor, report
@@ -124,7 +125,7 @@ for name in chosen:
     found, search = report(name, "lr_find"), report(name, "tune")
     shown = shown or bool(found or search)
     if found:
-        st.plotly_chart(tuning.lr_plot(found), width="stretch")
+        st.plotly_chart(lr_plot(found), width="stretch")
         st.caption(f"{name}: suggested {found['suggestion']:.2e} ({found['method']}); the card's rate came from: "
                    f"{next(c for c in all_cards if c.name == name).training['hyperparameters_from']}.")
     if search:
@@ -180,7 +181,7 @@ elif folder:
             columns = st.columns(4)
             for i, worst in enumerate(reports.top_losses(scored, int(top_count))):
                 index = worst["index"]
-                heat = explain.explain(model.model, scored.inputs[index], explain.best_method(model.model))
+                heat = model.heatmap(scored.inputs[index])
                 image = overlay((scored.inputs[index][..., 0] * 255).astype(np.uint8), heat)
                 columns[i % 4].image(image, width="stretch", caption=(
                     f"{worst['label']}, p={worst['probability']:.2f}, loss {worst['loss']:.2f}: "

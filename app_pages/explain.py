@@ -1,14 +1,20 @@
-"""Explain: Grad-CAM or occlusion heat maps and per-layer activation maps."""
+"""Explain: class activation maps, occlusion, per-layer activation maps; Grad-CAM at an inner layer on request."""
 from pathlib import Path
 
 import streamlit as st
 
 from core.analysis import explain
-from core.learning import data, ensemble
+from core.learning import data
 from core.serving.heatmap import overlay
 from core.serving.imaging import ImageError, load_model_input
 from core.serving.quality import check_chest_xray
-from ui.common import format_probability, gray_image, model_picker, predictor
+from ui.common import format_probability, gray_image, layer_activations, model_picker, predictor
+
+METHOD_LABELS = {"cam": "Class activation map (last layer)", "occlusion": "Occlusion sensitivity",
+                 "gradcam": "Grad-CAM at a chosen layer"}
+TENSORFLOW_NOTE = ("Grad-CAM at an inner layer needs gradients, so the Keras model and TensorFlow: about 600 MB "
+                   "more server memory and several seconds to load, for every user of this server until it "
+                   "restarts. The class activation map is Grad-CAM at the last layer, without it.")
 
 st.title("Explain a prediction")
 st.caption("Heat maps show where the model finds evidence of pneumonia. A model that looks at borders, "
@@ -56,54 +62,53 @@ st.metric("Probability of pneumonia", format_probability(probability),
           help=f"model {model.name}" + (f", averaged over {len(zooms)} framings; the maps explain the image as "
                                         "uploaded" if len(zooms) > 1 else ""))
 
-refs = {ref.name: ref for ref in explain.spatial_layers(model.model)}
-layers = list(refs)
+methods = [m for m in METHOD_LABELS if m != "cam" or model.network.has_cam]
+method = st.radio("Method", methods, horizontal=True, format_func=METHOD_LABELS.get,
+                  help="An ensemble's class activation map is the mean of its members' maps, as on the Screen page")
+if method == "gradcam":
+    st.info(TENSORFLOW_NOTE)
+    if not st.toggle("Load TensorFlow for Grad-CAM", key="load_tensorflow"):
+        st.stop()
+    with st.spinner("Loading TensorFlow and the Keras model…"):
+        from core.analysis import gradcam
 
-
-def layer_label(name: str | None) -> str:
-    """Keras names such as re_lu_1 say little: add the layer's kind and its feature-map shape."""
-    if name is None:
-        return "All members, each at its last convolutional layer (the ensemble's own map)"
-    layer = refs[name].layer
-    _, height, width, channels = layer.output.shape
-    return f"{layers.index(name) + 1}. {name} ({type(layer).__name__}, {height}x{width}, {channels} channels)"
-
-
-
-methods = ["gradcam", "occlusion"] if layers else ["occlusion"]
-left, right = st.columns(2)
-method = left.radio("Method", methods, horizontal=True,
-                    format_func={"gradcam": "Grad-CAM", "occlusion": "Occlusion sensitivity"}.get)
-layer = None
-if layers:
-    default = explain.default_layer(model.model).name
-    # An ensemble's heat map is the mean of its members' maps, as on the Screen page;
-    # one member's layer explains that member alone.
-    choices = [None, *layers] if ensemble.members(model.model) else layers
-    layer = right.selectbox("Layer for Grad-CAM and the activation maps" if method == "gradcam"
-                            else "Layer for the activation maps (occlusion hides image regions, not layers)",
-                            choices, index=choices.index(None if None in choices else default),
-                            format_func=layer_label,
-                            help="The default is the last convolutional layer, the one Grad-CAM prescribes")
+        keras_model = model.model
+        keras_layers = [ref.name for ref in gradcam.spatial_layers(keras_model)]
+    if not keras_layers:
+        st.warning("This model has no convolutional layers: Grad-CAM does not apply, occlusion sensitivity does.")
+        st.stop()
+    layer = st.selectbox("Layer", keras_layers, index=keras_layers.index(gradcam.default_layer(keras_model).name),
+                         help="The default is the last convolutional layer, the one Grad-CAM prescribes; one "
+                              "member's layer of an ensemble explains that member alone")
+    with st.spinner("Computing Grad-CAM…"):
+        heat = gradcam.gradcam(keras_model, inputs[None], layer)[0]
 else:
-    right.info("This model has no convolutional layers: Grad-CAM and activation maps do not apply, "
-               "occlusion sensitivity does.")
-
-with st.spinner("Computing the heat map…"):
-    # Placed where the model's input lies in the X-ray (a framed model sees only its standard frame).
-    heat = loaded.in_image(explain.explain(model.model, inputs, method, layer if method == "gradcam" else None))
+    with st.spinner("Computing the heat map…"):
+        heat = explain.explain(model, inputs, method)
+# Placed where the model's input lies in the X-ray (a framed model sees only its standard frame).
+heat = loaded.in_image(heat)
 shares = explain.focus_shares(heat)
 image_column, heat_column = st.columns(2)
 image_column.image(gray_image(gray), caption=image_name, width="stretch")
 heat_column.image(overlay(gray, heat, opacity, loaded.frame), width="stretch",
-                  caption=f"{method}: {shares['inside']:.0%} of the heat inside the central thorax region")
+                  caption=f"{METHOD_LABELS[method]}: {shares['inside']:.0%} of the heat inside the central thorax "
+                          "region")
 
-if layers:
-    st.subheader("Activation maps")
-    shown = layer or default  # activation maps are one layer's, for an ensemble one member's
-    maps = explain.activations(model.model, inputs, shown)
-    channels = maps.shape[-1]
-    count = st.slider("Channels", 1, channels, min(16, channels)) if channels > 1 else 1
-    st.image(explain.activation_grid(maps, max_channels=count), width="stretch",
-             caption=f"{shown}: {maps.shape[0]}x{maps.shape[1]} feature maps, first {min(count, maps.shape[-1])} "
-                     f"of {maps.shape[-1]} channels")
+st.subheader("Activation maps")
+try:
+    activations = layer_activations(model_name)
+except explain.ExplanationUnavailable as exc:
+    st.info(str(exc))
+    st.stop()
+names = [layer.name for layer in activations.layers]
+by_name = {layer.name: layer for layer in activations.layers}
+shown = st.selectbox("Layer", names, index=len(names) - 1, key="activation_layer",
+                     format_func=lambda n: f"{names.index(n) + 1}. {n} ({by_name[n].shape[0]}x{by_name[n].shape[1]}, "
+                                           f"{by_name[n].shape[2]} channels)",
+                     help="What each layer of the served network passes on, computed by ONNX Runtime")
+maps = activations(inputs, shown)
+channels = maps.shape[-1]
+count = st.slider("Channels", 1, channels, min(16, channels)) if channels > 1 else 1
+st.image(explain.activation_grid(maps, max_channels=count), width="stretch",
+         caption=f"{shown}: {maps.shape[0]}x{maps.shape[1]} feature maps, first {min(count, channels)} "
+                 f"of {channels} channels")

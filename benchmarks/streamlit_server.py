@@ -40,12 +40,13 @@ class Server:
 
 
 @contextlib.contextmanager
-def streamlit_server(timeout_s: float = 90):
-    """Yields the running dashboard (URL, process id, launch time); stops it afterwards."""
+def streamlit_server(timeout_s: float = 90, app: Path = ROOT / "streamlit_app.py"):
+    """Yields the running dashboard, or another Streamlit script (URL, process id, launch time);
+    stops it afterwards."""
     started = time.monotonic()
     port = free_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "streamlit_app.py", "--server.port", str(port),
+        [sys.executable, "-m", "streamlit", "run", str(app), "--server.port", str(port),
          "--server.address", "127.0.0.1", "--server.headless", "true"],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"

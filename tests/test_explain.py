@@ -6,12 +6,13 @@ import pytest
 from conftest import xray_like
 from scipy.stats import spearmanr
 
-from core.analysis import explain
+from core.analysis import explain, gradcam
 from core.learning import keras_model
 from core.learning.zoo import ARCHITECTURES, get_architecture
 from core.serving import registry
-from core.serving.heatmap import overlay, to_png
+from core.serving.heatmap import occlusion, overlay, to_png
 from core.serving.imaging import preprocess
+from core.serving.predictor import Predictor
 
 SIZE = 32
 REGION = (slice(4, 12), slice(4, 12))  # the region that decides, top left
@@ -44,7 +45,7 @@ def test_gradcam_peaks_where_the_deciding_feature_is():
     image = np.full((SIZE, SIZE, 1), 0.5, np.float32)
     image[REGION] = 1.0  # bright: the feature the output reads
     image[DECOY] = 0.0  # dark: a strong feature in a channel the output ignores
-    heat = explain.gradcam(bright_and_dark_model(), image[None], "features")[0]
+    heat = gradcam.gradcam(bright_and_dark_model(), image[None], "features")[0]
     peak = np.unravel_index(np.argmax(heat), heat.shape)
     assert REGION[0].start <= peak[0] < REGION[0].stop and REGION[1].start <= peak[1] < REGION[1].stop
     assert heat[DECOY].max() < 0.6 * heat[REGION].mean()
@@ -54,7 +55,7 @@ def test_occlusion_peaks_in_the_only_region_that_decides():
     image = np.full((SIZE, SIZE, 1), 0.2, np.float32)
     image[REGION] = 1.0
     image[DECOY] = 1.0  # identical content, but the model never sees it
-    heat = explain.occlusion(region_only_model(), image)
+    heat = occlusion(region_only_model(), image)
     assert heat[REGION].mean() > 0.5
     assert heat[DECOY].max() == 0.0
 
@@ -62,10 +63,10 @@ def test_occlusion_peaks_in_the_only_region_that_decides():
 def test_heat_maps_are_deterministic_and_input_sized():
     model = bright_and_dark_model()
     image = np.random.default_rng(0).random((1, SIZE, SIZE, 1)).astype(np.float32)
-    first, second = explain.gradcam(model, image), explain.gradcam(model, image)
+    first, second = gradcam.gradcam(model, image), gradcam.gradcam(model, image)
     np.testing.assert_array_equal(first, second)
     assert first.shape == (1, SIZE, SIZE) and 0.0 <= first.min() and first.max() <= 1.0
-    np.testing.assert_array_equal(explain.occlusion(model, image[0]), explain.occlusion(model, image[0]))
+    np.testing.assert_array_equal(occlusion(model, image[0]), occlusion(model, image[0]))
 
 
 def test_randomised_weights_change_the_shipped_models_heat_map():
@@ -81,7 +82,7 @@ def test_randomised_weights_change_the_shipped_models_heat_map():
         randomised = keras.models.clone_model(model)  # same architecture, fresh random weights
         for seed in range(4):
             image = preprocess(xray_like(seed, bool(seed % 2), 256), spec)[None]
-            trained, random = explain.gradcam(model, image)[0], explain.gradcam(randomised, image)[0]
+            trained, random = gradcam.gradcam(model, image)[0], gradcam.gradcam(randomised, image)[0]
             assert trained.std() > 0, "the trained model's heat map is blank"
             # A blank map after randomisation has nothing left of the trained one.
             correlations.append(spearmanr(trained.ravel(), random.ravel()).statistic if random.std() > 0 else 0.0)
@@ -93,24 +94,44 @@ def test_every_zoo_model_explains_or_says_why_not(name):
     arch = get_architecture(name, size=64)
     model = arch.build(arch.preprocess, "none")
     image = preprocess(xray_like(1, True, 128), arch.preprocess)
-    method = explain.best_method(model)
     if name == "mlp":
-        assert method == "occlusion"
         with pytest.raises(explain.ExplanationUnavailable, match="no spatial"):
-            explain.gradcam(model, image[None])
+            gradcam.gradcam(model, image[None])
+        heat = occlusion(model, image)
     else:
-        assert method == "gradcam"
-        assert explain.activations(model, image).ndim == 3
-    heat = explain.explain(model, image, method)
+        heat = gradcam.gradcam(model, image[None])[0]
     assert heat.shape == (64, 64) and np.isfinite(heat).all()
+
+
+def test_the_exports_activation_maps_are_the_keras_layers_outputs():
+    """Read from the shipped ONNX file in ONNX Runtime, no TensorFlow: the same numbers as the layer."""
+    predictor = Predictor.load()
+    activations = explain.LayerActivations(predictor)
+    image = preprocess(xray_like(4, True, 256), predictor.spec)
+    network = predictor.model
+    for keras_name in ("stage0_out", "stage3_out"):
+        onnx_name = next(n.name for n in activations.layers if n.name.split("/")[-1].startswith(keras_name))
+        served = activations(image, onnx_name)
+        expected = keras.Model(network.inputs, network.get_layer(keras_name).output)(image[None]).numpy()[0]
+        assert served.shape == expected.shape
+        np.testing.assert_allclose(served, expected, atol=1e-3 * max(1.0, float(np.abs(expected).max())))
+
+
+def test_a_network_without_spatial_layers_is_explained_by_occlusion_in_onnx_runtime():
+    predictor = Predictor.load("mlp")
+    assert explain.method_for(predictor) == "occlusion"
+    with pytest.raises(explain.ExplanationUnavailable, match="no spatial"):
+        explain.LayerActivations(predictor)
+    image = preprocess(xray_like(5, True, 128), predictor.spec)
+    np.testing.assert_allclose(explain.explain(predictor, image), occlusion(predictor.model, image), atol=1e-3)
 
 
 def test_nested_backbone_layers_can_be_chosen():
     arch = get_architecture("backbone", size=64)
     model = arch.build(arch.preprocess, "none")
-    nested = [ref.name for ref in explain.spatial_layers(model) if "/" in ref.name]
-    assert explain.default_layer(model).name in nested
-    heat = explain.gradcam(model, preprocess(xray_like(2, True), arch.preprocess)[None], nested[len(nested) // 2])
+    nested = [ref.name for ref in gradcam.spatial_layers(model) if "/" in ref.name]
+    assert gradcam.default_layer(model).name in nested
+    heat = gradcam.gradcam(model, preprocess(xray_like(2, True), arch.preprocess)[None], nested[len(nested) // 2])
     assert heat.shape == (1, 64, 64)
 
 

@@ -117,16 +117,16 @@ def test_onnx_matches_keras_on_validation_images_at_every_operating_point():
 
 
 def test_the_onnx_class_activation_map_equals_grad_cam_of_the_keras_model():
-    from core.analysis import explain
+    from core.analysis import gradcam
 
     predictor = Predictor.load()  # the default: global pooling then one dense unit
     assert predictor.card.onnx["heatmap"] == "cam"
     for seed in (1, 2):
         image = (xray_like(seed, True, predictor.spec.size) / 255.0).astype(np.float32)[..., np.newaxis]
         served = predictor.heatmap(image)
-        gradcam = explain.gradcam(predictor.model, image[np.newaxis])[0]
-        assert served.shape == gradcam.shape == image.shape[:2]
-        np.testing.assert_allclose(served, gradcam, atol=2e-3)
+        keras_map = gradcam.gradcam(predictor.model, image[np.newaxis])[0]
+        assert served.shape == keras_map.shape == image.shape[:2]
+        np.testing.assert_allclose(served, keras_map, atol=2e-3)
 
 
 def test_the_card_records_the_serving_file():
@@ -137,7 +137,7 @@ def test_the_card_records_the_serving_file():
 
 
 def test_an_ensemble_is_one_model_whose_onnx_matches_keras_and_whose_map_is_the_members_mean(tiny_data, tmp_path):
-    from core.analysis import explain
+    from core.analysis import gradcam
     from core.learning import ensemble
     from core.learning.train import TrainConfig, train
 
@@ -154,7 +154,7 @@ def test_an_ensemble_is_one_model_whose_onnx_matches_keras_and_whose_map_is_the_
     logits = [np.log(p / (1 - p)) for p in (m(inputs, training=False).numpy().reshape(-1) for m in members)]
     np.testing.assert_allclose(keras.model(inputs, training=False).numpy().reshape(-1),
                                1 / (1 + np.exp(-np.mean(logits, axis=0))), atol=1e-5)
-    member_maps = [explain.gradcam(m, inputs[:1])[0] for m in members]
+    member_maps = [gradcam.gradcam(m, inputs[:1])[0] for m in members]
     expected = np.mean(member_maps, axis=0) / np.mean(member_maps, axis=0).max()
     np.testing.assert_allclose(served.heatmap(inputs[0]), expected, atol=2e-3)
     # A fresh process (an analyst page, `core bench`) loads the Keras file without having trained one.

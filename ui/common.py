@@ -5,6 +5,7 @@ import numpy as np
 import plotly.graph_objects as go
 import streamlit as st
 
+from core.analysis.explain import LayerActivations
 from core.serving import registry
 from core.serving.card import ModelCard
 from core.serving.predictor import Predictor
@@ -20,6 +21,13 @@ OPERATING_POINT_HELP = ("screening: misses at most 2% of pneumonia (on the data 
 def predictor(name: str) -> Predictor:
     """One Predictor per model for the whole server: loading is slow, predicting is thread-safe."""
     return Predictor.load(name)
+
+
+@st.cache_resource(show_spinner="Reading the model's layers…")
+def layer_activations(name: str) -> LayerActivations:
+    """Per-layer activation maps of one model's ONNX export, one session for the whole server.
+    Raises ExplanationUnavailable for a model without spatial layers."""
+    return LayerActivations(predictor(name))
 
 
 @st.cache_resource

@@ -1,211 +1,109 @@
-"""Explanations: Grad-CAM, occlusion sensitivity, activation maps and overlays.
+"""Explanations without TensorFlow: the heat map a screening gives, occlusion, per-layer
+activation maps from the ONNX export, and where on the X-ray a heat map's mass lies.
 
-Every heat map answers one question: where does the model see evidence of
-pneumonia? Values are in [0, 1] at the model's input resolution.
+Every heat map answers one question: where does the model see evidence of pneumonia?
+Values are in [0, 1] at the model's input resolution. Grad-CAM at an inner layer needs
+gradients, and so the Keras model: core.analysis.gradcam, loaded only on request.
 """
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass
+from pathlib import Path
 
 import cv2
-import keras
 import numpy as np
-import tensorflow as tf
 
-from core.learning import ensemble
-from core.serving.heatmap import normalise, upsample
+from core.serving import registry
+from core.serving.network import cpu_session
+from core.serving.predictor import Predictor
 
-# Layers whose 4-D output is a spatial feature map worth explaining; pooling,
-# dropout and padding only move the same features around.
-_SKIPPED = (keras.layers.Dropout, keras.layers.ZeroPadding2D, keras.layers.InputLayer, keras.layers.Concatenate,
-            keras.layers.Rescaling)
-OCCLUSION_PATCH_FRACTION = 1 / 8
-OCCLUSION_STRIDE_FRACTION = 1 / 16
+METHODS = ("cam", "occlusion")
 # Central thorax box as fractions of width and height; outside it lie the
 # borders, corners and the top band where letters and markers sit.
 THORAX_BOX = (0.12, 0.10, 0.88, 0.92)  # left, top, right, bottom
+# The export's activations: what a layer passes on after its non-linearity (ReLU, ReLU6 as Clip).
+ACTIVATION_OPS = ("Relu", "Clip")
 
 
 class ExplanationUnavailable(ValueError):
-    """The method cannot apply to this model (for example Grad-CAM without spatial layers)."""
+    """The method cannot apply to this model (for example activation maps without spatial layers)."""
+
+
+def method_for(predictor: Predictor) -> str:
+    """The class activation map where the export has one (global-pooling heads, where it equals
+    Grad-CAM at the last layer), occlusion otherwise (the dense baseline)."""
+    return "cam" if predictor.network.has_cam else "occlusion"
+
+
+def explain(predictor: Predictor, image: np.ndarray, method: str | None = None) -> np.ndarray:
+    """One (H, W) heat map for one (H, W, 1) input: the class activation map (averaged over an
+    ensemble's members) or occlusion sensitivity, both in ONNX Runtime."""
+    method = method or method_for(predictor)
+    if method == "cam":
+        if not predictor.network.has_cam:
+            raise ExplanationUnavailable(f"model '{predictor.name}' has no class activation map: use occlusion")
+        return predictor.heatmap(image)
+    if method == "occlusion":
+        return predictor.occlusion(image)
+    raise ValueError(f"unknown method '{method}'; choose from {', '.join(METHODS)}")
 
 
 @dataclass(frozen=True)
-class LayerRef:
-    """A layer, possibly inside a nested model such as a keras.applications backbone."""
+class LayerOutput:
+    """One spatial activation of the export: its tensor and its (height, width, channels)."""
 
-    name: str  # "layer" or "nested_model/layer"
-    layer: keras.layers.Layer
-    parent: keras.Model | None  # the nested model holding it, if any
+    name: str  # the Keras layer's path in the export, without the serving graph's prefix
+    tensor: str
+    shape: tuple[int, int, int]
+    channels_first: bool  # tf2onnx moves convolutions to NCHW
 
 
-def spatial_layers(model: keras.Model) -> list[LayerRef]:
-    """Every layer with a (batch, height, width, channels) output, nested models included, in order."""
+def _spatial_outputs(model) -> list[LayerOutput]:
+    import onnx
+
+    inferred = onnx.shape_inference.infer_shapes(model)
+    shapes = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim] for v in inferred.graph.value_info}
     found = []
-    for layer in model.layers:
-        if isinstance(layer, keras.Model):
-            found += [LayerRef(f"{layer.name}/{ref.name}", ref.layer, layer) for ref in spatial_layers(layer)]
-        elif not isinstance(layer, _SKIPPED) and len(layer.output.shape) == 4:
-            found.append(LayerRef(layer.name, layer, None))
+    for node in inferred.graph.node:
+        dims = shapes.get(node.output[0], [])
+        if node.op_type not in ACTIVATION_OPS or len(dims) != 4:
+            continue
+        channels_first = dims[2] == dims[3] and dims[1] != dims[2]
+        height, width, channels = (dims[2], dims[3], dims[1]) if channels_first else tuple(dims[1:])
+        if min(height, width) > 1:
+            # "serving/functional_1/stage0_out_1/Relu" -> "functional_1/stage0_out_1"
+            name = "/".join(node.name.split("/")[1:-1]) or node.name
+            found.append(LayerOutput(name, node.output[0], (height, width, channels), channels_first))
     return found
 
 
-def default_layer(model: keras.Model) -> LayerRef:
-    """The last spatial layer, as Grad-CAM prescribes (coarse but most semantic)."""
-    layers = [ref for ref in spatial_layers(model) if not isinstance(ref.layer, keras.layers.MaxPooling2D)]
-    if not layers:
-        raise ExplanationUnavailable(f"model '{model.name}' has no spatial (convolutional) layers: "
-                                     "Grad-CAM and activation maps do not apply; use occlusion")
-    return layers[-1]
+class LayerActivations:
+    """The feature maps of every spatial layer of a model's ONNX export, computed by ONNX Runtime
+    from the shipped file itself (hash-checked) with those layers added as outputs, so the
+    activation maps are the served network's, not a copy's."""
 
+    def __init__(self, predictor: Predictor):
+        import onnx
 
-def find_layer(model: keras.Model, name: str | None) -> LayerRef:
-    if name is None:
-        return default_layer(model)
-    for ref in spatial_layers(model):
-        if ref.name == name:
-            return ref
-    raise ExplanationUnavailable(f"no spatial layer '{name}' in model '{model.name}'")
+        if not predictor.card.onnx:
+            raise ExplanationUnavailable(f"model '{predictor.name}' has no ONNX export")
+        path: Path = registry.verified_path(predictor.card.onnx["file"], predictor.card.onnx["sha256"],
+                                            predictor.directory)
+        model = onnx.load(str(path))
+        self.layers = _spatial_outputs(model)
+        if not self.layers:
+            raise ExplanationUnavailable(f"model '{predictor.name}' has no spatial (convolutional) layers: "
+                                         "activation maps do not apply; use occlusion")
+        model.graph.output.extend(onnx.ValueInfoProto(name=layer.tensor) for layer in self.layers)
+        self._session = cpu_session(model.SerializeToString())
+        self._input = self._session.get_inputs()[0].name
+        self._by_name = {layer.name: layer for layer in self.layers}
 
-
-def _head(model: keras.Model) -> keras.layers.Dense:
-    head = model.layers[-1]
-    if not isinstance(head, keras.layers.Dense):
-        raise ExplanationUnavailable("the model does not end in a Dense sigmoid unit")
-    return head
-
-
-_GRADIENT_FUNCTIONS: dict[tuple[int, str], tuple] = {}
-_CACHE_LOCK = threading.Lock()
-
-
-def _features_and_gradients(model: keras.Model, ref: LayerRef):
-    """x -> (feature maps at ref, d logit / d feature maps), traced once per model and layer:
-    building and tracing cost far more than running."""
-    key = (id(model), ref.name)
-    with _CACHE_LOCK:
-        if key not in _GRADIENT_FUNCTIONS:
-            forward = _feature_model(model, ref)
-
-            @tf.function
-            def run(x):
-                with tf.GradientTape() as tape:
-                    features, head_input = forward(x)
-                    tape.watch(features)
-                    logit = _logit(model, head_input)
-                return features, tape.gradient(logit, features)
-
-            # The model is kept alongside so its id cannot be reused while cached.
-            _GRADIENT_FUNCTIONS[key] = (model, run)
-        return _GRADIENT_FUNCTIONS[key][1]
-
-
-def _feature_model(model: keras.Model, ref: LayerRef):
-    """A function x -> (feature map at ref, input of the final Dense unit).
-
-    The keras-io recipe builds Model(inputs, [layer.output, model.output]); that
-    fails for layers inside a nested model, whose tensors belong to the nested
-    graph. Then the model is cut in three: before, inside and after the nested one.
-    """
-    head_input = _head(model).input
-    if ref.parent is None:
-        whole = keras.Model(model.inputs, [ref.layer.output, head_input])
-        return lambda x: whole(x, training=False)
-    node = ref.parent._inbound_nodes[0]
-    before = keras.Model(model.inputs, node.input_tensors[0])
-    inside = keras.Model(ref.parent.inputs, [ref.layer.output, ref.parent.output])
-    after = keras.Model(node.output_tensors[0], head_input)
-
-    def run(x):
-        features, nested_output = inside(before(x, training=False), training=False)
-        return features, after(nested_output, training=False)
-
-    return run
-
-
-def _logit(model: keras.Model, head_input):
-    # The logit, not the probability: a saturated sigmoid has no gradient left.
-    head = _head(model)
-    return keras.ops.matmul(keras.ops.cast(head_input, "float32"), head.kernel)[:, 0] + head.bias[0]
-
-
-def _member_and_layer(model: keras.Model, layer: str | None) -> tuple[keras.Model, str | None] | None:
-    """For an ensemble and a layer named "member_i/layer": that member and its own layer name."""
-    networks = ensemble.members(model)
-    if not networks or layer is None:
-        return None
-    member, _, inner = layer.partition("/")
-    return next(m for m in networks if m.name == member), inner or None
-
-
-def gradcam(model: keras.Model, inputs: np.ndarray, layer: str | None = None) -> np.ndarray:
-    """Grad-CAM heat maps (batch, H, W) at the input's resolution (Selvaraju et al. 2017);
-    for an ensemble, the mean of its members' maps (or one member's, for a member's layer)."""
-    chosen = _member_and_layer(model, layer)
-    if chosen:
-        return gradcam(chosen[0], inputs, chosen[1])
-    networks = ensemble.members(model)
-    if networks:
-        maps = np.stack([gradcam(member, inputs) for member in networks], axis=1)  # (batch, members, H, W)
-        return np.stack([normalise(per_image.mean(axis=0)) for per_image in maps])
-    ref = find_layer(model, layer)
-    features, grads = _features_and_gradients(model, ref)(tf.convert_to_tensor(inputs, tf.float32))
-    weights = tf.reduce_mean(tf.cast(grads, tf.float32), axis=(1, 2), keepdims=True)
-    cams = tf.reduce_sum(weights * tf.cast(features, tf.float32), axis=-1).numpy()
-    return upsample(cams, inputs.shape[1:3])
-
-
-def occlusion(model: keras.Model, image: np.ndarray, patch_fraction: float = OCCLUSION_PATCH_FRACTION,
-              stride_fraction: float = OCCLUSION_STRIDE_FRACTION, batch_size: int = 64) -> np.ndarray:
-    """Occlusion sensitivity (Zeiler & Fergus 2014) for one (H, W, 1) input: how much
-    the pneumonia probability falls when each region is hidden. Works for any model."""
-    height, width = image.shape[:2]
-    patch = max(1, round(height * patch_fraction))
-    stride = max(1, round(height * stride_fraction))
-    fill = float(image.mean())  # a neutral gray, not black, which is itself a feature
-    corners = [(y, x) for y in range(0, height - patch + 1, stride) for x in range(0, width - patch + 1, stride)]
-    base = float(model(image[np.newaxis], training=False).numpy().reshape(-1)[0])
-    drops = np.zeros((height, width), np.float32)
-    counts = np.zeros((height, width), np.float32)
-    for start in range(0, len(corners), batch_size):
-        chunk = corners[start:start + batch_size]
-        batch = np.repeat(image[np.newaxis], len(chunk), axis=0)
-        for i, (y, x) in enumerate(chunk):
-            batch[i, y:y + patch, x:x + patch] = fill
-        probabilities = model(batch, training=False).numpy().reshape(-1)
-        for (y, x), p in zip(chunk, probabilities):
-            drops[y:y + patch, x:x + patch] += base - p
-            counts[y:y + patch, x:x + patch] += 1
-    return normalise(drops / np.maximum(counts, 1))
-
-
-def explain(model: keras.Model, image: np.ndarray, method: str = "gradcam", layer: str | None = None) -> np.ndarray:
-    """One (H, W) heat map for one (H, W, 1) input by the named method."""
-    if method == "gradcam":
-        return gradcam(model, image[np.newaxis], layer)[0]
-    if method == "occlusion":
-        return occlusion(model, image)
-    raise ValueError(f"unknown method '{method}'; choose gradcam or occlusion")
-
-
-def best_method(model: keras.Model) -> str:
-    """Grad-CAM where the model has spatial layers, occlusion otherwise (the dense baseline)."""
-    try:
-        default_layer(model)
-        return "gradcam"
-    except ExplanationUnavailable:
-        return "occlusion"
-
-
-def activations(model: keras.Model, image: np.ndarray, layer: str | None = None) -> np.ndarray:
-    """The feature maps (H', W', C) of one layer for one (H, W, 1) input."""
-    chosen = _member_and_layer(model, layer or default_layer(model).name)
-    if chosen:
-        return activations(chosen[0], image, chosen[1])
-    ref = find_layer(model, layer)
-    features, _ = _features_and_gradients(model, ref)(tf.convert_to_tensor(image[np.newaxis], tf.float32))
-    return np.asarray(features[0], np.float32)
+    def __call__(self, image: np.ndarray, name: str) -> np.ndarray:
+        """The (H', W', C) feature maps of the named layer for one (H, W, 1) input."""
+        layer = self._by_name[name]
+        (maps,) = self._session.run([layer.tensor], {self._input: image[np.newaxis].astype(np.float32)})
+        return np.moveaxis(maps[0], 0, -1) if layer.channels_first else maps[0]
 
 
 def activation_grid(maps: np.ndarray, max_channels: int = 32, columns: int = 8, tile: int = 64) -> np.ndarray:

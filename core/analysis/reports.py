@@ -89,14 +89,14 @@ def top_losses(scored: Scored, count: int) -> list[dict]:
 
 def lung_focus(predictor: Predictor, scored: Scored, limit: int | None = 200) -> dict:
     """Per class, the mean share of heat-map mass inside and outside the thorax box."""
-    method = explain.best_method(predictor.model)
+    method = explain.method_for(predictor)
     chosen = np.arange(len(scored.labels))
     if limit and len(chosen) > limit:  # an even sample keeps the report quick on a CPU
         chosen = np.random.default_rng(0).choice(chosen, limit, replace=False)
     shares: dict[str, list[dict]] = {name: [] for name in data.CLASS_NAMES}
     blank = {name: 0 for name in data.CLASS_NAMES}
     for i in chosen:
-        heat = explain.explain(predictor.model, scored.inputs[i], method)
+        heat = explain.explain(predictor, scored.inputs[i], method)
         if predictor.spec.frame:  # the share inside the thorax box of the X-ray, not of the standard frame
             heat = scored.frames[i].place(heat, scored.shapes[i])
         name = data.CLASS_NAMES[scored.labels[i]]

@@ -77,21 +77,6 @@ def find_learning_rate(arch: Architecture, recipe: Recipe, train_set: data.Loade
             "diverged_at": float(tried[-1]) if diverged else None}
 
 
-def lr_plot(result: dict):
-    """Plotly figure of the smoothed loss against the learning rate, the suggestion marked."""
-    import plotly.graph_objects as go
-
-    figure = go.Figure([go.Scatter(x=result["rates"], y=result["losses"], mode="lines", name="loss",
-                                   line={"color": "#9AA5B1"}),
-                        go.Scatter(x=result["rates"], y=result["smoothed"], mode="lines", name="smoothed loss",
-                                   line={"color": "#D1495B", "width": 3})])
-    figure.add_vline(x=result["suggestion"], line_dash="dash",
-                     annotation_text=f"suggested {result['suggestion']:.1e}")
-    figure.update_layout(title=f"Learning-rate finder: {result['architecture']}", xaxis_type="log",
-                         xaxis_title="learning rate", yaxis_title="training loss")
-    return figure
-
-
 # --- Hyper-parameter search ------------------------------------------------------
 # The search space, for every architecture: the recipe and the input size.
 SEARCH_SPACE = {

@@ -1,12 +1,18 @@
 """Heat maps as pictures: scaling, colour mapping and overlays (no TensorFlow)."""
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import cv2
 import numpy as np
 
 from core.serving.framing import FrameBox
 
 OVERLAY_COLORMAP = cv2.COLORMAP_JET
+# Occlusion hides a square of an eighth of the side, moved by a sixteenth: large enough to
+# cover an opacity, small enough to place it within a lung.
+OCCLUSION_PATCH_FRACTION = 1 / 8
+OCCLUSION_STRIDE_FRACTION = 1 / 16
 
 
 def normalise(heat: np.ndarray) -> np.ndarray:
@@ -26,6 +32,31 @@ def member_mean(maps: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """One (H, W) map from the (members, h, w) maps of one image: each member's map scaled to
     [0, 1] at the input's resolution, then averaged, so that no member outweighs the others."""
     return normalise(upsample(maps, size).mean(axis=0))
+
+
+def occlusion(score: Callable[[np.ndarray], np.ndarray], image: np.ndarray,
+              patch_fraction: float = OCCLUSION_PATCH_FRACTION, stride_fraction: float = OCCLUSION_STRIDE_FRACTION,
+              batch_size: int = 64) -> np.ndarray:
+    """Occlusion sensitivity (Zeiler & Fergus 2014) for one (H, W, 1) input: how much the
+    pneumonia probability falls when each region is hidden. `score` maps a batch of inputs to
+    probabilities (an ONNX network, a Keras model), so it works for any model, with no gradients."""
+    height, width = image.shape[:2]
+    patch = max(1, round(height * patch_fraction))
+    stride = max(1, round(height * stride_fraction))
+    fill = float(image.mean())  # a neutral gray, not black, which is itself a feature
+    corners = [(y, x) for y in range(0, height - patch + 1, stride) for x in range(0, width - patch + 1, stride)]
+    base = float(np.asarray(score(image[np.newaxis])).reshape(-1)[0])
+    drops = np.zeros((height, width), np.float32)
+    counts = np.zeros((height, width), np.float32)
+    for start in range(0, len(corners), batch_size):
+        chunk = corners[start:start + batch_size]
+        batch = np.repeat(image[np.newaxis], len(chunk), axis=0)
+        for i, (y, x) in enumerate(chunk):
+            batch[i, y:y + patch, x:x + patch] = fill
+        for (y, x), p in zip(chunk, np.asarray(score(batch)).reshape(-1)):
+            drops[y:y + patch, x:x + patch] += base - p
+            counts[y:y + patch, x:x + patch] += 1
+    return normalise(drops / np.maximum(counts, 1))
 
 
 def overlay(gray: np.ndarray, heat: np.ndarray, opacity: float = 0.4, frame: FrameBox | None = None) -> np.ndarray:

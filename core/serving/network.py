@@ -13,18 +13,22 @@ import numpy as np
 import onnxruntime as ort
 
 
-def cpu_session(path: Path) -> ort.InferenceSession:
-    """An ONNX Runtime session on the CPU (thread-safe: sessions may be run from many threads)."""
+def cpu_session(model: Path | bytes, threads: int | None = None) -> ort.InferenceSession:
+    """An ONNX Runtime session on the CPU for a file or a serialised model (thread-safe: sessions
+    may be run from many threads); threads bounds its intra-op threads (default: one per core)."""
     options = ort.SessionOptions()
+    if threads:
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
     options.log_severity_level = 3  # errors only: no graph-optimisation chatter in every command
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(model if isinstance(model, bytes) else str(model), options, providers=["CPUExecutionProvider"])
 
 
 class OnnxNetwork:
     """Thread-safe (ONNX Runtime sessions may be run from many threads)."""
 
-    def __init__(self, path: Path):
-        self._session = cpu_session(path)
+    def __init__(self, path: Path, threads: int | None = None):
+        self._session = cpu_session(path, threads)
         self._input = self._session.get_inputs()[0].name
         self.has_cam = len(self._session.get_outputs()) > 1
 

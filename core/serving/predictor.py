@@ -17,8 +17,8 @@ from core.serving import framing, registry, tta
 from core.serving.calibration import apply_calibration
 from core.serving.card import ModelCard
 from core.serving.framing import FrameBox
-from core.serving.heatmap import member_mean
-from core.serving.imaging import load_model_input
+from core.serving.heatmap import member_mean, occlusion
+from core.serving.imaging import ModelInput, load_model_input
 from core.serving.quality import XrayDetector, check_chest_xray
 from core.serving.settings import CLASS_NAMES, DEFAULT_OPERATING_POINT
 from core.serving.site import SiteProfile
@@ -70,9 +70,10 @@ class Predictor:
 
     @classmethod
     def load(cls, name: str | None = None, directory: Path | None = None, runtime: str = "onnx",
-             site: SiteProfile | None = None) -> Predictor:
+             site: SiteProfile | None = None, threads: int | None = None) -> Predictor:
         """The named (else the default) model, hash-checked. runtime "onnx" falls back to
-        Keras (and TensorFlow) only for a model that has no ONNX export."""
+        Keras (and TensorFlow) only for a model that has no ONNX export. threads: ONNX Runtime's
+        threads per forward pass (default: one per core; a Ray actor gets its own CPUs' worth)."""
         if runtime not in RUNTIMES:
             raise ValueError(f"unknown runtime '{runtime}'; choose from {', '.join(RUNTIMES)}")
         card = registry.load_card(name or registry.default_model_name(directory), directory)
@@ -81,7 +82,7 @@ class Predictor:
         if runtime == "onnx" and card.onnx:
             from core.serving.network import OnnxNetwork
 
-            network = OnnxNetwork(registry.verified_path(card.onnx["file"], card.onnx["sha256"], directory))
+            network = OnnxNetwork(registry.verified_path(card.onnx["file"], card.onnx["sha256"], directory), threads)
         else:
             from core.learning.keras_model import KerasNetwork, load
 
@@ -141,12 +142,24 @@ class Predictor:
         return self._heatmap_from(cams, image)
 
     def _heatmap_from(self, cams: np.ndarray | None, image: np.ndarray) -> np.ndarray:
-        """The map from a forward pass's class activation maps, else from the Keras model."""
+        """The map from a forward pass's class activation maps, else occlusion sensitivity (a
+        network without a global-pooling head): both without gradients, so without TensorFlow."""
         if cams is not None:
             return member_mean(cams[0], image.shape[:2])
-        from core.analysis import explain  # Grad-CAM or occlusion on the Keras model
+        return self.occlusion(image)
 
-        return explain.explain(self.model, image, explain.best_method(self.model))
+    def occlusion(self, image: np.ndarray) -> np.ndarray:
+        """Occlusion sensitivity of the network's raw output for one (H, W, 1) input as given (one
+        view, not the test-time zooms): works for any network."""
+        return occlusion(lambda batch: self.network.forward(batch)[0], image)
+
+    def prepare(self, data: bytes) -> tuple[ModelInput, float, list[str]]:
+        """Decode, check and preprocess one image, as screening does before the forward pass:
+        (the model's input, when decoding ended (perf_counter), quality warnings). Raises
+        ImageError (NotChestXRayError for what is not a chest X-ray)."""
+        loaded = load_model_input(data, self.spec)
+        decoded_at = time.perf_counter()
+        return loaded, decoded_at, check_chest_xray(loaded.decoded, self.detector)
 
     def label_for(self, probability: float, operating_point: str = DEFAULT_OPERATING_POINT) -> str:
         return CLASS_NAMES[int(probability >= self.operating_points[operating_point])]
@@ -158,9 +171,7 @@ class Predictor:
             raise ValueError(f"unknown operating point '{operating_point}'; "
                              f"choose from {', '.join(self.operating_points)}")
         started = time.perf_counter()
-        loaded = load_model_input(data, self.spec)
-        decoded_at = time.perf_counter()
-        warnings = check_chest_xray(loaded.decoded, self.detector)
+        loaded, decoded_at, warnings = self.prepare(data)
         inputs = loaded.tensor[np.newaxis]
         prepared_at = time.perf_counter()
         raw, cams = self._forward(inputs)
