@@ -219,9 +219,11 @@ def report(labels: np.ndarray, probabilities: np.ndarray, operating_points: dict
                           "probabilities": np.asarray(probabilities, float).tolist()}} if include_predictions else {})
 
 
-def validation_evidence(labels: np.ndarray, raw: np.ndarray, groups: list[str]) -> tuple[dict, dict, dict]:
-    """Calibration, operating points and the validation report, all from one validation split."""
-    calibration = fit_calibration(labels, raw)
+def validation_evidence(labels: np.ndarray, raw: np.ndarray, groups: list[str],
+                        calibration: dict | None = None) -> tuple[dict, dict, dict]:
+    """Calibration (unless one fitted otherwise is given), operating points and the validation
+    report, all from one validation split."""
+    calibration = calibration or fit_calibration(labels, raw)
     probabilities = apply_calibration(raw, calibration)
     points = choose_operating_points(labels, probabilities)
     validation = report(labels, probabilities, points, include_predictions=True)

@@ -71,7 +71,7 @@ def serving_graph(model: keras.Model) -> tuple[keras.Model, bool]:
     if len(outputs) == 1:
         probability, maps = outputs[0]
     else:  # the ensemble's own combination, on the members' outputs: each member runs once
-        probability = ensemble.mean_of_logits([p for p, _ in outputs])
+        probability = ensemble.mean_of_logits([p for p, _ in outputs], ensemble.member_calibrations(model))
         maps = keras.layers.Concatenate(name="member_maps")([cam for _, cam in outputs])
     return keras.Model(inputs, [probability, maps], name=f"{model.name}_serving"), True
 
