@@ -47,6 +47,22 @@ def cmd_train(args) -> int:
     return 0
 
 
+def _member(text: str) -> tuple[str, Path | None]:
+    """"NAME" or "NAME@DIR": a trained model and the folder that holds it."""
+    name, _, folder = text.partition("@")
+    return name, Path(folder) if folder else None
+
+
+def cmd_ensemble(args) -> int:
+    from core.learning.assemble import assemble
+
+    if len(args.member) < 2:
+        raise SystemExit("ensemble needs at least two --member NAME[@DIR]")
+    assemble([_member(m) for m in args.member], args.name, _data_dir(args.data),
+             Path(args.models_dir) if args.models_dir else None)
+    return 0
+
+
 def cmd_train_localiser(args) -> int:
     from core.learning.framing import train_localiser
 
@@ -92,8 +108,9 @@ def _recipe_settings(settings: list[str]) -> dict:
 def cmd_lr_find(args) -> int:
     import json
 
+    from core.analysis.figures import lr_plot
     from core.learning.pipeline import load_split
-    from core.learning.tuning import find_learning_rate, lr_plot
+    from core.learning.tuning import find_learning_rate
     from core.learning.zoo import get_architecture
 
     arch = get_architecture(args.arch, args.size)
@@ -202,9 +219,47 @@ def _predictor(model: str | None, site: str | None):
         raise SystemExit(f"refused: {exc}") from None
 
 
+def cmd_screen_archive(args) -> int:
+    """`screen SRC --out DIR`: the archive job (core.serving.archive), batched and resumable."""
+    from core.serving import archive
+    from core.serving.site import SiteProfile, SiteProfileError
+
+    if len(args.paths) != 1 or args.heatmaps or args.format == "json":
+        raise SystemExit("with --out, give one source folder (SRC), --format parquet or csv, and no --heatmaps")
+    try:
+        profile = SiteProfile.load(args.site) if args.site else None
+    except SiteProfileError as exc:
+        raise SystemExit(f"refused: {exc}") from None
+    spec = archive.JobSpec(args.model or (profile.model if profile else None),
+                           site_profile=Path(args.site).read_bytes() if profile else None,
+                           site_name=profile.name if profile else "", operating_point=args.operating_point)
+    with _bar(None, "screening") as bar:
+        def progress(total: int, done_before: int):
+            bar.reset(total)
+            if done_before:
+                bar.write(f"{done_before} files already screened by earlier runs: skipped")
+            return bar.update
+
+        try:
+            summary = archive.screen_archive(
+                Path(args.paths[0]), Path(args.out), spec, args.format or "parquet", args.engine, args.resume,
+                Path(args.manifest) if args.manifest else None, args.batch_size, args.workers, args.address,
+                progress)
+        except archive.JobError as exc:
+            raise SystemExit(f"screen: {exc}") from None
+    print("\n".join(summary.lines()), file=sys.stderr)
+    print(f"rows written to {Path(args.out) / summary.run}", file=sys.stderr)
+    return 0
+
+
 def cmd_screen(args) -> int:
     from core.serving import screening
     from core.serving.heatmap import overlay, to_png
+
+    if args.out:
+        return cmd_screen_archive(args)
+    if args.format == "parquet":
+        raise SystemExit("--format parquet writes part files: give --out DIR")
 
     predictor = _predictor(args.model, args.site)
     rows = screening.screen_paths(predictor, args.paths, args.operating_point, heatmaps=bool(args.heatmaps))
@@ -408,6 +463,14 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--models-dir", help="where to write the model (default: models/)")
     train.set_defaults(run=cmd_train)
 
+    assembled = commands.add_parser("ensemble", help="the logit average of trained files, calibrated under shift")
+    assembled.add_argument("--member", action="append", default=[], metavar="NAME[@DIR]", required=True,
+                           help="a trained model (in DIR, default models/); repeat for each member")
+    assembled.add_argument("--name", required=True, help="the ensemble's model name")
+    _add_data(assembled)
+    assembled.add_argument("--models-dir", help="where to write the ensemble (default: models/)")
+    assembled.set_defaults(run=cmd_ensemble)
+
     localiser = commands.add_parser("train-localiser", help="train the framing localiser that `train --frame` uses "
                                     "(self-supervised, on the training split)")
     _add_data(localiser)
@@ -430,15 +493,28 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.set_defaults(run=cmd_evaluate)
 
     screen = commands.add_parser(
-        "screen", help="screen image files or folders",
-        description="One row per file. Exit code: 0 when every file was screened, 1 when any file was "
-                    "rejected or could not be read (the others are still screened), 2 for usage errors.")
-    screen.add_argument("paths", nargs="+")
+        "screen", help="screen image files or folders; with --out, an archive job",
+        description="One row per file. Without --out, rows go to stdout; exit code 0 when every file was "
+                    "screened, 1 when any was refused (the others are still screened), 2 for usage errors. "
+                    "With --out DIR, a batched, resumable job writes part files under DIR; exit code 0 when "
+                    "the job finished, whatever its files held, and non-zero for a fault of the job itself.")
+    screen.add_argument("paths", nargs="+", metavar="PATH", help="files or folders; with --out, one folder SRC")
     screen.add_argument("--model", help="model name (default: the manifest's default)")
-    screen.add_argument("--operating-point", default=DEFAULT_OPERATING_POINT, choices=OPERATING_POINTS)
+    screen.add_argument("--operating-point", default=DEFAULT_OPERATING_POINT, choices=OPERATING_POINTS,
+                        help="the threshold each label is given at")
     screen.add_argument("--site", metavar="SITE.json", help="use this site profile's operating points and calibration")
-    screen.add_argument("--format", default="csv", choices=("csv", "json"))
+    screen.add_argument("--format", choices=("csv", "json", "parquet"),
+                        help="stdout: csv (default) or json; with --out: parquet (default) or csv")
     screen.add_argument("--heatmaps", metavar="DIR", help="write one heat-map overlay PNG per screened image")
+    screen.add_argument("--out", metavar="DIR", help="an archive job: one row per file of SRC in part files here")
+    screen.add_argument("--resume", action="store_true", help="with --out: screen only the files DIR does not hold")
+    screen.add_argument("--manifest", metavar="FILE", help="with --out: the files to screen, one path a line "
+                                                          "(relative to SRC or absolute), instead of walking SRC")
+    screen.add_argument("--engine", choices=("local", "ray"), default="local",
+                        help="with --out: this machine's cores, or Ray Data (pip install -r requirements-scale.txt)")
+    screen.add_argument("--address", help="with --engine ray: an existing cluster (default: a local instance)")
+    screen.add_argument("--workers", type=int, help="decoding threads (local) or Ray actors (default: one per core)")
+    screen.add_argument("--batch-size", type=int, default=32, help="images per forward pass")
     screen.set_defaults(run=cmd_screen)
 
     bench = commands.add_parser("bench", help="latency, throughput and explanation cost per model")
@@ -512,7 +588,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # Commands whose work is in Keras: they load TensorFlow before running.
-TENSORFLOW_COMMANDS = {"train", "evaluate", "bench", "lr-find", "tune", "calibrate", "explain", "export"}
+TENSORFLOW_COMMANDS = {"train", "ensemble", "evaluate", "bench", "lr-find", "tune", "calibrate", "export"}
 
 
 def _import_tensorflow_quietly() -> None:

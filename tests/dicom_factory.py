@@ -8,7 +8,7 @@ from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, ge
 
 def make_dicom(pixels: np.ndarray, monochrome1: bool = False, slope: float = 1.0, intercept: float = 0.0,
                window: tuple[float, float] | None = None, frames: int = 1, patient: str = "Doe^Jane",
-               transfer_syntax=ExplicitVRLittleEndian) -> bytes:
+               transfer_syntax=ExplicitVRLittleEndian, modality: str = "CR") -> bytes:
     """A 16-bit grayscale DICOM of the given stored values (frames > 1 repeats the image)."""
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
@@ -16,7 +16,7 @@ def make_dicom(pixels: np.ndarray, monochrome1: bool = False, slope: float = 1.0
     meta.TransferSyntaxUID = ExplicitVRLittleEndian
     ds = FileDataset(None, {}, file_meta=meta, preamble=b"\0" * 128)
     ds.PatientName, ds.PatientID, ds.PatientBirthDate = patient, "123456", "20200101"
-    ds.Modality = "CR"
+    ds.Modality = modality
     ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
     stored = np.asarray(pixels, np.uint16)
     ds.Rows, ds.Columns = stored.shape

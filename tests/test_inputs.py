@@ -59,6 +59,8 @@ def test_same_image_as_png16_dicom_and_jpeg_gets_nearly_the_same_probability(tin
 
 @pytest.mark.parametrize("payload, reason", [
     (make_dicom(STORED, frames=3), "multi-frame"),
+    (make_dicom(STORED, modality="CT"), "modality CT is not a chest radiograph"),
+    (make_dicom(STORED, modality="MR"), "modality MR is not a chest radiograph"),
     (b"\0" * 128 + b"DICM" + b"\x02\x00\x10\x00garbage" * 20, "corrupt|holds no image"),
     (make_dicom(STORED)[:600], "corrupt"),
 ])

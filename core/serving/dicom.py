@@ -18,6 +18,10 @@ from core.serving.settings import MAX_PIXELS
 pydicom.config.settings.reading_validation_mode = pydicom.config.IGNORE
 logging.getLogger("pydicom").setLevel(logging.CRITICAL)
 
+# Modalities of projection radiographs (computed, digital, radiographic; "other" and secondary
+# capture for exports). A CT or MR slice, an ultrasound frame or a mammogram is not screened.
+RADIOGRAPH_MODALITIES = ("CR", "DX", "DR", "RG", "OT", "SC")
+
 # Tags that can identify a patient or a visit. They are returned separately and
 # are never shown or exported unless a user opens them on purpose.
 PATIENT_TAGS = (
@@ -44,6 +48,9 @@ def _decode(data: bytes) -> tuple[np.ndarray, int, dict]:
         dataset = pydicom.dcmread(io.BytesIO(data))
     except (InvalidDicomError, EOFError, OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
         raise ImageError("the DICOM file is corrupt") from exc
+    modality = str(dataset.get("Modality", "") or "").upper()
+    if modality and modality not in RADIOGRAPH_MODALITIES:
+        raise ImageError(f"a DICOM of modality {modality} is not a chest radiograph (CR or DX expected)")
     if "PixelData" not in dataset:
         raise ImageError("the DICOM file holds no image (it may be truncated or corrupt)")
     try:
