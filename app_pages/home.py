@@ -1,6 +1,7 @@
 """Home: what the tool is for, the model in use, and what is known of its quality elsewhere."""
 import streamlit as st
 
+from core.serving import registry
 from ui.common import DISCLAIMER, card_summary, cards, default_model, external_checks, previous_default_checks
 
 st.title("Chest X-ray pneumonia screening")
@@ -17,6 +18,13 @@ name = default_model()
 card = next(c for c in cards() if c.name == name)
 st.subheader(f"Model in use: {name}")
 st.caption(f"{card.summary}. File sha256 {card.sha256[:12]}…")
+rule = registry.manifest().get("chosen_by")
+if rule:
+    own = [c for c in external_checks(name) if c["sha256"] == card.sha256 and c["date"] <= rule["fixed"]]
+    st.caption(f"Chosen by the rule fixed on {rule['fixed']} ({rule['rule']}), which reads {rule['reads']}. "
+               f"Known when the rule was fixed: {rule['known_when_fixed']}; "
+               + ("this file's own withheld figures among them." if own else
+                  "none of them of this file, which was trained afterwards."))
 
 st.markdown("**On X-rays from another hospital period** (independent check)")
 checks = external_checks(name)

@@ -273,7 +273,9 @@ def test_home_shows_independent_figures_only_for_the_file_they_were_measured_on(
     assert any("Site calibration" in i.value for i in app.info)
     # Another model's check is matched by its file: the shipped cnn_small is the file that was checked.
     small = registry.load_card("cnn_small")
-    assert [c["sha256"] for c in registry.external_checks("cnn_small")] == [small.sha256]
+    checks = registry.external_checks("cnn_small")
+    assert {c["sha256"] for c in checks} == {small.sha256} and len(checks) == 2  # checked on two dates
+    assert checks[0]["date"] > checks[1]["date"]  # newest first
 
 
 def test_the_same_image_under_two_names_keeps_both_names():
@@ -281,3 +283,15 @@ def test_the_same_image_under_two_names_keeps_both_names():
     app = _screened(page("screen"), [("left.jpeg", image, "image/jpeg"), ("right.jpeg", image, "image/jpeg")])
     names = [m.value.strip("*") for m in app.markdown if m.value.strip("*") in ("left.jpeg", "right.jpeg")]
     assert sorted(names) == ["left.jpeg", "right.jpeg"]
+
+
+def test_home_says_which_withheld_figures_were_known_when_the_default_was_chosen():
+    from core.serving import registry
+
+    app = page("home")
+    rule = registry.manifest()["chosen_by"]
+    caption = next(c.value for c in app.caption if "Known when the rule was fixed" in c.value)
+    assert rule["fixed"] in caption and "7d61d34" in caption
+    card = registry.load_card(registry.default_model_name())
+    known = any(c["sha256"] == card.sha256 and c["date"] <= rule["fixed"] for c in registry.external_checks(card.name))
+    assert ("this file's own withheld figures among them" in caption) == known

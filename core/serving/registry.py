@@ -24,6 +24,11 @@ MANIFEST = "manifest.json"
 # this are a tie: two initialisations of one recipe differ by 0.007 in the best specificity at
 # sensitivity 0.98 under the lung-field crops.
 RANKING_NOISE = 0.01
+# What the manifest says of how its default was chosen; the Home page shows it.
+DEFAULT_RULE = {"rule": "docs/model-history.md, 'The rule that picks the default'", "fixed": "2026-12-01",
+                "reads": "the validation split and the acquisition-shift check only",
+                "known_when_fixed": "the withheld-split figures of the 14 models shipped at commit 7d61d34 "
+                                    "(acceptance check of 2026-12-01, in external_checks.json)"}
 # A default must screen one X-ray, bytes to result, within this (core bench, ONNX Runtime, 2 cores).
 LATENCY_BOUND_MS = 40.0
 PROFILE = "dataset_profile.json"
@@ -142,7 +147,8 @@ def update_manifest(directory: Path | None = None) -> dict:
         scores = {n: (cards_found[n].validation.get("auc", 0.0), 0.0) for n in fast_enough}
     best = max((merit for merit, _ in scores.values()), default=None)
     tied = [n for n in scores if scores[n][0] >= best - RANKING_NOISE]
-    value = {"default": max(tied, key=lambda n: scores[n][1]) if tied else None, "models": found}
+    value = {"default": max(tied, key=lambda n: scores[n][1]) if tied else None, "models": found,
+             "chosen_by": DEFAULT_RULE}
     _write_json(directory / MANIFEST, value)
     return value
 
