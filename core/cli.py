@@ -427,6 +427,10 @@ def _add_data(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", help="data folder in Kaggle layout (default: $CXR_DATA_DIR or ../shared/data)")
 
 
+def _one_line_help(prog: str) -> argparse.HelpFormatter:
+    return argparse.HelpFormatter(prog, max_help_position=40, width=140)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m core", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -436,28 +440,22 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--config", help="a JSON configuration, such as the best one `core tune` writes")
     _add_data(train)
     train.add_argument("--name", help="model name (default: the architecture's)")
-    train.add_argument("--epochs", type=int)
-    train.add_argument("--batch-size", type=int)
+    train.add_argument("--epochs", type=int, help="epochs (default: the recipe's)")
+    train.add_argument("--batch-size", type=int, help="images per step (default: the recipe's)")
     train.add_argument("--lr", type=_learning_rate, help="initial learning rate, or 'auto' for the finder's suggestion")
     train.add_argument("--size", type=int, help="input size in pixels")
     train.add_argument("--seed", type=int, default=42, help="patient-split seed (and training seed)")
     train.add_argument("--init-seed", type=int, help="another initialisation and batch order on the same split")
     train.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
-                       help="override a recipe field (see Recipe in core/learning/zoo.py), e.g. --set mixup=0.2 "
-                       "or --set test_time_zooms=1,1.12,0.9")
+                       help="override a recipe field (docs/cli.md lists them), e.g. --set mixup=0.2")
     train.add_argument("--ensemble", type=int, default=1, metavar="N",
-                       help="train N members from different initialisations and save their logit average "
-                       "as one model (history and epochs in the card are per member)")
+                       help="N members from different initialisations, saved as their logit average")
     train.add_argument("--frame", type=float, nargs="?", const=STANDARD_SIDE, metavar="SIDE",
-                       help="crop every image, at training and at screening, to the standard frame that "
-                       f"models/framing_localiser.onnx finds (SIDE of each dimension; default {STANDARD_SIDE}; "
-                       "see core/serving/framing.py)")
+                       help=f"cut every image to the localiser's standard frame (default side {STANDARD_SIDE})")
     train.add_argument("--equalise", action="store_true",
-                       help="histogram-equalise every image, at training and at screening, before its "
-                       "resize and CLAHE, so that grey-level differences between machines do not reach the model")
+                       help="histogram-equalise every image first, at training and at screening")
     train.add_argument("--deterministic", action="store_true",
-                       help="run TensorFlow's ops deterministically, so that the same command on the same "
-                       "machine and versions writes the same weights (the card records it)")
+                       help="deterministic ops: the same command writes the same weights again")
     train.add_argument("--weights", default="none", help="'none' (from scratch), 'imagenet' or a weights file")
     train.add_argument("--max-train-images", type=int, help="subsample the training split (quick runs)")
     train.add_argument("--models-dir", help="where to write the model (default: models/)")
@@ -519,32 +517,32 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = commands.add_parser("bench", help="latency, throughput and explanation cost per model")
     bench.add_argument("--model", help="one model (default: all)")
-    bench.add_argument("--runs", type=int, default=50)
+    bench.add_argument("--runs", type=int, default=50, help="timed screenings per model and runtime")
     bench.add_argument("--save", action="store_true", help="store the numbers in models/bench.json for the dashboard")
     bench.add_argument("--json", metavar="OUT", help="write the rows to this JSON file")
     bench.set_defaults(run=cmd_bench)
 
     download = commands.add_parser("download", help="fetch the public chest X-ray set (Kaggle layout)")
-    download.add_argument("--dest", required=True)
+    download.add_argument("--dest", required=True, help="folder to write chest_xray/{train,test}/... into")
     download.add_argument("--base-url", default=None, help="mirror of the TFRecords (default: TensorFlow's storage)")
-    download.add_argument("--splits", nargs="+", default=["train", "test"])
+    download.add_argument("--splits", nargs="+", default=["train", "test"], help="the splits to fetch")
     download.set_defaults(run=cmd_download)
 
     lr_find = commands.add_parser("lr-find", help="learning-rate range test with a suggested rate")
-    lr_find.add_argument("--arch", required=True)
+    lr_find.add_argument("--arch", required=True, help="architecture (see core/learning/zoo.py)")
     _add_data(lr_find)
-    lr_find.add_argument("--size", type=int)
-    lr_find.add_argument("--steps", type=int, default=150)
-    lr_find.add_argument("--seed", type=int, default=42)
-    lr_find.add_argument("--max-train-images", type=int)
+    lr_find.add_argument("--size", type=int, help="input size in pixels (default: the architecture's)")
+    lr_find.add_argument("--steps", type=int, default=150, help="steps of exponentially growing rate")
+    lr_find.add_argument("--seed", type=int, default=42, help="patient-split seed")
+    lr_find.add_argument("--max-train-images", type=int, help="subsample the training split (quick runs)")
     lr_find.add_argument("--plot", help="write the loss-against-rate plot to this HTML file")
     lr_find.add_argument("--json", help="write the curve and suggestion to this file")
     lr_find.set_defaults(run=cmd_lr_find)
 
     tune = commands.add_parser("tune", help="hyper-parameter search (keras-tuner) on validation AUC")
-    tune.add_argument("--arch", required=True)
+    tune.add_argument("--arch", required=True, help="architecture (see core/learning/zoo.py)")
     _add_data(tune)
-    tune.add_argument("--trials", type=int, default=10)
+    tune.add_argument("--trials", type=int, default=10, help="configurations to try")
     tune.add_argument("--max-minutes", type=float, help="stop starting new trials after this long")
     tune.add_argument("--epochs", type=int, default=3, help="epochs per trial")
     tune.add_argument("--dir", default="tuning", help="search state and results; run again to resume")
@@ -584,6 +582,8 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("--json", help="write the report to this file")
     explain.add_argument("--save-to-card", action="store_true", help="store it beside the model card")
     explain.set_defaults(run=cmd_explain)
+    for command in commands.choices.values():  # one line per option in --help
+        command.formatter_class = _one_line_help
     return parser
 
 
