@@ -35,23 +35,25 @@ if not chosen:
 validation = {name: report(name, "validation") for name in chosen}
 validation = {name: value for name, value in validation.items() if value}
 
-roc_tab, pr_tab, calibration_tab, curves_tab, shift_tab = st.tabs(
-    ["ROC", "Precision-recall", "Calibration", "Training curves", "Shift check"])
-with roc_tab:
+# One chart at a time: every tab of st.tabs is drawn on each run, and a page of Plotly charts is
+# slow to first show on a phone or a small server.
+CHARTS = ["ROC", "Precision-recall", "Calibration", "Training curves", "Shift check"]
+shown_chart = st.segmented_control("Chart", CHARTS, default=CHARTS[0], key="compare_chart") or CHARTS[0]
+if shown_chart == "ROC":
     figure = line_figure("ROC on validation", "False positive rate (1 - specificity)", "Sensitivity", diagonal=True)
     for name, value in validation.items():
         roc = value["curves"]["roc"]
         figure.add_trace(go.Scatter(x=roc["fpr"], y=roc["tpr"], mode="lines", name=f"{name} (AUC {value['auc']:.3f})",
                                     line={"color": model_colour(name)}))
     st.plotly_chart(figure, width="stretch")
-with pr_tab:
+elif shown_chart == "Precision-recall":
     figure = line_figure("Precision-recall on validation", "Recall (sensitivity)", "Precision")
     for name, value in validation.items():
         pr = value["curves"]["pr"]
         figure.add_trace(go.Scatter(x=pr["recall"], y=pr["precision"], mode="lines", name=name,
                                     line={"color": model_colour(name)}))
     st.plotly_chart(figure, width="stretch")
-with calibration_tab:
+elif shown_chart == "Calibration":
     figure = line_figure("Reliability diagram (validation)", "Predicted probability", "Observed share of pneumonia",
                          diagonal=True)
     for name, value in validation.items():
@@ -60,7 +62,7 @@ with calibration_tab:
                                     mode="lines+markers", name=f"{name} (ECE {value['ece']:.3f})",
                                     line={"color": model_colour(name)}))
     st.plotly_chart(figure, width="stretch")
-with curves_tab:
+elif shown_chart == "Training curves":
     metric = st.selectbox("Metric", ["loss", "accuracy", "auc", "learning_rate"])
     figure = line_figure(f"{metric} per epoch", "epoch", metric)
     for name in chosen:
@@ -78,8 +80,7 @@ with curves_tab:
         # One diverging epoch (a validation loss of 11) would flatten every other curve.
         figure.update_yaxes(type="log")
     st.plotly_chart(figure, width="stretch")
-
-with shift_tab:
+else:  # the shift check
     shift_metrics = {"screening specificity": "screening_specificity", "screening sensitivity": "screening_sensitivity",
                      "best specificity at sensitivity 0.98": "specificity_at_screening_sensitivity",
                      "balanced accuracy": "balanced_accuracy", "AUC": "auc", "calibration error (ECE)": "ece"}

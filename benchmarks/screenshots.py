@@ -76,7 +76,7 @@ def main() -> None:
             page.wait_for_timeout(4000)  # let charts and images settle
             page.screenshot(path=str(Path(OUT / f"{name}.png")), full_page=name != "compare")
             if name == "compare":
-                page.get_by_role("tab", name="Shift check").click()
+                page.get_by_role("button", name="Shift check").click()
                 page.mouse.move(800, 500)
                 page.mouse.wheel(0, 560)  # the page scrolls inside Streamlit's main block, not the window
                 page.wait_for_timeout(3000)

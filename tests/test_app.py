@@ -235,9 +235,12 @@ def test_compare_page_shows_training_curves_and_tuning_sections():
     app = page("compare")
     headers = [s.value for s in app.subheader]
     assert "Learning-rate finder and hyper-parameter search" in headers and "Threshold trade-off" in headers
-    assert "Training curves" in [t.label for t in app.tabs]
-    # The shipped models carry shift-check reports, so the tab draws them.
-    assert "Shift check" in [t.label for t in app.tabs]
+    chart = app.button_group(key="compare_chart")
+    assert chart.value == "ROC" and "Training curves" in chart.options
+    chart.set_value("Training curves").run()
+    assert not app.exception and any(s.label == "Metric" for s in app.selectbox)
+    # The shipped models carry shift-check reports, so the chart draws them.
+    chart.set_value("Shift check").run()
     assert app.selectbox(key="shift_metric").value == "screening specificity"
     assert not any("No shift check" in i.value for i in app.info)
 
@@ -248,6 +251,7 @@ def test_compare_page_draws_the_best_specificity_at_the_screening_sensitivity_fr
     from core.serving import registry
 
     app = page("compare")
+    app.button_group(key="compare_chart").set_value("Shift check").run()
     app.selectbox(key="shift_metric").set_value("best specificity at sensitivity 0.98").run()
     assert not app.exception
     chart = json.loads(next(c for c in app.get("plotly_chart") if "under imitated machine" in c.proto.spec).proto.spec)
