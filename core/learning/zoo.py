@@ -256,38 +256,9 @@ ARCHITECTURES: dict[str, Architecture] = {
         Architecture("backbone", "keras.applications MobileNetV3-Small trained from scratch",
                      build_backbone, PreprocessSpec(128),
                      Recipe(epochs=12, learning_rate=2e-3, weight_decay=1e-4, augment="light")),
-        # The history of every lever below, with its figures: docs/model-history.md.
-        # Levers measured one by one in benchmarks/levers.py (models/levers.json),
-        # against a second initialisation as the noise floor. Kept: test-time zooms
-        # (same weights, higher AUC and accuracy under shift), detector augmentation
-        # and balanced sampling (means within the noise, worst-case screening
-        # specificity up). Dropped: mixup and the wider zoom range ("framing"),
-        # which lowered the mean AUC under shift. Session 3, after the withheld
-        # period read tightly framed normal X-rays as pneumonia: random-resized
-        # crops ("scale"), measured on the lung-field crop shifts of core.analysis.shift.
-        # Session 4: a finer evidence map (cxrnet_fine; lung focus up, framing metrics
-        # within the noise) and the framing-consistency term (Recipe.framing_consistency;
-        # the default is cxrnet_fine trained with it at weight 4).
-        # Session 5: three initialisations of that recipe averaged in logit space
-        # (train --ensemble 3): the best AUC under lung-field framing, not the best
-        # balanced accuracy there, so not the default (cxrnet_ensemble).
-        # Session 6: framing normalisation (train --frame, core.serving.framing): the default
-        # recipe on a standard frame around the lung field; the default of sessions 6-8 (cxrnet_framed).
-        # Session 9: the same with its augmentation before CLAHE (Recipe.augment_before_contrast):
-        # screening specificity holds better under the contrast-raised lung-field crop; the default
-        # since (cxrnet_framed_early_aug).
-        # Session 10: sharpness augmented at three widths (Recipe.sharpness_widths) instead of the
-        # 3x3 box: not adopted, it cost specificity under the lung-field crops.
-        # Session 11: the session-9 recipe from init seed 1007 with early stopping watching from epoch 15
-        # (Recipe.patience_from_epoch), so that it trains all 30 epochs: the default since
-        # (cxrnet_framed_early_aug_late_stop). Weight averaging (Recipe.weight_average): not adopted.
-        # Session 12: the same command trained with op determinism (train --deterministic), so the card's
-        # command writes the same weights again: the default since (cxrnet_framed_det). The
-        # framing-consistency weight swept at 2, 4 and 8 from one initialisation: 4 is best.
-        # Session 13: a wider exposure augmentation (Recipe.max_gamma=1.7), for darker X-rays: not adopted,
-        # it cost screening specificity under the lung-field crops.
-        # Session 14: deeper random-resized crops (Recipe.min_crop_area=0.25): not adopted for the same reason,
-        # measured pairwise with benchmarks.shift --against.
+        # The recipe's levers were measured one at a time (benchmarks/levers.py, models/levers.json) against
+        # a second initialisation as the noise floor, then at full size with the shift check; what each
+        # kept or dropped lever did, with its figures and command: docs/model-history.md.
         Architecture("cxrnet", "Our residual CNN: " + _CXRNET_TRAINING, build_cxrnet,
                      PreprocessSpec(160, clahe=True), _CXRNET_RECIPE),
         Architecture("cxrnet_fine", "cxrnet with a 10x10 evidence map: " + _CXRNET_TRAINING, build_cxrnet_fine,
