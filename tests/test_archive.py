@@ -130,7 +130,7 @@ def test_a_job_killed_midway_resumes_without_losing_or_repeating_a_file(source, 
 
 def test_a_manifest_names_the_files_and_a_missing_one_gets_a_row(source, tmp_path):
     manifest = tmp_path / "files.txt"
-    manifest.write_text("ward_a/chest01.jpeg\n\nward_b/empty.png\nward_a/gone.jpeg\n")
+    manifest.write_text(f"ward_a/chest01.jpeg\n\nward_b/empty.png\nward_a/gone.jpeg\n{source}/ward_a/chest01.jpeg\n")
     archive.screen_archive(source, tmp_path / "out", archive.JobSpec(), manifest=manifest)
     rows = {r["path"]: r for r in archive.read_results(tmp_path / "out").to_pylist()}
     assert sorted(rows) == ["ward_a/chest01.jpeg", "ward_a/gone.jpeg", "ward_b/empty.png"]

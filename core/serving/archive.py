@@ -146,7 +146,8 @@ def list_sources(src: Path, manifest: Path | None = None) -> list[Path]:
     or absolute: a manifest spares an archive whose listing is slow."""
     if manifest is not None:
         lines = [line.strip() for line in manifest.read_text().splitlines()]
-        return [path if path.is_absolute() else src / path for path in map(Path, filter(None, lines))]
+        paths = [path if path.is_absolute() else src / path for path in map(Path, filter(None, lines))]
+        return list(dict.fromkeys(paths))  # a path listed twice is still one row
     if not src.is_dir():
         raise JobError(f"{src} is not a folder")
     return expand_paths([src])
