@@ -5,7 +5,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import streamlit as st
 
-from ui.common import default_model, predictor
+from ui.common import default_model, predictor, warm_analyst_pages
 
 st.set_page_config(page_title="Chest X-ray pneumonia screening", page_icon=":material/pulmonology:", layout="wide")
 
@@ -21,4 +21,9 @@ navigation = st.navigation([
     st.Page("app_pages/explain.py", title="Explain", icon=":material/search_insights:"),
     st.Page("app_pages/site.py", title="Site calibration", icon=":material/tune:"),
 ])
-navigation.run()
+try:
+    navigation.run()
+finally:  # also when a page stops early (st.stop)
+    # After the first page has run, so that the first screening does not wait for it, the analyst
+    # pages' modules are imported in the background, so that their first visit does not wait either.
+    warm_analyst_pages()

@@ -197,6 +197,14 @@ def run(page, upload=None, method=None):
     assert not app.exception, [e.value for e in app.exception]
     print(page, method or "-", len(app.image), "tensorflow" in sys.modules or "keras" in sys.modules)
 
+import threading
+entry = AppTest.from_file("streamlit_app.py", default_timeout=300)
+entry.run()
+assert not entry.exception, [e.value for e in entry.exception]
+for thread in threading.enumerate():
+    if thread.name == "warm-analyst-pages":
+        thread.join(300)
+print("entry - 0", "tensorflow" in sys.modules or "keras" in sys.modules, "pandas" in sys.modules)
 for name in ("home", "screen", "explorer", "compare", "explain", "site"):
     run(name)
 run("screen", upload=True)
@@ -214,6 +222,9 @@ def test_every_page_and_the_default_explanations_run_without_tensorflow_in_memor
                           timeout=900, check=False)
     assert done.returncode == 0, done.stderr[-3000:]
     rows = [line.split() for line in done.stdout.splitlines()]
+    # The entry point's background import of the analyst pages' modules ran, and loaded no TensorFlow.
+    assert rows[0] == ["entry", "-", "0", "False", "True"], done.stdout
+    rows = rows[1:]
     assert len(rows) == 9, done.stdout
     assert all(row[-1] == "False" for row in rows), done.stdout
     # The explanations showed the X-ray, its heat map and the activation grid; Screen, its result.

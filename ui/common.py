@@ -1,6 +1,9 @@
 """Shared UI pieces: cached models and reports, pickers and Plotly figures."""
 from __future__ import annotations
 
+import importlib
+import threading
+
 import numpy as np
 import plotly.graph_objects as go
 import streamlit as st
@@ -15,6 +18,22 @@ DISCLAIMER = ("**A screening aid, not a diagnosis.** It flags chest X-rays that 
               "so that a clinician looks at them first; a clinician makes the diagnosis.")
 OPERATING_POINT_HELP = ("screening: misses at most 2% of pneumonia (on the data its thresholds were set on), "
                         "at the cost of more false alarms. balanced: the best sum of sensitivity and specificity.")
+
+
+# What the analyst pages import on their first visit (scikit-learn, pandas for tables, the reports):
+# seconds on a small server, which the first analyst to open a page would otherwise wait for.
+ANALYST_MODULES = ("pandas", "sklearn.metrics", "sklearn.linear_model", "core.analysis.evaluation",
+                   "core.analysis.reports", "core.analysis.site_calibration", "core.analysis.figures",
+                   "core.learning.download")
+
+
+@st.cache_resource
+def warm_analyst_pages() -> threading.Thread:
+    """Import ANALYST_MODULES in the background, once per server (none of them loads TensorFlow)."""
+    thread = threading.Thread(target=lambda: [importlib.import_module(m) for m in ANALYST_MODULES],
+                              name="warm-analyst-pages", daemon=True)
+    thread.start()
+    return thread
 
 
 @st.cache_resource(show_spinner="Loading the model…")
