@@ -61,8 +61,12 @@ summary = card_summary(card)
 columns = st.columns(4)
 for column, key in zip(columns, ("AUC", "accuracy", "sensitivity", "specificity")):
     column.metric(f"validation {key}", f"{summary[key]:.3f}")
+spread = card.validation.get("screening_threshold_spread")
 st.caption(f"Trained on {sum(card.training['counts']['train'].values())} images, validated on "
            f"{card.validation['n']} images of other patients; operating points: "
-           + ", ".join(f"{k} {v:.3f}" for k, v in card.operating_points.items()) + ".")
+           + ", ".join(f"{k} {v:.3f}" for k, v in card.operating_points.items()) + "."
+           + (f" On other draws of the validation patients the screening rule would have put its threshold "
+              f"between {spread['2.5%']:.2f} and {spread['97.5%']:.2f} (95% of draws; median {spread['50%']:.2f}): "
+              "one more reason for a clinic to calibrate its own." if spread else ""))
 with st.expander("Full model card"):
     st.json(card.to_dict())

@@ -142,3 +142,19 @@ def test_stored_predictions_reproduce_the_metrics_at_the_operating_points():
     for name, threshold in points.items():
         again = evaluation.metrics_at(np.array(stored["labels"]), np.array(stored["probabilities"]), threshold)
         assert again == record["operating_points"][name]
+
+
+def test_the_screening_threshold_spread_follows_the_hardest_pneumonias_of_each_resample():
+    # 100 patients with one pneumonia each scored 0.50..0.99 and 100 normal ones below 0.4: the rule's
+    # threshold (sensitivity >= 0.99) is the lowest or second-lowest pneumonia score of each draw,
+    # which lies among the lowest few scores whichever patients a draw leaves out.
+    labels = np.array([1] * 100 + [0] * 100)
+    scores = np.concatenate([np.linspace(0.50, 0.99, 100), np.linspace(0.0, 0.39, 100)])
+    patients = [f"p{i}" for i in range(200)]
+    spread = evaluation.screening_threshold_spread(labels, scores, patients, rounds=300)
+    assert list(spread) == ["2.5%", "25%", "50%", "75%", "97.5%"]
+    assert all(a <= b for a, b in zip(list(spread.values()), list(spread.values())[1:]))
+    assert 0.50 <= spread["2.5%"] and spread["97.5%"] <= scores[:100][6] + 1e-9
+    # With every pneumonia scored alike, every draw puts the threshold at that one score.
+    flat = evaluation.screening_threshold_spread(labels, np.where(labels == 1, 0.8, 0.2), patients, rounds=50)
+    assert set(flat.values()) == {0.8}

@@ -168,6 +168,21 @@ def patient_resample_weights(groups: list[str], rounds: int = BOOTSTRAP_ROUNDS, 
     return per_patient[:, index].astype(np.float64)
 
 
+SPREAD_PERCENTILES = (2.5, 25.0, 50.0, 75.0, 97.5)
+
+
+def screening_threshold_spread(labels: np.ndarray, probabilities: np.ndarray, groups: list[str],
+                               rounds: int = BOOTSTRAP_ROUNDS, seed: int = 0) -> dict[str, float]:
+    """Where the screening rule (the highest threshold with sensitivity 0.98 plus the margin) would
+    have put the threshold on resampled patients: percentile -> threshold. The threshold is an
+    extreme order statistic of the pneumonia scores, so it moves far more between draws than AUC."""
+    weights = patient_resample_weights(groups, rounds, seed)
+    target = SCREENING_SENSITIVITY + SCREENING_MARGIN
+    thresholds = [highest_threshold_with_sensitivity(labels, probabilities, target, w) for w in weights
+                  if 0 < w[np.asarray(labels) == 1].sum() and 0 < w[np.asarray(labels) == 0].sum()]
+    return {f"{q:g}%": float(np.percentile(thresholds, q)) for q in SPREAD_PERCENTILES}
+
+
 def bootstrap_intervals(labels: np.ndarray, probabilities: np.ndarray, threshold: float,
                         groups: list[str] | None = None, rounds: int = BOOTSTRAP_ROUNDS,
                         seed: int = 0) -> dict[str, list[float]]:
@@ -228,6 +243,7 @@ def validation_evidence(labels: np.ndarray, raw: np.ndarray, groups: list[str],
     points = choose_operating_points(labels, probabilities)
     validation = report(labels, probabilities, points, include_predictions=True)
     validation["bootstrap_95ci"] = bootstrap_intervals(labels, probabilities, points["balanced"], groups)
+    validation["screening_threshold_spread"] = screening_threshold_spread(labels, probabilities, groups)
     validation["ece_uncalibrated"] = expected_calibration_error(labels, raw)[0]
     return calibration, points, validation
 
@@ -235,5 +251,5 @@ def validation_evidence(labels: np.ndarray, raw: np.ndarray, groups: list[str],
 def card_summary(validation: dict) -> dict:
     """The headline validation numbers that a model card carries."""
     keys = ("n", "accuracy", "sensitivity", "specificity", "precision", "f1", "auc", "ece", "ece_uncalibrated",
-            "bootstrap_95ci")
+            "bootstrap_95ci", "screening_threshold_spread")
     return {"split": "validation (patient-level)", **{k: validation[k] for k in keys}}
