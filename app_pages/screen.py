@@ -13,6 +13,7 @@ from core.serving.site import SiteProfileError, shipped_profiles
 from ui.common import (
     DISCLAIMER,
     OPERATING_POINT_HELP,
+    PROBABILITY_HELP,
     default_model,
     format_probability,
     keep,
@@ -150,7 +151,7 @@ def result_card(row: screening.ScreeningRow, index: int) -> None:
                 st.info("**No pneumonia flagged**, but see the warning above: repeat or review the X-ray.")
             else:
                 st.success("**No pneumonia flagged.**")
-            st.metric("Probability of pneumonia", format_probability(row.probability))
+            st.metric("Probability of pneumonia", format_probability(row.probability), help=PROBABILITY_HELP)
             st.caption(f"{row.operating_point} threshold {row.threshold:.3f} · model {row.model}"
                        + (f" · site {result.site}" if result.site else "") + f" · {result.timings_ms['total']:.0f} ms")
             dicom = st.session_state.get("last_batch_dicom", {}).get(row.file)

@@ -58,6 +58,9 @@ def test_screen_page_shows_a_triage_summary_with_flagged_images_first():
         "corrupt" in w.value for w in app.error + app.warning)
     probabilities = [m.value for m in app.metric if m.label == "Probability of pneumonia"]
     assert len(probabilities) == 4 and all(p.endswith("%") and p not in ("100.0%", "0.0%") for p in probabilities)
+    # What a probability means, and where it stops meaning it, beside every one of them.
+    assert all("training hospital" in m.proto.help and "another hospital or period" in m.proto.help
+               for m in app.metric if m.label == "Probability of pneumonia")
 
 
 def test_screen_page_keeps_results_and_settings_after_visiting_another_page():

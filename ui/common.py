@@ -16,6 +16,13 @@ from core.serving.site import SiteProfile
 
 DISCLAIMER = ("**A screening aid, not a diagnosis.** It flags chest X-rays that may show pneumonia "
               "so that a clinician looks at them first; a clinician makes the diagnosis.")
+# What a probability means, where it is shown: calibrated at the training hospital, it overstated
+# pneumonia for healthy children of another period (issue #32: X-rays given 70-80% there were
+# pneumonia about a third of the time).
+PROBABILITY_HELP = ("Calibrated on validation X-rays of the training hospital: there, of the X-rays given about "
+                    "this value, about this share showed pneumonia. On X-rays of another hospital or period it can "
+                    "be far off (on the withheld period, healthy children often scored 70-80%). Act on the flag at "
+                    "the threshold, not on the number; site calibration refits both on local X-rays.")
 OPERATING_POINT_HELP = ("screening: misses at most 2% of pneumonia (on the data its thresholds were set on), "
                         "at the cost of more false alarms. balanced: the best sum of sensitivity and specificity.")
 
