@@ -201,6 +201,8 @@ def run(page, upload=None, method=None):
     print(page, method or "-", len(app.image), "tensorflow" in sys.modules or "keras" in sys.modules)
 
 import threading
+import ui.common
+ui.common.WARM_UP_DELAY_S = 0.0
 entry = AppTest.from_file("streamlit_app.py", default_timeout=300)
 entry.run()
 assert not entry.exception, [e.value for e in entry.exception]

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import importlib
 import threading
+import time
 
 import numpy as np
 import plotly.graph_objects as go
@@ -34,11 +35,21 @@ ANALYST_MODULES = ("pandas", "sklearn.metrics", "sklearn.linear_model", "core.an
                    "core.learning.download")
 
 
+# Not at once: a clinic's first screening, seconds after the server starts, would share the CPU with it.
+WARM_UP_DELAY_S = 20.0
+
+
+def _import_analyst_modules() -> None:
+    time.sleep(WARM_UP_DELAY_S)
+    for module in ANALYST_MODULES:
+        importlib.import_module(module)
+
+
 @st.cache_resource
 def warm_analyst_pages() -> threading.Thread:
-    """Import ANALYST_MODULES in the background, once per server (none of them loads TensorFlow)."""
-    thread = threading.Thread(target=lambda: [importlib.import_module(m) for m in ANALYST_MODULES],
-                              name="warm-analyst-pages", daemon=True)
+    """Import ANALYST_MODULES in the background, once per server, WARM_UP_DELAY_S after its first
+    page (none of them loads TensorFlow)."""
+    thread = threading.Thread(target=_import_analyst_modules, name="warm-analyst-pages", daemon=True)
     thread.start()
     return thread
 
