@@ -221,3 +221,29 @@ def test_an_unreachable_cluster_stops_the_job_before_any_work(source, tmp_path, 
                  "--address", f"127.0.0.1:{_free_port()}", env=ray_env, timeout=120)
     assert done.returncode != 0 and "cannot reach the Ray cluster" in done.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_a_site_profile_sets_every_rows_points_and_one_for_another_file_stops_the_job(source, tmp_path):
+    import json
+
+    from test_site import TARGET, shifted_site, stub_predictor
+
+    from core.analysis import site_calibration
+    from core.serving.site import seal
+
+    default = Predictor.load().card
+    content, _ = site_calibration.calibrate(stub_predictor(), shifted_site(np.random.default_rng(6), 300), TARGET)
+
+    def profile(sha256: str) -> bytes:
+        return json.dumps(seal({**content, "model": default.name, "model_sha256": sha256})).encode()
+
+    with pytest.raises(archive.JobError, match="another file"):
+        archive.screen_archive(source, tmp_path / "refused", archive.JobSpec(site_profile=profile("b" * 64),
+                                                                             site_name="clinic"))
+    assert not (tmp_path / "refused").exists()
+    spec = archive.JobSpec(site_profile=profile(default.sha256), site_name="clinic")
+    archive.screen_archive(source, tmp_path / "out", spec)
+    rows = [r for r in archive.read_results(tmp_path / "out").to_pylist() if r["error"] is None]
+    threshold = content["operating_points"]["screening"]
+    assert rows and all(r["site"] == "clinic" and r["threshold"] == threshold for r in rows)
+    assert all(r["label"] == ("PNEUMONIA" if r["probability"] >= threshold else "NORMAL") for r in rows)
