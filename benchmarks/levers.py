@@ -40,11 +40,11 @@ class Lever:
 # "base" is the recipe the withheld period was measured on (acquisition
 # augmentation, balanced sampling, test-time zooms); "base, another init" is the
 # same recipe from another initialisation: the difference between the two is
-# the noise any lever has to beat. The levers of session 2 (test-time zooms,
+# the noise any lever has to beat. The first levers measured (test-time zooms,
 # mixup, balanced sampling, the wider zoom range) are in the cxrnet card's
 # history; these are the ones aimed at the withheld period's tight framing.
 BASE = {"augment": "acquisition"}
-# Scale augmentation with the framing-consistency term: the default's recipe from session 4.
+# Scale augmentation with the framing-consistency term: the recipe of cxrnet_consistent (docs/model-history.md).
 _CONSISTENT = {"augment": "scale", "framing_consistency": 4.0}
 # Shares of the image side, so the proxy's 96 px sharpen at the same anatomical scales as 160 px.
 _EARLY_SHARP = _CONSISTENT | {"augment_before_contrast": True, "sharpness_widths": (0.005, 0.01, 0.02)}
