@@ -44,7 +44,7 @@ def save(model: keras.Model, card: ModelCard, directory: Path | None = None) -> 
 class KerasNetwork:
     """The same interface as ``core.serving.network.OnnxNetwork``, on the Keras model; thread-safe."""
 
-    has_cam = False  # heat maps come from core.analysis.explain (Grad-CAM) on this path
+    has_cam = False  # heat maps on this path: occlusion (Predictor), or Grad-CAM on request (core.analysis.gradcam)
 
     def __init__(self, model: keras.Model):
         self.model = model
