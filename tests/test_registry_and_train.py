@@ -29,7 +29,8 @@ def test_one_epoch_writes_model_card_reports_and_profile(tiny_models):
     assert card.training["epochs_run"] == 1
     assert card.training["split"]["by"] == "patient"
     assert card.sha256 == registry.sha256_of(tiny_models / card.file)
-    assert registry.manifest(tiny_models) == {"default": "cnn_small", "models": ["cnn_small"]}
+    assert registry.manifest(tiny_models) == {"default": "cnn_small", "models": ["cnn_small"],
+                                                  "chosen_by": registry.DEFAULT_RULE}
     history = registry.load_report("cnn_small", "history", tiny_models)
     for key in ("loss", "accuracy", "auc", "val_loss", "val_accuracy", "val_auc", "learning_rate"):
         assert len(history[key]) == 1, key
@@ -150,7 +151,8 @@ def _with_a_copy_of_higher_validation_auc(tiny_models, folder: Path, name: str) 
 
 def test_manifest_default_is_the_best_validation_auc(tiny_models, tmp_path):
     _with_a_copy_of_higher_validation_auc(tiny_models, tmp_path / "m", "better")
-    assert registry.update_manifest(tmp_path / "m") == {"default": "better", "models": ["better", "cnn_small"]}
+    assert registry.update_manifest(tmp_path / "m") == {"default": "better", "models": ["better", "cnn_small"],
+                                                  "chosen_by": registry.DEFAULT_RULE}
 
 
 def test_manifest_default_is_chosen_among_the_models_with_a_current_shift_check(tiny_models, tmp_path):
@@ -159,7 +161,8 @@ def test_manifest_default_is_chosen_among_the_models_with_a_current_shift_check(
     shift = lambda auc: {"sha256": card.sha256, "summary": {"mean_auc": auc}}
     registry.save_report("cnn_small", "shift", shift(0.9), folder)
     # A newly trained model, unchecked, does not become the default by its validation AUC.
-    assert registry.update_manifest(folder) == {"default": "cnn_small", "models": ["cnn_small", "fragile"]}
+    assert registry.update_manifest(folder) == {"default": "cnn_small", "models": ["cnn_small", "fragile"],
+                                                  "chosen_by": registry.DEFAULT_RULE}
     registry.save_report("fragile", "shift", shift(0.6), folder)
     assert registry.update_manifest(folder)["default"] == "cnn_small"  # the better one under shift
     registry.save_report("cnn_small", "shift", {**shift(0.9), "sha256": "an older file"}, folder)
@@ -193,7 +196,8 @@ def test_manifest_default_must_screen_within_the_latency_bound(tiny_models, tmp_
                                                        {**row("slow", 90.0), "runtime": "keras"}]}, folder)
     assert registry.update_manifest(folder)["default"] == "slow"  # the Keras row is not what screening runs
     registry.save_shared(registry.BENCHMARK, {"rows": [row("cnn_small", 5.0), row("slow", 41.0)]}, folder)
-    assert registry.update_manifest(folder) == {"default": "cnn_small", "models": ["cnn_small", "slow"]}
+    assert registry.update_manifest(folder) == {"default": "cnn_small", "models": ["cnn_small", "slow"],
+                                                  "chosen_by": registry.DEFAULT_RULE}
 
 
 def test_backbone_loads_pretrained_weights_from_a_file(tmp_path):
