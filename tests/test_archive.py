@@ -126,6 +126,10 @@ def test_a_job_killed_midway_resumes_without_losing_or_repeating_a_file(source, 
     again = _core("screen", str(source), "--out", str(out), "--resume")
     assert again.returncode == 0 and "0 files in" in again.stderr
     assert archive.read_results(out).num_rows == len(keys(source))
+    # Resuming is for the same job: rows at another threshold are never mixed in.
+    other = _core("screen", str(source), "--out", str(out), "--resume", "--operating-point", "balanced")
+    assert other.returncode != 0 and "operating_point screening (now balanced)" in other.stderr
+    assert archive.read_results(out).num_rows == len(keys(source))
 
 
 def test_a_manifest_names_the_files_and_a_missing_one_gets_a_row(source, tmp_path):

@@ -314,23 +314,35 @@ def run_ray(ray, spec: JobSpec, src: Path, paths: list[Path], run: Path, fmt: st
             dataset.write_csv(str(run))
 
 
-def prepare_run(out: Path, engine: str, fmt: str, spec: JobSpec, resume: bool) -> tuple[Path, set[str]]:
+def _job_identity(predictor: Predictor, spec: JobSpec, fmt: str) -> dict:
+    """What every run of one job shares: the rows of two models, sites, thresholds or formats are
+    never mixed in one folder."""
+    return {"model": predictor.name, "model_sha256": predictor.card.sha256, "site": spec.site_name or None,
+            "operating_point": spec.operating_point, "format": fmt}
+
+
+def prepare_run(out: Path, engine: str, identity: dict, resume: bool) -> tuple[Path, set[str]]:
     """The new run's folder and the paths earlier runs hold; refuses to mix a new job into a
-    folder with results unless resuming, and sets aside what interrupted runs cannot vouch for."""
+    folder with results unless resuming the same job, and sets aside what interrupted runs cannot
+    vouch for."""
     earlier = runs(out)
     if earlier and not resume:
         raise JobError(f"{out} already holds results of {len(earlier)} run(s): pass --resume to screen only "
                        "the files not yet there, or choose another folder")
     for run in earlier:
+        held = {key: _info(run).get(key) for key in identity}
+        if held != identity:
+            differs = ", ".join(f"{key} {held[key]} (now {identity[key]})" for key in identity
+                                if held[key] != identity[key])
+            raise JobError(f"{out} holds rows of another job ({differs}): resume with the same model, site, "
+                           "operating point and format, or choose another folder")
         for part in whole_parts(run)[1]:
             part.rename(part.with_name(SET_ASIDE + part.name))
     done = set(read_results(out).column("path").to_pylist())
     run = out / f"{RUN_PREFIX}{dt.datetime.now(dt.timezone.utc):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
     try:
         run.mkdir(parents=True)
-        (run / RUN_INFO).write_text(json.dumps({"engine": engine, "format": fmt, "model": spec.model,
-                                                "site": spec.site_name or None,
-                                                "operating_point": spec.operating_point,
+        (run / RUN_INFO).write_text(json.dumps({"engine": engine, **identity,
                                                 "started": dt.datetime.now(dt.timezone.utc).isoformat()}))
     except OSError as exc:
         raise JobError(f"cannot write into {out}: {exc.strerror or exc}") from None
@@ -346,7 +358,7 @@ def screen_archive(src: Path, out: Path, spec: JobSpec, fmt: str = "parquet", en
     if fmt not in FORMATS or engine not in ENGINES:
         raise JobError(f"format must be one of {', '.join(FORMATS)} and engine one of {', '.join(ENGINES)}")
     try:
-        spec.predictor()  # a model, site profile or operating point that does not fit stops the job here
+        predictor = spec.predictor()  # a model, site profile or operating point that does not fit stops here
     except (FileNotFoundError, ValueError, RuntimeError) as exc:
         raise JobError(str(exc)) from None
     paths = list_sources(src, manifest)
@@ -354,7 +366,7 @@ def screen_archive(src: Path, out: Path, spec: JobSpec, fmt: str = "parquet", en
     # Decoding threads may outnumber the cores (they wait on the GIL-free decoders); actors may not.
     workers = workers or (cores if engine == "ray" else min(8, 2 * cores))
     with ray_cluster(address, workers) if engine == "ray" else contextlib.nullcontext() as ray:
-        run, done = prepare_run(out, engine, fmt, spec, resume)
+        run, done = prepare_run(out, engine, _job_identity(predictor, spec, fmt), resume)
         todo = [path for path in paths if relative_key(path, src) not in done]
         started = time.perf_counter()
         if engine == "local":
