@@ -1,8 +1,15 @@
 """Home: what the tool is for, the model in use, and what is known of its quality elsewhere."""
 import streamlit as st
 
-from core.serving import registry
-from ui.common import DISCLAIMER, card_summary, cards, default_model, external_checks, previous_default_checks
+from ui.common import (
+    DISCLAIMER,
+    card_summary,
+    cards,
+    default_model,
+    default_rule,
+    external_checks,
+    previous_default_checks,
+)
 
 st.title("Chest X-ray pneumonia screening")
 st.markdown(DISCLAIMER)
@@ -18,7 +25,7 @@ name = default_model()
 card = next(c for c in cards() if c.name == name)
 st.subheader(f"Model in use: {name}")
 st.caption(f"{card.summary}. File sha256 {card.sha256[:12]}…")
-rule = registry.manifest().get("chosen_by")
+rule = default_rule()
 if rule:
     own = [c for c in external_checks(name) if c["sha256"] == card.sha256 and c["date"] <= rule["fixed"]]
     st.caption(f"Chosen by the rule fixed on {rule['fixed']} ({rule['rule']}), which reads {rule['reads']}. "

@@ -108,6 +108,12 @@ def default_model() -> str:
 
 
 @st.cache_data
+def default_rule() -> dict | None:
+    """How the manifest's default was chosen, and what was known then."""
+    return registry.manifest().get("chosen_by")
+
+
+@st.cache_data
 def report(name: str, kind: str):
     return registry.load_report(name, kind)
 

@@ -95,10 +95,11 @@ class ArchiveScreener:
     Called on a batch ``{"path": [...], "bytes": [...]}`` (Ray Data's read_binary_files) it
     returns an Arrow table of SCHEMA, one row per file, keyed by the path relative to root."""
 
-    def __init__(self, spec: JobSpec, root: str, threads: int | None = None):
+    def __init__(self, spec: JobSpec, root: str, threads: int | None = None, predictor: Predictor | None = None):
         self.spec = spec
         self.root = Path(root)
-        self.predictor = spec.predictor(threads)
+        # The driver passes the Predictor it has already loaded and checked; a Ray actor loads its own.
+        self.predictor = predictor or spec.predictor(threads)
 
     def key(self, path: str | Path) -> str:
         return relative_key(path, self.root)
@@ -243,11 +244,10 @@ def _chunks(items: list, size: int) -> Iterator[list]:
         yield items[start:start + size]
 
 
-def run_local(spec: JobSpec, src: Path, paths: list[Path], run: Path, fmt: str, batch_size: int = BATCH_SIZE,
+def run_local(screener: ArchiveScreener, paths: list[Path], run: Path, fmt: str, batch_size: int = BATCH_SIZE,
               workers: int | None = None, progress: Callable[[int], None] | None = None) -> None:
     """Reading, decoding and the input checks in a pool of threads (OpenCV, Pillow and pydicom
     release the GIL for most of it), the forward pass in batches in this one."""
-    screener = ArchiveScreener(spec, str(src))
     with ThreadPoolExecutor(workers or 1) as pool:
         for index, chunk in enumerate(_chunks(paths, ROWS_PER_PART)):
             prepared = pool.map(lambda path: screener.prepare(path, None), chunk)
@@ -291,7 +291,7 @@ def ray_cluster(address: str | None, workers: int):
         ray.shutdown()
 
 
-def run_ray(ray, spec: JobSpec, src: Path, paths: list[Path], run: Path, fmt: str, batch_size: int = BATCH_SIZE,
+def run_ray(ray, screener: ArchiveScreener, paths: list[Path], run: Path, fmt: str, batch_size: int = BATCH_SIZE,
             workers: int = 1) -> None:
     """Ray Data: the files read as bytes, screened by a pool of actors that each hold one
     Predictor (ONNX Runtime on one thread per actor CPU), written as part files."""
@@ -302,11 +302,11 @@ def run_ray(ray, spec: JobSpec, src: Path, paths: list[Path], run: Path, fmt: st
     missing = [p for p in paths if not p.is_file()]
     present = [str(p) for p in paths if p.is_file()]
     if missing:  # read_binary_files would fail the whole job on them: rows of their own, here
-        screener = ArchiveScreener(spec, str(src))
         _write_part(screener.rows([screener.prepare(p, None) for p in missing]), run, 0, fmt)
     if present:
         dataset = ray.data.read_binary_files(present, include_paths=True).map_batches(
-            ArchiveScreener, fn_constructor_kwargs={"spec": spec, "root": str(src), "threads": THREADS_PER_ACTOR},
+            ArchiveScreener, fn_constructor_kwargs={"spec": screener.spec, "root": str(screener.root),
+                                                    "threads": THREADS_PER_ACTOR},
             compute=ray.data.ActorPoolStrategy(size=workers), num_cpus=THREADS_PER_ACTOR, batch_size=batch_size)
         if fmt == "parquet":
             dataset.write_parquet(str(run))
@@ -369,13 +369,14 @@ def screen_archive(src: Path, out: Path, spec: JobSpec, fmt: str = "parquet", en
         run, done = prepare_run(out, engine, _job_identity(predictor, spec, fmt), resume)
         todo = [path for path in paths if relative_key(path, src) not in done]
         started = time.perf_counter()
+        screener = ArchiveScreener(spec, str(src), predictor=predictor)
         if engine == "local":
             callback = progress(len(todo), len(paths) - len(todo)) if progress else None
-            run_local(spec, src, todo, run, fmt, batch_size, workers, callback)
+            run_local(screener, todo, run, fmt, batch_size, workers, callback)
         else:
-            run_ray(ray, spec, src, todo, run, fmt, batch_size, workers)
+            run_ray(ray, screener, todo, run, fmt, batch_size, workers)
         seconds = time.perf_counter() - started
-    rows = pa.concat_tables([_read_part(p) for p in _visible_parts(run)]) if _visible_parts(run) else SCHEMA.empty_table()
+    rows = pa.concat_tables([SCHEMA.empty_table(), *map(_read_part, _visible_parts(run))])
     summary = summarise(rows, len(paths) - len(todo), seconds, run)
     (run / COMPLETE).write_text(json.dumps(asdict(summary), indent=1))
     return summary
