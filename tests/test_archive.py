@@ -40,7 +40,8 @@ def source(tmp_path_factory) -> Path:
     bad = {"empty.png": b"", "truncated.jpeg": encode(xray_like(1, True, 256))[:400], "notes.dcm": b"notes " * 40,
            "ct.dcm": make_dicom(stored, modality="CT", patient=PATIENT),
            "cine.dcm": make_dicom(stored, frames=3, patient=PATIENT),
-           "holiday.png": cv2.imencode(".png", np.random.default_rng(0).integers(0, 255, (200, 200, 3), np.uint8))[1]}
+           "holiday.png": cv2.imencode(".png", cv2.resize(np.random.default_rng(0).integers(0, 255, (5, 5, 3), np.uint8),
+                                                          (200, 200), interpolation=cv2.INTER_NEAREST))[1]}
     for name, data in bad.items():
         (root / "ward_b" / name).write_bytes(bytes(data))
     with open(root / "ward_b/huge.jpeg", "wb") as handle:  # sparse: over the limit, no disk used

@@ -38,7 +38,7 @@ from core.serving.settings import CLASS_NAMES, DEFAULT_OPERATING_POINT
 from core.serving.site import SiteProfile
 
 # One row per input file, the same for both engines. Never pixels, never DICOM patient tags.
-SCHEMA = pa.schema([("path", pa.string()), ("probability", pa.float64()), ("label", pa.string()),
+SCHEMA = pa.schema([("path", pa.string()), ("input_kind", pa.string()), ("probability", pa.float64()), ("label", pa.string()),
                     ("operating_point", pa.string()), ("threshold", pa.float64()), ("model", pa.string()),
                     ("model_sha256", pa.string()), ("site", pa.string()), ("warnings", pa.string()),
                     ("error", pa.string())])
@@ -89,6 +89,18 @@ def relative_key(path: str | Path, root: Path) -> str:
         return path.as_posix()
 
 
+@dataclass(frozen=True)
+class Prepared:
+    """One file before the forward pass: its row's key and kind, its model input (None when it
+    cannot be screened), its quality warnings and its error."""
+
+    key: str
+    input_kind: str | None
+    tensor: np.ndarray | None
+    warnings: str
+    error: str
+
+
 class ArchiveScreener:
     """Screens batches of files into rows; holds one Predictor, loaded once (per Ray actor).
 
@@ -104,34 +116,35 @@ class ArchiveScreener:
     def key(self, path: str | Path) -> str:
         return relative_key(path, self.root)
 
-    def prepare(self, path: str | Path, data: bytes | None) -> tuple[str, np.ndarray | None, str, str]:
-        """(key, model input or None, warnings, error) for one file; data None: read it here."""
+    def prepare(self, path: str | Path, data: bytes | None) -> Prepared:
+        """One file ready for the forward pass, or its error; data None: read it here."""
         try:
             data = read_file(Path(path)) if data is None else data
             loaded, _, warnings = self.predictor.prepare(bytes(data))
-            return self.key(path), loaded.tensor, "; ".join(warnings), ""
+            return Prepared(self.key(path), loaded.decoded.input_kind, loaded.tensor, "; ".join(warnings), "")
         except ImageError as exc:  # NotChestXRayError included: each refusal with its reason
-            return self.key(path), None, "", str(exc)
+            return Prepared(self.key(path), exc.input_kind, None, "", str(exc))
         except OSError as exc:
-            return self.key(path), None, "", f"cannot be read ({exc.strerror or type(exc).__name__})"
+            return Prepared(self.key(path), None, None, "", f"cannot be read ({exc.strerror or type(exc).__name__})")
         except Exception as exc:  # noqa: BLE001  one odd file never stops the job; the reason is kept
-            return self.key(path), None, "", f"{UNREADABLE} ({type(exc).__name__})"
+            return Prepared(self.key(path), None, None, "", f"{UNREADABLE} ({type(exc).__name__})")
 
-    def rows(self, prepared: list[tuple[str, np.ndarray | None, str, str]]) -> pa.Table:
+    def rows(self, prepared: list[Prepared]) -> pa.Table:
         """The forward pass over the prepared inputs in one batch, and a row for every file."""
         predictor = self.predictor
-        good = [i for i, (_, tensor, _, _) in enumerate(prepared) if tensor is not None]
-        probabilities = dict(zip(good, predictor.probabilities(np.stack([prepared[i][1] for i in good]))
+        good = [i for i, item in enumerate(prepared) if item.tensor is not None]
+        probabilities = dict(zip(good, predictor.probabilities(np.stack([prepared[i].tensor for i in good]))
                                  if good else []))
         threshold = float(predictor.operating_points[self.spec.operating_point])
         site = predictor.site.name if predictor.site else None
         columns: dict[str, list] = {name: [] for name in COLUMNS}
-        for i, (key, _, warnings, error) in enumerate(prepared):
+        for i, item in enumerate(prepared):
             probability = float(probabilities[i]) if i in probabilities else None
-            values = {"path": key, "probability": probability, "operating_point": self.spec.operating_point,
+            values = {"path": item.key, "input_kind": item.input_kind, "probability": probability,
+                      "operating_point": self.spec.operating_point,
                       "label": CLASS_NAMES[int(probability >= threshold)] if probability is not None else None,
                       "threshold": threshold, "model": predictor.name, "model_sha256": predictor.card.sha256,
-                      "site": site, "warnings": warnings or None, "error": error or None}
+                      "site": site, "warnings": item.warnings or None, "error": item.error or None}
             for name in COLUMNS:
                 columns[name].append(values[name])
         return pa.table(columns, schema=SCHEMA)
@@ -318,7 +331,7 @@ def _job_identity(predictor: Predictor, spec: JobSpec, fmt: str) -> dict:
     """What every run of one job shares: the rows of two models, sites, thresholds or formats are
     never mixed in one folder."""
     return {"model": predictor.name, "model_sha256": predictor.card.sha256, "site": spec.site_name or None,
-            "operating_point": spec.operating_point, "format": fmt}
+            "operating_point": spec.operating_point, "format": fmt, "columns": list(COLUMNS)}
 
 
 def prepare_run(out: Path, engine: str, identity: dict, resume: bool) -> tuple[Path, set[str]]:
@@ -335,7 +348,7 @@ def prepare_run(out: Path, engine: str, identity: dict, resume: bool) -> tuple[P
             differs = ", ".join(f"{key} {held[key]} (now {identity[key]})" for key in identity
                                 if held[key] != identity[key])
             raise JobError(f"{out} holds rows of another job ({differs}): resume with the same model, site, "
-                           "operating point and format, or choose another folder")
+                           "operating point, format and columns, or choose another folder")
         for part in whole_parts(run)[1]:
             part.rename(part.with_name(SET_ASIDE + part.name))
     done = set(read_results(out).column("path").to_pylist())

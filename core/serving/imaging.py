@@ -15,6 +15,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from core.serving import framing
 from core.serving.errors import ImageError
+from core.serving.photo import Straightened, radiograph_of
 from core.serving.settings import MAX_FILE_BYTES, MAX_PIXELS
 
 # --- Configurable limits (the file-size and pixel limits are in core.serving.settings) ---
@@ -72,15 +73,25 @@ class PreprocessSpec:
 class DecodedImage:
     """A decoded image as 8-bit grayscale, with what was learnt while decoding."""
 
-    pixels: np.ndarray  # (H, W) uint8
+    pixels: np.ndarray  # (H, W) uint8: the radiograph, straightened out of a photo or screenshot
     format: str  # "JPEG", "PNG" or "DICOM"
     bit_depth: int
-    # Mean chroma of the original pixels (Hasler & Suesstrunk 2003): zero for a
-    # gray X-ray saved as RGB, large for a colour photo.
+    # Mean chroma (Hasler & Suesstrunk 2003) of the radiograph after white balance: zero
+    # for a gray X-ray, or a film photographed in tinted light; large for a colour photo.
     colourfulness: float = 0.0
+    # A photo of a film or a screenshot of a viewer: where the radiograph was, the picture as sent.
+    straightened: Straightened | None = field(default=None, repr=False)
     # DICOM tags that can identify a patient: kept apart so nothing shows or
     # exports them unless a user asks for them on purpose.
     private_tags: dict = field(default_factory=dict, repr=False)
+
+
+    @property
+    def input_kind(self) -> str:
+        """digital, dicom, photo (of a film or a screen) or screenshot."""
+        if self.format == "DICOM":
+            return "dicom"
+        return self.straightened.kind if self.straightened else "digital"
 
 
 def is_dicom(data: bytes) -> bool:
@@ -112,14 +123,14 @@ def decode_image(data: bytes) -> DecodedImage:
         pixels, bit_depth, tags = decode_dicom(data)
         decoded = DecodedImage(to_uint8(pixels), kind, bit_depth, private_tags=tags)
     else:
-        pixels, bit_depth, colourfulness = _decode_raster(data)
-        decoded = DecodedImage(to_uint8(pixels), kind, bit_depth, colourfulness=colourfulness)
+        pixels, bit_depth, colourfulness, straightened = _decode_raster(data)
+        decoded = DecodedImage(to_uint8(pixels), kind, bit_depth, colourfulness, straightened)
     if min(decoded.pixels.shape) < MIN_SIDE:
         raise ImageError(f"the image is too small ({decoded.pixels.shape[1]}x{decoded.pixels.shape[0]} pixels)")
     return decoded
 
 
-def _decode_raster(data: bytes) -> tuple[np.ndarray, int, float]:
+def _decode_raster(data: bytes) -> tuple[np.ndarray, int, float, Straightened | None]:
     try:
         image = Image.open(io.BytesIO(data))
         width, height = image.size
@@ -138,29 +149,24 @@ def _decode_raster(data: bytes) -> tuple[np.ndarray, int, float]:
         raise ImageError("the image is too large (decompression bomb)") from exc
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise ImageError("the image is truncated or corrupt") from exc
-    return _raster_to_gray(image)
+    return _raster_to_gray(image, max(image.size) / max(width, height))
 
 
-def _raster_to_gray(image: Image.Image) -> tuple[np.ndarray, int, float]:
-    """Grayscale intensities with their bit depth and colourfulness, whatever Pillow's mode."""
-    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
-        return np.asarray(image, dtype=np.float64), 16, 0.0
+def _raster_to_gray(image: Image.Image, scale: float) -> tuple[np.ndarray, int, float, Straightened | None]:
+    """Grayscale intensities with their bit depth, colourfulness and, for a photo or screenshot,
+    where the radiograph was, whatever Pillow's mode. scale: decoded pixels per pixel of the file."""
+    if image.mode in ("I;16", "I;16B", "I;16L", "I"):  # 16 and 32 bits come from imaging software, not cameras
+        return np.asarray(image, dtype=np.float64), 16, 0.0, None
     if image.mode == "F":
-        return np.asarray(image, dtype=np.float64), 32, 0.0
+        return np.asarray(image, dtype=np.float64), 32, 0.0, None
     if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
         # Transparent areas are shown on black, as a viewer would.
         rgba = image.convert("RGBA")
         canvas = Image.new("RGBA", rgba.size, (0, 0, 0, 255))
         image = Image.alpha_composite(canvas, rgba)
-    colourfulness = 0.0 if image.mode in ("L", "1", "LA") else _colourfulness(image.convert("RGB"))
-    return np.asarray(image.convert("L"), dtype=np.float64), 8, colourfulness
-
-
-def _colourfulness(image: Image.Image) -> float:
-    rgb = np.asarray(image.reduce(max(1, min(image.size) // 256)), dtype=np.float64)
-    red_green = rgb[..., 0] - rgb[..., 1]
-    yellow_blue = 0.5 * (rgb[..., 0] + rgb[..., 1]) - rgb[..., 2]
-    return float(np.hypot(red_green.std(), yellow_blue.std()) + 0.3 * np.hypot(red_green.mean(), yellow_blue.mean()))
+    picture = np.asarray(image.convert("L" if image.mode in ("L", "1", "LA") else "RGB"))
+    gray, colourfulness, straightened = radiograph_of(picture, scale)
+    return gray.astype(np.float64), 8, colourfulness, straightened
 
 
 def to_uint8(pixels: np.ndarray) -> np.ndarray:

@@ -18,7 +18,7 @@ from core.serving.calibration import apply_calibration
 from core.serving.card import ModelCard
 from core.serving.framing import FrameBox
 from core.serving.heatmap import member_mean, occlusion
-from core.serving.imaging import ModelInput, load_model_input
+from core.serving.imaging import ImageError, ModelInput, load_model_input
 from core.serving.quality import XrayDetector, check_chest_xray
 from core.serving.settings import CLASS_NAMES, DEFAULT_OPERATING_POINT
 from core.serving.site import SiteProfile
@@ -37,15 +37,17 @@ class ScreeningResult:
     model: str
     model_sha256: str = ""
     site: str | None = None  # the site profile whose operating points are in force, if any
+    input_kind: str = "digital"  # digital, dicom, photo (of a film, straightened) or screenshot
     timings_ms: dict[str, float] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     # For display only, never exported: the decoded image and, when asked for, its heat map.
     image: np.ndarray | None = field(default=None, repr=False)
+    picture: np.ndarray | None = field(default=None, repr=False)  # a photo or screenshot as sent
     heatmap: np.ndarray | None = field(default=None, repr=False)
     frame: FrameBox | None = field(default=None, repr=False)  # the part of the image the model read
 
     def to_dict(self) -> dict:
-        return {k: v for k, v in asdict(self).items() if k not in ("image", "heatmap", "frame")}
+        return {k: v for k, v in asdict(self).items() if k not in ("image", "picture", "heatmap", "frame")}
 
 
 class Predictor:
@@ -159,7 +161,11 @@ class Predictor:
         ImageError (NotChestXRayError for what is not a chest X-ray)."""
         loaded = load_model_input(data, self.spec)
         decoded_at = time.perf_counter()
-        return loaded, decoded_at, check_chest_xray(loaded.decoded, self.detector)
+        try:
+            return loaded, decoded_at, check_chest_xray(loaded.decoded, self.detector)
+        except ImageError as exc:
+            exc.input_kind = loaded.decoded.input_kind  # a refused photo's row still says it was a photo
+            raise
 
     def label_for(self, probability: float, operating_point: str = DEFAULT_OPERATING_POINT) -> str:
         return CLASS_NAMES[int(probability >= self.operating_points[operating_point])]
@@ -188,11 +194,13 @@ class Predictor:
             model=self.name,
             model_sha256=self.card.sha256,
             site=self.site.name if self.site else None,
+            input_kind=loaded.decoded.input_kind,
             timings_ms={"decode_and_preprocess": 1e3 * (decoded_at - started),
                         "checks": 1e3 * (prepared_at - decoded_at),
                         "inference": 1e3 * (finished - prepared_at), "total": 1e3 * (finished - started)},
             warnings=warnings,
             image=loaded.decoded.pixels,
+            picture=loaded.decoded.straightened.picture if loaded.decoded.straightened else None,
             heatmap=heat,
             frame=loaded.frame,
         )

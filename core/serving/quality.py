@@ -46,8 +46,56 @@ PROFILE_QUANTILE, PROFILE_MARGIN = 99.9, 1.2
 UPSIDE_DOWN_MARGIN = 0.02
 
 
+# Photos of films (core.serving.photo): what makes one unusable, what only degrades it, and
+# what to do about it. Thresholds from benchmarks/photos.py: digital X-rays of the validation
+# patients never reach them (except blur, where the softest 1% are warned).
+GLARE_REFUSED = 0.05  # share of the film saturated by a reflection
+GLARE_WARNED = 0.005
+MIN_FILM_PIXELS = 160  # the film's shorter side in the photo: the models read 160 pixels
+SMALL_FILM_PIXELS = 400
+BLURRED_BELOW = 0.04  # core.serving.photo.sharpness
+MOIRE_ABOVE = 150.0  # core.serving.photo.moire
+KEYSTONE_WARNED = 1.25
+RETAKE = {
+    "glare": "tilt the phone so the light does not reflect on the film",
+    "blur": "hold the phone still and tap the film on the screen to focus",
+    "moire": "this looks like a photo of a screen: take a screenshot or export the image instead",
+    "small": "move closer, so that the film fills most of the picture",
+    "keystone": "hold the phone parallel to the film",
+}
+
+
 class NotChestXRayError(ImageError):
     """Decodable, but not a chest X-ray: the image is rejected, not screened."""
+
+
+class UnusablePhotoError(NotChestXRayError):
+    """A photo of a film too degraded to screen: rejected, with how to take it again."""
+
+
+def photo_warnings(decoded: DecodedImage) -> list[str]:
+    """Raise UnusablePhotoError for a photo of a film that cannot be screened; return what
+    degrades it, each with how to retake it."""
+    quality = decoded.straightened.quality if decoded.straightened else None
+    if quality is None:
+        return []
+    if quality.glare >= GLARE_REFUSED:
+        raise UnusablePhotoError(f"glare covers {quality.glare:.0%} of the film: {RETAKE['glare']}, then take it again")
+    if quality.film_pixels < MIN_FILM_PIXELS:
+        raise UnusablePhotoError(f"the film is only {quality.film_pixels} pixels across in the photo: "
+                                 f"{RETAKE['small']}, then take it again")
+    found = []
+    if quality.glare >= GLARE_WARNED:
+        found.append(f"glare on {quality.glare:.1%} of the film: {RETAKE['glare']}")
+    if quality.sharpness < BLURRED_BELOW:
+        found.append(f"the photo is blurred: {RETAKE['blur']}")
+    if quality.moire > MOIRE_ABOVE:
+        found.append(f"moire: {RETAKE['moire']}")
+    if quality.film_pixels < SMALL_FILM_PIXELS:
+        found.append(f"the film is small in the photo ({quality.film_pixels} pixels): {RETAKE['small']}")
+    if quality.keystone > KEYSTONE_WARNED:
+        found.append(f"the photo was taken at a slant: {RETAKE['keystone']}")
+    return found
 
 
 def _standardised(images: np.ndarray) -> np.ndarray:
@@ -173,6 +221,7 @@ def check_chest_xray(decoded: DecodedImage, detector: XrayDetector | None = None
         raise NotChestXRayError("not a chest X-ray: the image is in colour")
     if max(height, width) / min(height, width) > MAX_ASPECT_RATIO:
         raise NotChestXRayError(f"not a chest X-ray: the image is too elongated ({width}x{height})")
+    warnings = photo_warnings(decoded)
     if detector is not None:
         residual = detector.layout_residual(decoded.pixels)  # computed once: the upside-down test reuses it
         if residual > detector.layout_threshold:
@@ -182,7 +231,6 @@ def check_chest_xray(decoded: DecodedImage, detector: XrayDetector | None = None
             raise NotChestXRayError("not a chest X-ray: its grey levels and texture are not those of a radiograph")
         if detector.looks_upside_down(decoded.pixels, residual):
             raise NotChestXRayError("the X-ray is upside down: save it upright, then upload it again")
-    warnings = []
     pixels = decoded.pixels.astype(np.float32) / 255.0
     if pixels.std() < MIN_CONTRAST_STD:
         warnings.append("low contrast: the result may be unreliable")

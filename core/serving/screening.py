@@ -14,8 +14,8 @@ from core.serving.quality import NotChestXRayError
 from core.serving.settings import CLASS_NAMES, DEFAULT_OPERATING_POINT, IMAGE_SUFFIXES
 
 # Every row says which threshold, model file and site profile gave its label.
-ROW_FIELDS = ("file", "status", "probability", "label", "operating_point", "threshold", "model", "model_sha256",
-              "site", "message")
+ROW_FIELDS = ("file", "status", "input_kind", "probability", "label", "operating_point", "threshold", "model",
+              "model_sha256", "site", "message")
 
 
 def _from_result(name: str) -> property:
@@ -32,6 +32,7 @@ class ScreeningRow:
     model: str | None = None
     message: str = ""
     result: ScreeningResult | None = None
+    refused_kind: str | None = None  # for a refused file that decoded: what it was (a photo, ...)
 
     @property
     def probability(self) -> float | None:
@@ -43,6 +44,10 @@ class ScreeningRow:
     threshold = _from_result("threshold")
     model_sha256 = _from_result("model_sha256")
     site = _from_result("site")
+
+    @property
+    def input_kind(self) -> str | None:
+        return self.result.input_kind if self.result else self.refused_kind
 
     @property
     def flagged(self) -> bool:
@@ -58,9 +63,9 @@ def screen_bytes(predictor: Predictor, name: str, data: bytes, operating_point: 
     try:
         result = predictor.screen(data, operating_point, heatmap=heatmap)
     except NotChestXRayError as exc:
-        return ScreeningRow(name, "rejected", predictor.name, str(exc))
+        return ScreeningRow(name, "rejected", predictor.name, str(exc), refused_kind=exc.input_kind)
     except ImageError as exc:
-        return ScreeningRow(name, "error", predictor.name, str(exc))
+        return ScreeningRow(name, "error", predictor.name, str(exc), refused_kind=exc.input_kind)
     except Exception as exc:  # noqa: BLE001  never a traceback for a user; the reason is kept
         return ScreeningRow(name, "error", predictor.name, f"could not be screened ({type(exc).__name__})")
     return ScreeningRow(name, "ok", predictor.name, "; ".join(result.warnings), result)

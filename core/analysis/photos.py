@@ -1,0 +1,209 @@
+"""Photos of X-ray films and viewer screenshots, rendered from digital X-rays: the photo proxy.
+
+Clinics that print on film photograph it with a phone against a lightbox or a
+window, or take a screenshot of a viewer. No such photos of the data set exist,
+so each rendering below imitates one way a picture differs from the digital
+file, on top of what every phone photo has (a background around the film, a
+slight perspective, sensor noise, phone JPEG). The corners of the film in the
+picture are returned with it, so that finding the film can be tested, and the
+same X-ray's digital file is the reference for the model's answer
+(benchmarks/photos.py).
+"""
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass, replace
+
+import cv2
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+# --- What a phone photo of a film looks like ---
+FILM_SIDE = 720  # the film's shorter side in the photo's pixels (a 12 MP phone photo, decoded at 1/4)
+FILM_FILL = (0.62, 0.8)  # how much of each side of the photo the film takes
+# A film transmits from this much (unexposed base) to this much of the light behind it.
+FILM_TRANSMITTANCE = (0.05, 0.9)
+KEYSTONE = 0.03  # every corner moves up to this fraction of the film's side: a hand-held phone
+SENSOR_NOISE = 0.012
+PHONE_JPEG_QUALITY = 85
+# Light colours as (red, green, blue) gains: a tungsten bulb or a warm lightbox tube.
+WARM_LIGHT = (1.0, 0.8, 0.58)
+# Glare: a lamp reflected on the film, a bright spot of this strength (1 = just saturating at its centre).
+# The plain glare rendering should be screened with a warning; the strong one refused with its hint.
+GLARE_STRENGTH = 0.25
+STRONG_GLARE_STRENGTH = 2.0
+SCREEN_SUBPIXELS = 3  # an LCD's red, green and blue stripes per displayed pixel
+
+
+@dataclass(frozen=True)
+class Rendering:
+    """How one picture of a film is made. Corners move by ``keystone`` of the film's side."""
+
+    background: str = "lightbox"  # lightbox, window or screen (a photographed monitor)
+    light: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    keystone: float = KEYSTONE
+    glare: float = 0.0  # the spot's strength; 0 for none
+    blur: float = 0.0  # Gaussian sigma in the photo's pixels: shake or missed focus
+    jpeg_quality: int = PHONE_JPEG_QUALITY
+    film_side: int = FILM_SIDE
+
+
+# Each rendering is the plain photo with one thing changed, so its effect can be read alone.
+PHOTO = Rendering()
+RENDERINGS: dict[str, Rendering | str] = {
+    "film on a lightbox": PHOTO,
+    "warm light": replace(PHOTO, light=WARM_LIGHT),
+    "strong perspective": replace(PHOTO, keystone=0.1),
+    "slight glare": replace(PHOTO, glare=GLARE_STRENGTH),
+    "strong glare (should be refused)": replace(PHOTO, glare=STRONG_GLARE_STRENGTH),
+    "soft blur": replace(PHOTO, blur=2.5),
+    "phone JPEG, small": replace(PHOTO, jpeg_quality=50, film_side=360),
+    "film against a window": replace(PHOTO, background="window"),
+    "photo of a screen (moire)": replace(PHOTO, background="screen"),
+    "viewer screenshot": "screenshot",
+}
+
+
+@dataclass(frozen=True)
+class Picture:
+    """A rendered picture as a file, and where the radiograph lies in it: corners (x, y) in the
+    picture's pixels, top-left, top-right, bottom-right, bottom-left."""
+
+    data: bytes
+    corners: np.ndarray
+    kind: str  # "photo" or "screenshot"
+
+
+def render(gray: np.ndarray, name: str, seed: int) -> Picture:
+    """The named rendering of an 8-bit grayscale X-ray."""
+    rendering = RENDERINGS[name]
+    rng = np.random.default_rng(seed)
+    if rendering == "screenshot":
+        return viewer_screenshot(gray, rng)
+    return film_photo(gray, rendering, rng)
+
+
+def film_photo(gray: np.ndarray, rendering: Rendering, rng: np.random.Generator) -> Picture:
+    """A phone photo of the X-ray printed on film, lit from behind."""
+    film = _film(gray, rendering)
+    height, width = film.shape
+    fill = rng.uniform(*FILM_FILL)
+    canvas_h, canvas_w = round(height / fill), round(width / rng.uniform(*FILM_FILL))
+    light = _background(rendering.background, canvas_h, canvas_w, rng)
+    corners = _placed_corners(height, width, canvas_h, canvas_w, rendering.keystone, rng)
+    source = np.float32([[0, 0], [width, 0], [width, height], [0, height]])
+    warp = cv2.getPerspectiveTransform(source, corners)
+    transmitted = cv2.warpPerspective(film, warp, (canvas_w, canvas_h), flags=cv2.INTER_LINEAR, borderValue=-1.0)
+    inside = transmitted >= 0
+    scene = np.where(inside, np.clip(transmitted, 0, 1), 1.0)[..., np.newaxis] * light
+    if rendering.background == "screen":  # a monitor lights itself: no lightbox shows through the picture
+        scene = np.where(inside[..., np.newaxis], _screen_moire(transmitted, inside, rng), light)
+    scene = scene * np.float32(rendering.light)
+    if rendering.glare:
+        scene = scene + _glare_spot(corners, canvas_h, canvas_w, rendering.glare, rng)[..., np.newaxis]
+    if rendering.blur:
+        scene = cv2.GaussianBlur(scene, (0, 0), rendering.blur)
+    scene = scene + rng.normal(0, SENSOR_NOISE, scene.shape).astype(np.float32)
+    pixels = np.uint8(np.clip(scene, 0, 1) * 255 + 0.5)
+    return Picture(_jpeg(pixels, rendering.jpeg_quality), corners, "photo")
+
+
+def _film(gray: np.ndarray, rendering: Rendering) -> np.ndarray:
+    """The film's transmittance at the photo's scale: light where the X-ray is light (bones)."""
+    scale = rendering.film_side / min(gray.shape)
+    size = (round(gray.shape[1] * scale), round(gray.shape[0] * scale))
+    enlarged = cv2.resize(gray, size, interpolation=cv2.INTER_CUBIC).astype(np.float32) / 255.0
+    low, high = FILM_TRANSMITTANCE
+    return low + (high - low) * enlarged
+
+
+def _placed_corners(height: int, width: int, canvas_h: int, canvas_w: int, keystone: float,
+                    rng: np.random.Generator) -> np.ndarray:
+    top, left = (canvas_h - height) / 2, (canvas_w - width) / 2
+    rectangle = np.float32([[left, top], [left + width, top], [left + width, top + height], [left, top + height]])
+    jitter = rng.uniform(-keystone, keystone, (4, 2)) * np.float32([width, height])
+    return np.float32(rectangle + jitter)
+
+
+def _background(kind: str, height: int, width: int, rng: np.random.Generator) -> np.ndarray:
+    """The light behind and around the film, RGB in [0, 1]."""
+    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
+    radius = ((y / height - 0.5) ** 2 + (x / width - 0.5) ** 2)
+    if kind == "lightbox":
+        # A diffuser lit by tubes: bright, a little darker towards the corners.
+        level = rng.uniform(0.85, 0.97) * (1 - 0.25 * radius)
+        return np.repeat(level[..., np.newaxis], 3, axis=2)
+    if kind == "window":
+        # Sky graded from top to bottom, crossed by a dark window bar.
+        sky = np.stack([0.75 + 0.1 * y / height, 0.82 + 0.08 * y / height, np.full_like(y, 0.95)], axis=2)
+        bar = np.abs(x - width * rng.uniform(0.05, 0.12)) < width * 0.03
+        sky[bar] = (0.25, 0.22, 0.2)
+        return sky
+    # A monitor: a dark bezel in a lit room.
+    return np.full((height, width, 3), rng.uniform(0.55, 0.7), np.float32)
+
+
+def _screen_moire(transmitted: np.ndarray, inside: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """The X-ray as a monitor shows it to a camera: each displayed pixel lit as red, green and blue
+    stripes, sampled by the camera's coarser grid, whose beat with the stripes is the moire."""
+    height, width = transmitted.shape
+    # Screen subpixels per photo pixel, close to a multiple of three, and growing a little down the
+    # picture (the lens): the beat bands are tilted and uneven, as in a real photo of a screen.
+    pitch = rng.uniform(2.7, 3.3) * (1 + 0.03 * np.arange(height, dtype=np.float32)[:, np.newaxis] / height)
+    x = np.arange(width, dtype=np.float32)[np.newaxis, :] * SCREEN_SUBPIXELS / pitch
+    stripes = np.stack([np.clip(np.cos(2 * np.pi * (x - k / SCREEN_SUBPIXELS)), 0, 1) for k in range(3)], axis=2)
+    stripes = 0.6 + 0.4 * stripes / stripes.mean()
+    displayed = np.clip(transmitted, 0, 1)[..., np.newaxis] * stripes * 0.9
+    return np.where(inside[..., np.newaxis], displayed, 0.0)
+
+
+def _glare_spot(corners: np.ndarray, height: int, width: int, strength: float, rng: np.random.Generator
+                ) -> np.ndarray:
+    """A lamp's reflection: a soft elliptical spot somewhere on the film, larger the stronger."""
+    centre = corners.mean(axis=0) + rng.uniform(-0.25, 0.25, 2) * (corners[2] - corners[0])
+    radius = rng.uniform(0.04, 0.07) * min(height, width) * max(1.0, strength)
+    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
+    distance = ((x - centre[0]) / (1.6 * radius)) ** 2 + ((y - centre[1]) / radius) ** 2
+    return np.float32(strength * 1.6 * np.exp(-distance))
+
+
+def _jpeg(pixels: np.ndarray, quality: int) -> bytes:
+    _, encoded = cv2.imencode(".jpg", cv2.cvtColor(pixels, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality])
+    return encoded.tobytes()
+
+
+# --- A screenshot of a viewer: toolbars, a study list and text over the image ---
+VIEWER_SIZE = (1280, 800)
+VIEWER_MARGINS = {"top": 56, "left": 220, "bottom": 28}
+
+
+def viewer_screenshot(gray: np.ndarray, rng: np.random.Generator) -> Picture:
+    """A desktop viewer showing the X-ray fitted into its viewport, with overlays in its corners."""
+    width, height = VIEWER_SIZE
+    canvas = Image.new("RGB", (width, height), (int(rng.integers(0, 40)),) * 3)  # the viewport's grey
+    draw = ImageDraw.Draw(canvas)
+    font = ImageFont.load_default(size=14)
+    draw.rectangle([0, 0, width, VIEWER_MARGINS["top"] - 8], fill=(38, 52, 78))  # toolbar
+    for i, label in enumerate(("Open", "Window", "Zoom", "Measure", "Export")):
+        draw.text((16 + 90 * i, 16), label, fill=(220, 225, 235), font=font)
+    draw.rectangle([0, VIEWER_MARGINS["top"], VIEWER_MARGINS["left"] - 10, height], fill=(52, 55, 60))  # study list
+    for i in range(8):
+        draw.text((12, VIEWER_MARGINS["top"] + 14 + 28 * i), f"Study {i + 1:03d}  CR chest", fill=(200, 200, 200),
+                  font=font)
+    draw.rectangle([0, height - VIEWER_MARGINS["bottom"], width, height], fill=(30, 30, 34))  # status bar
+    draw.text((VIEWER_MARGINS["left"], height - 22), "Ready", fill=(180, 180, 180), font=font)
+    # The viewport: the image fitted inside, centred, its own pixels kept.
+    port_left, port_top = VIEWER_MARGINS["left"], VIEWER_MARGINS["top"]
+    port_w, port_h = width - port_left - 10, height - port_top - VIEWER_MARGINS["bottom"] - 10
+    scale = min(port_w / gray.shape[1], port_h / gray.shape[0]) * rng.uniform(0.85, 1.0)
+    shown_w, shown_h = round(gray.shape[1] * scale), round(gray.shape[0] * scale)
+    left, top = port_left + (port_w - shown_w) // 2, port_top + (port_h - shown_h) // 2
+    shown = Image.fromarray(cv2.resize(gray, (shown_w, shown_h), interpolation=cv2.INTER_LINEAR)).convert("RGB")
+    overlay = ImageDraw.Draw(shown)
+    overlay.text((8, 6), "IM-0001  2026-11-30", fill=(255, 255, 255), font=font)
+    overlay.text((shown_w - 120, shown_h - 22), "W 255  L 128", fill=(255, 255, 255), font=font)
+    canvas.paste(shown, (left, top))
+    corners = np.float32([[left, top], [left + shown_w, top], [left + shown_w, top + shown_h], [left, top + shown_h]])
+    buffer = io.BytesIO()
+    canvas.save(buffer, format="PNG")
+    return Picture(buffer.getvalue(), corners, "screenshot")

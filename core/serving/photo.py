@@ -1,0 +1,419 @@
+"""The radiograph in a phone photo of a film or a screenshot of a viewer: found, straightened, measured.
+
+Clinics that print X-rays on film photograph the film against a lightbox or a
+window; others send a screenshot of a viewer. Both hold a radiograph inside a
+larger picture, in tinted light or among toolbars. Before any check or model
+sees it, the radiograph is found, cut out (a perspective transform for a photo),
+its white balanced and turned grey. A digital file whose X-ray fills the
+picture is passed on untouched, so the training images go through this step
+unchanged and training and screening still agree.
+
+Two finders, tried in turn, both on a small copy of the picture:
+1. A screenshot: software draws its margins, toolbars and text in exact flat
+   greys, where an X-ray always has grain. The radiograph is the box of what
+   differs from the viewport's grey around the largest grainy region.
+2. An outline: a film's edge is the largest convex quadrilateral of strong edges
+   (Canny, then the contour's hull cut to four corners, each side then fitted to
+   its edge pixels), supported by edges along most of each side and with few
+   edges around it. Square to the picture, it is a viewport's.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+
+# --- Configurable constants ---
+WORK_SIDE = 384  # the pictures are searched at this longer side: enough for a film's outline
+# The radiograph fills at least this much of the picture, and lies at least this share of
+# the side inside the picture's edges: the guide asks for all four edges of the film in view.
+MIN_AREA = 0.15
+EDGE_GAP = 0.015
+# Screenshots, at full size: a 3x3 neighbourhood of one exact grey is drawn, not radiographed (a
+# camera's noise never leaves one so). Text, icons and rules narrower than TEXT_SIZE of the side
+# are opened away; the viewport's grey surrounds the radiograph on STRAIGHT_SIDE of a RING around
+# it; software drew at least MIN_FLAT_MARGIN of the picture around it, and MIN_DRAWN of the whole.
+TEXT_SIZE = 0.025
+STRAIGHT_SIDE = 0.9
+RING = 3
+MIN_FLAT_MARGIN = 0.5
+MIN_DRAWN = 0.1
+# Photos, on the small copy. Each side of the film's quadrilateral runs along Canny edges for at
+# least EDGE_SUPPORT of its length, and at most MAX_SURROUND_EDGES of the pixels around the film
+# are edges (a lightbox, a window or a desk; not an X-ray's ribs and arms).
+EDGE_SUPPORT = 0.6
+MAX_SURROUND_EDGES = 0.06
+# Around and just inside the film, bands of BAND of the side differ by MIN_STEP grey levels in
+# their medians: measured 55-170 for the photo proxy's films, 8-19 for the lungs of drawn X-rays.
+BAND = 0.04
+MIN_STEP = 40
+# Corner-finding tolerances, shares of the outline's length, tried in turn: a window bar or a
+# hand touching the film adds bumps to its outline that the looser ones cut off.
+QUAD_FITS = (0.02, 0.04, 0.07)
+CANDIDATES = 8  # the largest outlines tried
+DARK_OPENING = 0.06  # a share of the side: a dark region narrower than this is not the film
+REFINE_BAND = 0.02  # edge pixels this share of the side from a rough side give its straight line
+SQUARE_TO_SCREEN = 2.0  # pixels of the small copy: a viewport's corners are this close to a rectangle's
+MAX_SLANT = 35  # degrees from a right angle at any corner; more is not a film seen from a phone
+MAX_KEYSTONE_RATIO = 0.6  # the shorter of two opposite sides is at least this share of the longer
+# The film's own rim and the lightbox's halo are cut off: this share of each side.
+INSET = 0.015
+# White balance: the film's grey is estimated from pixels not saturated in any channel.
+SATURATED = 250
+GLARE_FILL = 5  # pixels around a glare patch that its filling reads
+# Photo quality is measured on the straightened film at these sizes; moire counts from this
+# share of the sampling rate up (coarser periodic detail is anatomy: ribs).
+SHARPNESS_SIDE = 256
+MOIRE_SIDE = 256
+MOIRE_LOWEST = 0.12
+# Chroma is judged on a view this small, a sixteenth of the picture a pixel: the colour of
+# regions (a face, a document, a screen's UI), not the colour bands of a photographed
+# screen's moire or JPEG's fringes. Measured (benchmarks/photos.py): photos of a screen
+# scored up to 30 on a 16-pixel view and under 4 on this one; colour photos lost little.
+CHROMA_SIDE = 4
+
+
+@dataclass(frozen=True)
+class Location:
+    """Where the radiograph lies in a picture: corners (x, y) in its pixels, top-left,
+    top-right, bottom-right, bottom-left; ``kind`` photo or screenshot."""
+
+    kind: str
+    corners: np.ndarray
+
+    @property
+    def keystone(self) -> float:
+        """The longer over the shorter of each pair of opposite sides, the larger: 1 for a
+        photo taken square to the film, more the more the phone was tilted."""
+        top, right, bottom, left = _side_lengths(self.corners)
+        return float(max(max(top, bottom) / max(min(top, bottom), 1), max(left, right) / max(min(left, right), 1)))
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(width, height) of the straightened radiograph, in the picture's pixels."""
+        top, right, bottom, left = _side_lengths(self.corners)
+        return max(1, round((top + bottom) / 2)), max(1, round((left + right) / 2))
+
+
+def _side_lengths(corners: np.ndarray) -> tuple[float, ...]:
+    return tuple(float(np.linalg.norm(corners[(i + 1) % 4] - corners[i])) for i in range(4))
+
+
+def locate(gray: np.ndarray) -> Location | None:
+    """The radiograph inside a screenshot or a photo (8-bit gray), or None when the picture is the radiograph."""
+    scale = WORK_SIDE / max(gray.shape)
+    small = cv2.resize(gray, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA) if scale < 1 else gray
+    scale = min(scale, 1.0)
+    corners = _viewport(gray)
+    if corners is not None:
+        return Location("screenshot", corners)
+    outline = _film_outline(small)
+    return None if outline is None else Location(outline[0], np.float32(outline[1] / scale))
+
+
+def _axis_aligned(corners: np.ndarray) -> bool:
+    (left, top), (right, _), (_, bottom), _ = corners
+    rectangle = np.float32([[left, top], [right, top], [right, bottom], [left, bottom]])
+    return bool(np.abs(corners - rectangle).max() <= SQUARE_TO_SCREEN)
+
+
+def _inside_margin(box_area: float, corners: np.ndarray, shape: tuple[int, int]) -> bool:
+    """Large enough to be the radiograph, and with the picture around it on every side: a
+    digital X-ray, which reaches the picture's edges, is never cut (nor a body's outline in it)."""
+    return box_area >= MIN_AREA * shape[0] * shape[1] and _within(corners, shape)
+
+
+def _within(corners: np.ndarray, shape: tuple[int, int]) -> bool:
+    height, width = shape
+    gap_x, gap_y = EDGE_GAP * width, EDGE_GAP * height
+    xs, ys = corners[:, 0], corners[:, 1]
+    return bool(xs.min() >= gap_x and ys.min() >= gap_y and xs.max() <= width - gap_x and ys.max() <= height - gap_y)
+
+
+def _square_enough(corners: np.ndarray) -> bool:
+    """A rectangle seen at a slant: every corner's angle within MAX_SLANT of a right angle, and
+    opposite sides of like length."""
+    top, right, bottom, left = _side_lengths(corners)
+    if min(top, bottom) < MAX_KEYSTONE_RATIO * max(top, bottom) or min(left, right) < MAX_KEYSTONE_RATIO * max(left, right):
+        return False
+    for i in range(4):
+        before, after = corners[i - 1] - corners[i], corners[(i + 1) % 4] - corners[i]
+        cosine = float(before @ after) / max(float(np.linalg.norm(before) * np.linalg.norm(after)), 1e-9)
+        if abs(cosine) > np.sin(np.radians(MAX_SLANT)):
+            return False
+    return True
+
+
+def _viewport(gray: np.ndarray) -> np.ndarray | None:
+    """A screenshot's radiograph, at full size: software draws its margins in exactly one grey
+    around the viewport, so the radiograph is the box of what differs from that grey there."""
+    kernel3 = np.ones((3, 3), np.uint8)
+    drawn = (cv2.dilate(gray, kernel3) == cv2.erode(gray, kernel3)) & (gray < SATURATED)
+    if drawn.mean() < MIN_DRAWN:
+        return None
+    # The largest undrawn region, once text, icons and rules are opened away, is inside the viewport.
+    side = max(3, round(TEXT_SIZE * max(gray.shape)))
+    opened = cv2.morphologyEx(np.uint8(~drawn), cv2.MORPH_OPEN, np.ones((side, side), np.uint8))
+    count, _, stats, _ = cv2.connectedComponentsWithStats(opened, connectivity=4)
+    if count < 2:
+        return None
+    left, top, width, height = (int(v) for v in stats[1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA])), :4])
+    ring = _ring(gray, left, top, left + width, top + height)
+    if ring.size == 0:
+        return None
+    viewport = int(np.bincount(ring).argmax())
+    # All that differs from the viewport's grey and joins that region: the radiograph, with its
+    # text overlays and any flat patches inside it.
+    _, labels, stats, _ = cv2.connectedComponentsWithStats(np.uint8(gray != viewport), connectivity=8)
+    inside = labels[top:top + height, left:left + width]
+    inside = inside[inside > 0]
+    if inside.size == 0:
+        return None
+    left, top, width, height = (int(v) for v in stats[int(np.bincount(inside).argmax()), :4])
+    corners = np.float32([[left, top], [left + width, top], [left + width, top + height], [left, top + height]])
+    if not _inside_margin(width * height, corners, gray.shape):
+        return None
+    # The viewport's grey must surround the box (a drawn rectangle, not an outline inside an X-ray),
+    # and software must have drawn most of the picture around it.
+    if np.mean(_ring(gray, left, top, left + width, top + height) == viewport) < STRAIGHT_SIDE:
+        return None
+    outside = np.ones(gray.shape, bool)
+    outside[top:top + height, left:left + width] = False
+    return corners if drawn[outside].mean() >= MIN_FLAT_MARGIN else None
+
+
+def _ring(gray: np.ndarray, left: int, top: int, right: int, bottom: int) -> np.ndarray:
+    """The pixels just outside a box, RING pixels deep, where the picture has them."""
+    y0, x0 = max(0, top - RING), max(0, left - RING)
+    y1, x1 = min(gray.shape[0], bottom + RING), min(gray.shape[1], right + RING)
+    around = np.ones((y1 - y0, x1 - x0), bool)
+    around[top - y0:bottom - y0, left - x0:right - x0] = False
+    return gray[y0:y1, x0:x1][around]
+
+
+def _film_outline(small: np.ndarray) -> tuple[str, np.ndarray] | None:
+    """A photo's film or a screenshot's viewport, with its kind: the largest convex quadrilateral
+    of strong edges, supported along each side, with few edges around it."""
+    blurred = cv2.GaussianBlur(small, (5, 5), 0)
+    high, _ = cv2.threshold(blurred, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+    edges = cv2.Canny(blurred, 0.25 * high, 0.5 * high)
+    # Inner outlines too: a window bar or a hand touching the film joins its outline from outside,
+    # and then only the outline's inner side is the film's.
+    contours, _ = cv2.findContours(cv2.dilate(edges, np.ones((3, 3), np.uint8)), cv2.RETR_LIST,
+                                   cv2.CHAIN_APPROX_SIMPLE)
+    hulls = sorted((cv2.convexHull(contour) for contour in contours), key=cv2.contourArea, reverse=True)
+    return _quadrilateral(hulls[:CANDIDATES] + _dark_region(blurred), edges, small)
+
+
+def _dark_region(blurred: np.ndarray) -> list[np.ndarray]:
+    """The hull of the dark regions away from the picture's edges, once thin things are opened away:
+    a film lit from behind is darker than the light around it, and a window bar or a hand touching
+    it is narrower than it (a body as bright as the light splits the film into parts)."""
+    _, dark = cv2.threshold(blurred, 0, 1, cv2.THRESH_BINARY_INV + cv2.THRESH_OTSU)
+    side = max(3, round(DARK_OPENING * max(blurred.shape)))
+    dark = cv2.morphologyEx(dark, cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (side, side)))
+    regions, _ = cv2.findContours(dark, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    inner = [region for region in regions if _within(region.reshape(-1, 2).astype(np.float32), blurred.shape)]
+    return [cv2.convexHull(np.concatenate(inner))] if inner else []
+
+
+def _quadrilateral(hulls: list[np.ndarray], edges: np.ndarray, small: np.ndarray) -> tuple[str, np.ndarray] | None:
+    """The first hull that is a film's (or a viewport's) outline in the small picture, with its kind."""
+    shape = small.shape
+    support = cv2.dilate(edges, np.ones((5, 5), np.uint8)) > 0
+    for hull in hulls:
+        for fit in QUAD_FITS:
+            quad = cv2.approxPolyDP(hull, fit * cv2.arcLength(hull, True), True)
+            if len(quad) == 4:
+                break
+        if len(quad) != 4 or not cv2.isContourConvex(quad):
+            continue
+        rough = order_corners(quad.reshape(4, 2).astype(np.float32))
+        if not (_inside_margin(cv2.contourArea(rough), rough, shape) and _square_enough(rough)):
+            continue
+        # Software draws its viewport square to the screen; a phone is never held exactly so.
+        kind = "screenshot" if _axis_aligned(rough) else "photo"
+        # The sides fitted to their edges where they hold; else the hull's corners (a parallel edge
+        # near a side, such as a window bar, pulls its fitted line away).
+        for corners in ((rough,) if kind == "screenshot" else (_refined(rough, edges), rough)):
+            if (corners is not None and _inside_margin(cv2.contourArea(corners), corners, shape)
+                    and _square_enough(corners) and _edge_support(corners, support)
+                    and _plain_surround(corners, edges) and _stands_out(corners, small)):
+                return kind, corners
+    return None
+
+
+def _refined(corners: np.ndarray, edges: np.ndarray) -> np.ndarray | None:
+    """Each side moved onto the straight line through the edge pixels near it, the corners where
+    those lines meet: a hull's corners follow the outline's bumps, a film's sides are straight."""
+    rows, columns = np.nonzero(edges)
+    points = np.float32(np.stack([columns, rows], axis=1))
+    band = REFINE_BAND * max(edges.shape)
+    lines = []
+    for i in range(4):
+        start, end = corners[i], corners[(i + 1) % 4]
+        direction = (end - start) / max(float(np.linalg.norm(end - start)), 1e-9)
+        offset = points - start
+        along = offset @ direction
+        across = np.abs(offset @ np.float32([-direction[1], direction[0]]))
+        near = points[(across <= band) & (along > 0) & (along < float(np.linalg.norm(end - start)))]
+        if len(near) < 10:
+            return None
+        vx, vy, x0, y0 = cv2.fitLine(near, cv2.DIST_HUBER, 0, 0.01, 0.01).ravel()
+        lines.append(np.cross([x0, y0, 1.0], [x0 + vx, y0 + vy, 1.0]))  # the line in homogeneous form
+    meets = [np.cross(lines[i - 1], lines[i]) for i in range(4)]
+    if any(abs(meet[2]) < 1e-9 for meet in meets):
+        return None
+    return np.float32([meet[:2] / meet[2] for meet in meets])
+
+
+def _stands_out(corners: np.ndarray, small: np.ndarray) -> bool:
+    """A film against a lightbox, a window or a desk differs in brightness from what is around it,
+    across its whole edge; an outline inside an X-ray (the lungs) has more of the body around it."""
+    quad = np.zeros(small.shape, np.uint8)
+    cv2.fillConvexPoly(quad, corners.round().astype(np.int32), 1)
+    band = np.ones((max(3, round(BAND * max(small.shape))),) * 2, np.uint8)
+    outer, inner = cv2.dilate(quad, band) > quad, cv2.erode(quad, band) < quad
+    return bool(abs(float(np.median(small[outer])) - float(np.median(small[inner]))) >= MIN_STEP)
+
+
+def _plain_surround(corners: np.ndarray, edges: np.ndarray) -> bool:
+    """Around a film lies a lightbox, a window or a desk, with few edges; around an outline found
+    inside an X-ray lie ribs, arms and shoulders."""
+    outside = np.ones(edges.shape, np.uint8)
+    cv2.fillConvexPoly(outside, cv2.convexHull(corners).astype(np.int32), 0)
+    outside = cv2.erode(outside, np.ones((7, 7), np.uint8)) > 0  # clear of the film's own edge
+    return bool(outside.any() and (edges[outside] > 0).mean() <= MAX_SURROUND_EDGES)
+
+
+def _edge_support(corners: np.ndarray, support: np.ndarray) -> bool:
+    for i in range(4):
+        start, end = corners[i], corners[(i + 1) % 4]
+        points = start + np.linspace(0.05, 0.95, 40)[:, np.newaxis] * (end - start)
+        columns = np.clip(points[:, 0].round().astype(int), 0, support.shape[1] - 1)
+        rows = np.clip(points[:, 1].round().astype(int), 0, support.shape[0] - 1)
+        if support[rows, columns].mean() < EDGE_SUPPORT:
+            return False
+    return True
+
+
+def order_corners(points: np.ndarray) -> np.ndarray:
+    """Four (x, y) points as top-left, top-right, bottom-right, bottom-left."""
+    total, difference = points.sum(axis=1), points[:, 0] - points[:, 1]
+    return np.float32([points[np.argmin(total)], points[np.argmax(difference)], points[np.argmax(total)],
+                       points[np.argmin(difference)]])
+
+
+def straighten(pixels: np.ndarray, location: Location) -> np.ndarray:
+    """The radiograph (gray or RGB) cut out and, for a photo, warped square to the viewer, its rim cut off."""
+    if location.kind == "screenshot":
+        (left, top), (right, bottom) = location.corners[0].round().astype(int), location.corners[2].round().astype(int)
+        return pixels[top:bottom, left:right]
+    width, height = location.size
+    inset_x, inset_y = INSET * width, INSET * height
+    target = np.float32([[-inset_x, -inset_y], [width + inset_x, -inset_y], [width + inset_x, height + inset_y],
+                         [-inset_x, height + inset_y]])
+    warp = cv2.getPerspectiveTransform(location.corners, target)
+    return cv2.warpPerspective(pixels, warp, (width, height), flags=cv2.INTER_AREA, borderMode=cv2.BORDER_REPLICATE)
+
+
+def white_balanced(rgb: np.ndarray) -> np.ndarray:
+    """Grey-world balance: each channel scaled so that its mean over unsaturated pixels is their grey.
+    A film is grey, so under tinted light the balanced film is grey again; a colour image is not."""
+    pixels = rgb.astype(np.float32)
+    usable = (rgb < SATURATED).all(axis=2)
+    if usable.mean() < 0.05:
+        return rgb
+    means = pixels[usable].mean(axis=0)
+    gains = means.mean() / np.maximum(means, 1.0)
+    return np.uint8(np.clip(pixels * gains, 0, 255) + 0.5)
+
+
+def colourfulness(rgb: np.ndarray) -> float:
+    """Mean chroma (Hasler & Suesstrunk 2003) of the picture's regions: zero for grey, 15 and
+    more for a colour photo."""
+    scale = CHROMA_SIDE / min(rgb.shape[:2])
+    view = cv2.resize(rgb, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA) if scale < 1 else rgb
+    view = view.astype(np.float64)
+    red_green = view[..., 0] - view[..., 1]
+    yellow_blue = 0.5 * (view[..., 0] + view[..., 1]) - view[..., 2]
+    return float(np.hypot(red_green.std(), yellow_blue.std()) + 0.3 * np.hypot(red_green.mean(), yellow_blue.mean()))
+
+
+@dataclass(frozen=True)
+class PhotoQuality:
+    """What a phone photo of a film loses, each measured on the straightened film."""
+
+    glare: float  # share of the film saturated in every channel: a reflection, no radiograph left there
+    sharpness: float  # mean gradient over intensity spread at SHARPNESS_SIDE: falls with blur and shake
+    moire: float  # the strongest fine periodic peak over the spectrum's level there: a screen's pixel grid
+    film_pixels: int  # the film's shorter side in the photo as taken
+    keystone: float  # Location.keystone
+
+
+@dataclass
+class Straightened:
+    """A photo or screenshot's radiograph: where it was, the picture as sent (for display, never
+    stored), and for a photo how it was taken."""
+
+    location: Location
+    picture: np.ndarray = field(repr=False)
+    quality: PhotoQuality | None = None
+
+    @property
+    def kind(self) -> str:
+        return self.location.kind
+
+
+def radiograph_of(picture: np.ndarray, scale: float = 1.0) -> tuple[np.ndarray, float, Straightened | None]:
+    """The grey radiograph in an 8-bit gray or RGB picture, its chroma after white balance, and
+    where it was found (None when the picture is the radiograph). scale: decoded pixels per pixel
+    of the file (JPEG decodes large photos at a fraction of their size)."""
+    gray = picture if picture.ndim == 2 else cv2.cvtColor(picture, cv2.COLOR_RGB2GRAY)
+    location = locate(gray)
+    if location is None:  # the picture is the radiograph: a digital file keeps its own grey levels
+        if picture.ndim == 2:
+            return picture, 0.0, None
+        balanced = white_balanced(picture)
+        return cv2.cvtColor(balanced, cv2.COLOR_RGB2GRAY), colourfulness(balanced), None
+    cut = straighten(picture, location)
+    glared = cut >= SATURATED if cut.ndim == 2 else (cut >= SATURATED).all(axis=2)
+    chroma = 0.0
+    seen = cut  # as a camera's luminance shows it: where a screen's moire is measured
+    if cut.ndim == 3:
+        cut = white_balanced(cut)
+        chroma = colourfulness(cut)
+        seen = cv2.cvtColor(cut, cv2.COLOR_RGB2GRAY)
+        # The channels' plain mean: a photographed screen's red, green and blue stripes add up to
+        # an even grey, where the usual luminance weights leave them as bands.
+        cut = np.uint8(cut.mean(axis=2) + 0.5)
+    glare = float(glared.mean())
+    if location.kind == "photo" and glare > 0:
+        # A reflection leaves no radiograph under it: fill it from around, so that neither the checks
+        # nor the model read a white blot as an opacity. Too much of it is refused (core.serving.quality).
+        cut = cv2.inpaint(cut, cv2.dilate(glared.astype(np.uint8), np.ones((5, 5), np.uint8)), GLARE_FILL,
+                          cv2.INPAINT_TELEA)
+    quality = None
+    if location.kind == "photo":
+        quality = PhotoQuality(glare, sharpness(cut), moire(seen), round(min(location.size) / scale),
+                               location.keystone)
+    return cut, chroma, Straightened(location, picture, quality)
+
+
+def sharpness(gray: np.ndarray) -> float:
+    """Mean absolute Laplacian over the intensity spread, at a fixed size: contrast and size cancel."""
+    scale = SHARPNESS_SIDE / min(gray.shape)
+    view = cv2.resize(gray, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA).astype(np.float32)
+    return float(np.abs(cv2.Laplacian(view, cv2.CV_32F)).mean() / max(float(view.std()), 1.0))
+
+
+def moire(gray: np.ndarray) -> float:
+    """The highest peak of the fine part of the spectrum over that part's median: an X-ray's fine
+    detail spreads over many frequencies, a screen's pixel grid beating with the camera's is a peak."""
+    view = cv2.resize(gray, (MOIRE_SIDE, MOIRE_SIDE), interpolation=cv2.INTER_AREA).astype(np.float32)
+    window = np.outer(np.hanning(MOIRE_SIDE), np.hanning(MOIRE_SIDE)).astype(np.float32)
+    spectrum = np.abs(np.fft.fftshift(np.fft.fft2((view - view.mean()) * window)))
+    y, x = np.mgrid[0:MOIRE_SIDE, 0:MOIRE_SIDE] - MOIRE_SIDE // 2
+    fine = np.hypot(y, x) >= MOIRE_LOWEST * MOIRE_SIDE
+    return float(spectrum[fine].max() / max(float(np.median(spectrum[fine])), 1e-6))
