@@ -12,12 +12,15 @@ from core.serving.settings import OPERATING_POINTS
 from core.serving.site import SiteProfileError, shipped_profiles
 from ui.common import (
     DISCLAIMER,
+    INPUT_KINDS,
     OPERATING_POINT_HELP,
+    PHOTO_GUIDE,
     PROBABILITY_HELP,
     default_model,
     format_probability,
     keep,
     predictor,
+    show_document,
     site_predictor,
 )
 
@@ -83,7 +86,10 @@ st.caption(f"Model **{model.name}** · {operating_point} threshold "
 summary_area = st.container()
 uploads = st.file_uploader("Chest X-rays (JPEG, PNG or DICOM)", type=["jpg", "jpeg", "png", "dcm", "dicom"],
                            accept_multiple_files=True,
-                           help="Processed in memory only: nothing you upload is stored or logged.")
+                           help="Processed in memory only: nothing you upload is stored or logged. A phone photo "
+                                "of a film or a screenshot of a viewer works too.")
+with st.expander("Photographing a film? How to take a photo that can be screened"):
+    show_document(PHOTO_GUIDE)
 
 
 def screen_upload(name: str, data: bytes) -> screening.ScreeningRow:
@@ -158,19 +164,23 @@ def result_card(row: screening.ScreeningRow, index: int) -> None:
             if dicom:
                 show_patient_tags(dicom, key=f"tags-{index}")
         with picture:
-            show_map = row.flagged or maps_for_negatives
-            if show_map and result.heatmap is not None:
-                st.image(overlay(result.image, result.heatmap, opacity, result.frame), caption=HEATMAP_CAPTION,
-                         width="stretch")
+            screened = picture
+            if result.picture is not None:  # a photo or a screenshot: what was sent, beside what was screened
+                st.caption(f"**{INPUT_KINDS[result.input_kind].capitalize()}**: as sent (left) and as screened.")
+                sent, screened = st.columns(2)
+                sent.image(result.picture, caption="As sent", width="stretch")
+            if (row.flagged or maps_for_negatives) and result.heatmap is not None:
+                screened.image(overlay(result.image, result.heatmap, opacity, result.frame), caption=HEATMAP_CAPTION,
+                               width="stretch")
             else:
-                st.image(result.image, caption="The X-ray as screened (heat map: see Settings)", width="stretch")
+                screened.image(result.image, caption="The X-ray as screened (heat map: see Settings)", width="stretch")
 
 
 for index, row in enumerate(triage.ordered):
     result_card(row, index)
 
 with st.expander("Table and CSV download"):
-    table = [{"File": r.file, "Result": {"ok": "Possible pneumonia" if r.flagged else "Not flagged",
+    table = [{"File": r.file, "Input": INPUT_KINDS.get(r.input_kind, ""), "Result": {"ok": "Possible pneumonia" if r.flagged else "Not flagged",
                                          "rejected": "Refused", "error": "Not screened"}[r.status],
               "Probability": format_probability(r.probability) if r.probability is not None else "",
               "Note": r.message} for r in rows]

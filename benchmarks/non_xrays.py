@@ -1,20 +1,28 @@
-"""Generated images that are not chest X-rays: photos, documents, screenshots and noise.
+"""Generated images that are not chest X-rays: photos, documents, screenshots and noise, and
+phone photos of them as a clinic would take a film's (core.analysis.photos).
 
 Photos come from scikit-image's and scikit-learn's bundled samples (no download),
 randomly cropped, rotated, flipped and often turned gray (the hard case, since
 colour alone then gives nothing away); documents, screenshots and noise are drawn.
+Then some are photographed: an object's photo on a lightbox or a desk, a document on a
+desk, and a photo shown in another program's viewer, so that finding and straightening a
+film never lets a picture of something else through.
 """
 from __future__ import annotations
 
 import io
+from dataclasses import replace
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from core.analysis.photos import PHOTO, film_photo, viewer_screenshot
+
 BUNDLED_PHOTOS = ("astronaut", "camera", "coins", "moon", "page", "text", "horse", "clock", "coffee", "chelsea",
                   "rocket", "hubble_deep_field", "retina", "immunohistochemistry", "cat", "brick", "grass", "gravel",
                   "checkerboard", "cell", "microaneurysms", "logo", "colorwheel", "binary_blobs", "shepp_logan_phantom")
-KINDS = ("photo", "document", "screenshot", "noise")
+KINDS = ("photo", "document", "screenshot", "noise", "object on a lightbox", "object on a desk",
+         "document on a desk", "photo in a viewer")
 WORDS = ["patient", "report", "clinic", "result", "date", "name", "total", "page", "section", "figure", "table",
          "invoice", "summary", "notes"]
 
@@ -101,12 +109,21 @@ def generate(count: int, seed: int = 0) -> list[tuple[str, bytes]]:
     """(kind, encoded file) pairs, the kinds in turn, JPEG or PNG at random."""
     rng = np.random.default_rng(seed)
     photos = _photos()
-    makers = {"photo": lambda: _photo(rng, photos), "document": lambda: _document(rng),
-              "screenshot": lambda: _screenshot(rng), "noise": lambda: _noise(rng)}
-    files = []
-    for i in range(count):
-        kind = KINDS[i % len(KINDS)]
-        buffer = io.BytesIO()
-        makers[kind]().save(buffer, format="JPEG" if rng.random() < 0.5 else "PNG")
-        files.append((kind, buffer.getvalue()))
-    return files
+
+    def photographed(image: Image.Image, background: str) -> bytes:
+        rendering = replace(PHOTO, background=background, light=tuple(rng.uniform(0.6, 1.0, 3)))
+        return film_photo(np.asarray(image), rendering, rng).data
+
+    makers = {"photo": lambda: _encoded(_photo(rng, photos), rng), "document": lambda: _encoded(_document(rng), rng),
+              "screenshot": lambda: _encoded(_screenshot(rng), rng), "noise": lambda: _encoded(_noise(rng), rng),
+              "object on a lightbox": lambda: photographed(_photo(rng, photos), "lightbox"),
+              "object on a desk": lambda: photographed(_photo(rng, photos), "desk"),
+              "document on a desk": lambda: photographed(_document(rng), "desk"),
+              "photo in a viewer": lambda: viewer_screenshot(np.asarray(_photo(rng, photos).convert("L")), rng).data}
+    return [(KINDS[i % len(KINDS)], makers[KINDS[i % len(KINDS)]]()) for i in range(count)]
+
+
+def _encoded(image: Image.Image, rng: np.random.Generator) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG" if rng.random() < 0.5 else "PNG")
+    return buffer.getvalue()

@@ -8,7 +8,7 @@ The digital file of the same X-ray is the baseline, screened in the same run. Fo
 each rendering it prints: the share screened (not refused), the share found as the
 right kind with the film's corners within 2% of the picture's side, the median |dp|
 against the digital file, AUC on the same X-rays, sensitivity and specificity at
-the screening threshold, and the share carrying a photo warning.
+the screening threshold, and the share carrying a photo warning; and what looking for a film costs every digital file.
 Targets (issue 31): screened >= 95%, median |dp| <= 0.05, AUC >= digital AUC - 0.01,
 for every rendering but the strong glare, which should be refused with its hint.
 --save writes the figures into the model's card (section "photo_proxy").
@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -28,7 +29,7 @@ from core.analysis import evaluation
 from core.analysis.photos import RENDERINGS, render
 from core.analysis.reports import split_examples
 from core.learning import data
-from core.serving import registry
+from core.serving import photo, registry
 from core.serving.imaging import ImageError, decode_image
 from core.serving.predictor import Predictor
 from core.serving.quality import RETAKE
@@ -36,6 +37,7 @@ from core.serving.settings import DEFAULT_OPERATING_POINT
 
 CORNER_TOLERANCE = 0.02  # of the picture's shorter side
 REFUSED_RENDERINGS = ("strong glare (should be refused)",)
+TIMED = 100  # digital files whose finding cost is timed
 
 _predictor: Predictor | None = None
 
@@ -140,7 +142,25 @@ def measure(count: int, model: str | None, data_dir, processes: int) -> dict:
     figures = summarise(results, data.labels_of(examples), threshold)
     return {"model": predictor.name, "sha256": predictor.card.sha256, "images": len(examples),
             "split": "validation (patient-level)", "threshold": threshold, "renderings": figures,
-            "meets_targets": verdicts(figures)}
+            "meets_targets": verdicts(figures), "cost_on_digital_files_ms": finding_cost(examples[:TIMED])}
+
+
+def finding_cost(examples: list) -> dict[str, float]:
+    """What looking for a film costs a digital file, which every upload pays: the median time of
+    photo.locate on its decoded pixels, against decoding it whole (the finder included)."""
+    raws = [e.path.read_bytes() for e in examples]
+    grays = [decode_image(raw).pixels for raw in raws]
+    return {"locate": _median_ms(lambda: [photo.locate(g) for g in grays]) / len(grays),
+            "decode_image": _median_ms(lambda: [decode_image(raw) for raw in raws]) / len(raws)}
+
+
+def _median_ms(work, repeats: int = 5) -> float:
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        work()
+        times.append(1e3 * (time.perf_counter() - started))
+    return float(np.median(times))
 
 
 def main() -> None:

@@ -55,6 +55,16 @@ def tiny_models(tiny_data, tmp_path_factory) -> Path:
     return folder
 
 
+@pytest.fixture(scope="session")
+def detector():
+    """The shipped not-a-chest-X-ray check."""
+    from core.serving import registry
+
+    shipped = registry.load_detector()
+    assert shipped is not None, "models/xray_detector.npz is missing: run python -m core fit-detector"
+    return shipped
+
+
 @pytest.fixture
 def sample_jpeg() -> bytes:
     return encode(xray_like(7, True, 128))

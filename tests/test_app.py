@@ -315,3 +315,28 @@ def test_home_says_which_withheld_figures_were_known_when_the_default_was_chosen
     card = registry.load_card(registry.default_model_name())
     known = any(c["sha256"] == card.sha256 and c["date"] <= rule["fixed"] for c in registry.external_checks(card.name))
     assert ("this file's own withheld figures among them" in caption) == known
+
+
+def test_screen_page_shows_a_photographed_film_straightened_beside_the_photo():
+    from dataclasses import replace
+
+    from core.analysis.photos import PHOTO, STRONG_GLARE_STRENGTH, film_photo
+
+    rng = np.random.default_rng(0)
+    slanted = film_photo(xray_like(2, True, 512), replace(PHOTO, keystone=0.12), rng).data
+    glare = film_photo(xray_like(3, True, 512), replace(PHOTO, glare=STRONG_GLARE_STRENGTH), rng).data
+    app = _screened(page("screen"), [("film.jpeg", slanted, "image/jpeg"), ("glare.jpeg", glare, "image/jpeg")])
+    assert any("Photo of a film, straightened" in c.value for c in app.caption)
+    assert any("As sent" in image.captions for image in app.get("image"))
+    assert any("hold the phone parallel to the film" in w.value for w in app.warning)  # usable: a warning
+    assert any("glare" in w.value and "tilt the phone" in w.value for w in app.warning)  # unusable: refused
+    assert len([m for m in app.metric if m.label == "Probability of pneumonia"]) == 1
+    table = app.dataframe[0].value
+    assert list(table["Input"]) == ["photo of a film, straightened"] * 2
+
+
+def test_screen_page_shows_the_photo_guide_with_its_pictures():
+    app = page("screen")
+    guide = next(e for e in app.expander if "Photographing a film" in e.label)
+    assert any("all four edges of the film" in m.value for m in guide.markdown)
+    assert len(guide.get("image")) == 5

@@ -103,3 +103,38 @@ def test_a_bookmarked_page_opens_inside_the_app():
 def test_ten_simultaneous_sessions_all_get_results(server):
     results = asyncio.run(run_sessions(server, 10))
     assert len(results) == 10 and all(server_ms > 0 for _, server_ms in results)
+
+
+def test_a_photo_of_a_film_is_straightened_and_screened_in_a_real_browser(server):
+    """A health worker's phone photo of a film, slanted: found, shown straightened beside the photo,
+    the slant's retake hint above the verdict; and the guide to photographing films opens."""
+    from dataclasses import replace
+
+    import numpy as np
+    from playwright.sync_api import sync_playwright
+
+    from core.analysis.photos import PHOTO, film_photo
+
+    photo = film_photo(xray_like(2, True, 512), replace(PHOTO, keystone=0.12), np.random.default_rng(0)).data
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 390, "height": 844})
+        page.goto(f"{server}/screen")
+        upload = page.locator('input[type="file"]').first
+        upload.wait_for(state="attached", timeout=60_000)
+        upload.set_input_files(files=[{"name": "film.jpeg", "mimeType": "image/jpeg", "buffer": photo}])
+        expect(page.get_by_text("Photo of a film, straightened")).to_be_visible(timeout=120_000)
+        expect(page.get_by_text("As sent", exact=True)).to_be_visible()
+        hint = page.get_by_text("Result may be unreliable: the photo was taken at a slant")
+        verdict = page.get_by_text("Probability of pneumonia")
+        expect(hint).to_be_visible()
+        assert hint.bounding_box()["y"] < verdict.bounding_box()["y"]  # the warning comes before the verdict
+        page.get_by_text("Photographing a film?").click()
+        expect(page.get_by_text("A good photo: the film on a lightbox")).to_be_visible(timeout=60_000)
+        guide = page.get_by_test_id("stExpander").filter(has_text="Photographing a film?")
+        picture = guide.locator('img[src*="media"]').first
+        picture.evaluate("img => img.complete || new Promise(done => img.addEventListener('load', done, {once: true}))")
+        assert picture.evaluate("img => img.naturalWidth") > 100
+        assert not page.get_by_text("Traceback").count()
+        page.screenshot(path=str(ARTIFACTS / "browser_photo_of_film.png"), full_page=True)
+        browser.close()

@@ -12,13 +12,6 @@ from core.serving.imaging import decode_image
 from core.serving.quality import NotChestXRayError, XrayDetector, check_chest_xray, layout_input, profile_features
 
 
-@pytest.fixture(scope="module")
-def detector() -> XrayDetector:
-    shipped = registry.load_detector()
-    assert shipped is not None, "models/xray_detector.npz is missing: run python -m core fit-detector"
-    return shipped
-
-
 def test_generated_non_xrays_are_rejected(detector):
     files = generate(200, seed=123)
     refused = [rejected(payload, detector) for _, payload in files]

@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import importlib
+import re
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import plotly.graph_objects as go
@@ -13,6 +15,7 @@ from core.analysis.explain import LayerActivations
 from core.serving import registry
 from core.serving.card import ModelCard
 from core.serving.predictor import Predictor
+from core.serving.settings import PROJECT_ROOT
 from core.serving.site import SiteProfile
 
 DISCLAIMER = ("**A screening aid, not a diagnosis.** It flags chest X-rays that may show pneumonia "
@@ -26,6 +29,27 @@ PROBABILITY_HELP = ("Calibrated on validation X-rays of the training hospital: t
                     "the threshold, not on the number; site calibration refits both on local X-rays.")
 OPERATING_POINT_HELP = ("screening: misses at most 2% of pneumonia (on the data its thresholds were set on), "
                         "at the cost of more false alarms. balanced: the best sum of sensitivity and specificity.")
+
+
+PHOTO_GUIDE = PROJECT_ROOT / "docs" / "photographing-films.md"
+# What a picture's kind is called where a result is shown.
+INPUT_KINDS = {"digital": "digital file", "dicom": "DICOM file", "photo": "photo of a film, straightened",
+               "screenshot": "screenshot, cropped to the X-ray"}
+_MARKDOWN_IMAGE = re.compile(r"^!\[(?P<caption>[^\]]*)\]\((?P<path>[^)]+)\)\s*$")
+
+
+def show_document(path: Path) -> None:
+    """A page of docs/ in the app, its pictures included: the guide has one source, read here and on GitHub."""
+    text: list[str] = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        picture = _MARKDOWN_IMAGE.match(line)
+        if picture is None:
+            text.append(line)
+            continue
+        st.markdown("\n".join(text))
+        text = []
+        st.image(str(path.parent / picture["path"]), caption=picture["caption"])
+    st.markdown("\n".join(text))
 
 
 # What the analyst pages import on their first visit (scikit-learn, pandas for tables, the reports):

@@ -32,6 +32,7 @@ WARM_LIGHT = (1.0, 0.8, 0.58)
 # The plain glare rendering should be screened with a warning; the strong one refused with its hint.
 GLARE_STRENGTH = 0.25
 STRONG_GLARE_STRENGTH = 2.0
+ROOM_LIGHT = 0.9  # a print on a desk, lit from the front
 SCREEN_SUBPIXELS = 3  # an LCD's red, green and blue stripes per displayed pixel
 
 
@@ -39,7 +40,7 @@ SCREEN_SUBPIXELS = 3  # an LCD's red, green and blue stripes per displayed pixel
 class Rendering:
     """How one picture of a film is made. Corners move by ``keystone`` of the film's side."""
 
-    background: str = "lightbox"  # lightbox, window or screen (a photographed monitor)
+    background: str = "lightbox"  # lightbox, window, desk (lit from the front) or screen (a photographed monitor)
     light: tuple[float, float, float] = (1.0, 1.0, 1.0)
     keystone: float = KEYSTONE
     glare: float = 0.0  # the spot's strength; 0 for none
@@ -83,38 +84,43 @@ def render(gray: np.ndarray, name: str, seed: int) -> Picture:
     return film_photo(gray, rendering, rng)
 
 
-def film_photo(gray: np.ndarray, rendering: Rendering, rng: np.random.Generator) -> Picture:
-    """A phone photo of the X-ray printed on film, lit from behind."""
-    film = _film(gray, rendering)
-    height, width = film.shape
+def film_photo(pixels: np.ndarray, rendering: Rendering, rng: np.random.Generator) -> Picture:
+    """A phone photo of an 8-bit image printed on film and lit from behind (on a desk: a print lit
+    from the front). Gray or RGB: an X-ray, or for the not-a-chest-X-ray check anything else."""
+    film = _film(pixels, rendering)
+    height, width = film.shape[:2]
     fill = rng.uniform(*FILM_FILL)
     canvas_h, canvas_w = round(height / fill), round(width / rng.uniform(*FILM_FILL))
     light = _background(rendering.background, canvas_h, canvas_w, rng)
     corners = _placed_corners(height, width, canvas_h, canvas_w, rendering.keystone, rng)
     source = np.float32([[0, 0], [width, 0], [width, height], [0, height]])
     warp = cv2.getPerspectiveTransform(source, corners)
-    transmitted = cv2.warpPerspective(film, warp, (canvas_w, canvas_h), flags=cv2.INTER_LINEAR, borderValue=-1.0)
-    inside = transmitted >= 0
-    scene = np.where(inside, np.clip(transmitted, 0, 1), 1.0)[..., np.newaxis] * light
+    transmitted = cv2.warpPerspective(film, warp, (canvas_w, canvas_h), flags=cv2.INTER_LINEAR,
+                                      borderValue=(-1.0, -1.0, -1.0, 0.0))
+    if transmitted.ndim == 2:
+        transmitted = transmitted[..., np.newaxis]
+    inside = transmitted[..., :1] >= 0
+    behind = np.float32(ROOM_LIGHT) if rendering.background == "desk" else light
+    scene = np.where(inside, np.clip(transmitted, 0, 1) * behind, light)
     if rendering.background == "screen":  # a monitor lights itself: no lightbox shows through the picture
-        scene = np.where(inside[..., np.newaxis], _screen_moire(transmitted, inside, rng), light)
+        scene = np.where(inside, _screen_moire(transmitted[..., 0], inside[..., 0], rng), light)
     scene = scene * np.float32(rendering.light)
     if rendering.glare:
         scene = scene + _glare_spot(corners, canvas_h, canvas_w, rendering.glare, rng)[..., np.newaxis]
     if rendering.blur:
         scene = cv2.GaussianBlur(scene, (0, 0), rendering.blur)
     scene = scene + rng.normal(0, SENSOR_NOISE, scene.shape).astype(np.float32)
-    pixels = np.uint8(np.clip(scene, 0, 1) * 255 + 0.5)
-    return Picture(_jpeg(pixels, rendering.jpeg_quality), corners, "photo")
+    photo = np.uint8(np.clip(scene, 0, 1) * 255 + 0.5)
+    return Picture(_jpeg(photo, rendering.jpeg_quality), corners, "photo")
 
 
-def _film(gray: np.ndarray, rendering: Rendering) -> np.ndarray:
+def _film(pixels: np.ndarray, rendering: Rendering) -> np.ndarray:
     """The film's transmittance at the photo's scale: light where the X-ray is light (bones)."""
-    scale = rendering.film_side / min(gray.shape)
-    size = (round(gray.shape[1] * scale), round(gray.shape[0] * scale))
-    enlarged = cv2.resize(gray, size, interpolation=cv2.INTER_CUBIC).astype(np.float32) / 255.0
+    scale = rendering.film_side / min(pixels.shape[:2])
+    size = (round(pixels.shape[1] * scale), round(pixels.shape[0] * scale))
+    enlarged = cv2.resize(pixels, size, interpolation=cv2.INTER_CUBIC).astype(np.float32) / 255.0
     low, high = FILM_TRANSMITTANCE
-    return low + (high - low) * enlarged
+    return low + (high - low) * np.clip(enlarged, 0, 1)
 
 
 def _placed_corners(height: int, width: int, canvas_h: int, canvas_w: int, keystone: float,
@@ -133,6 +139,10 @@ def _background(kind: str, height: int, width: int, rng: np.random.Generator) ->
         # A diffuser lit by tubes: bright, a little darker towards the corners.
         level = rng.uniform(0.85, 0.97) * (1 - 0.25 * radius)
         return np.repeat(level[..., np.newaxis], 3, axis=2)
+    if kind == "desk":
+        # Wood: a warm brown with its grain running along the desk.
+        grain = 0.08 * np.sin(2 * np.pi * (y / height * rng.uniform(8, 20) + 0.3 * np.sin(x / width * 6)))
+        return np.stack([0.55 + grain, 0.38 + grain, 0.22 + grain], axis=2).astype(np.float32)
     if kind == "window":
         # Sky graded from top to bottom, crossed by a dark window bar.
         sky = np.stack([0.75 + 0.1 * y / height, 0.82 + 0.08 * y / height, np.full_like(y, 0.95)], axis=2)

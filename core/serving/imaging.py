@@ -131,6 +131,20 @@ def decode_image(data: bytes) -> DecodedImage:
 
 
 def _decode_raster(data: bytes) -> tuple[np.ndarray, int, float, Straightened | None]:
+    decoded = _raster_to_gray(*_open_raster(data, DECODE_SIDE))
+    straightened = decoded[3]
+    if straightened is not None and min(straightened.location.size) < DECODE_SIDE:
+        # A film fills only part of a photo: decode again, at the scale that gives the film itself
+        # DECODE_SIDE pixels (a no-op where the file has no more).
+        picture_side = min(straightened.picture.shape[:2])
+        wanted = round(DECODE_SIDE * picture_side / min(straightened.location.size))
+        decoded = _raster_to_gray(*_open_raster(data, wanted))
+    return decoded
+
+
+def _open_raster(data: bytes, side: int) -> tuple[Image.Image, float]:
+    """The decoded image, at no less than `side` pixels where the format can decode smaller, and its
+    scale: decoded pixels per pixel of the file."""
     try:
         image = Image.open(io.BytesIO(data))
         width, height = image.size
@@ -140,7 +154,7 @@ def _decode_raster(data: bytes) -> tuple[np.ndarray, int, float, Straightened | 
         # JPEG decodes at 1/2, 1/4 or 1/8 scale for a fraction of the time; no
         # model or check needs more than DECODE_SIDE pixels, and the data sets'
         # 224-pixel images are untouched, so training and serving still agree.
-        image.draft(image.mode, (DECODE_SIDE, DECODE_SIDE))
+        image.draft(image.mode, (side, side))
         image = ImageOps.exif_transpose(image)  # phone photos carry their rotation in EXIF
         image.load()
     except ImageError:
@@ -149,7 +163,7 @@ def _decode_raster(data: bytes) -> tuple[np.ndarray, int, float, Straightened | 
         raise ImageError("the image is too large (decompression bomb)") from exc
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise ImageError("the image is truncated or corrupt") from exc
-    return _raster_to_gray(image, max(image.size) / max(width, height))
+    return image, max(image.size) / max(width, height)
 
 
 def _raster_to_gray(image: Image.Image, scale: float) -> tuple[np.ndarray, int, float, Straightened | None]:

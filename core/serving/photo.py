@@ -19,6 +19,7 @@ Two finders, tried in turn, both on a small copy of the picture:
 """
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 
 import cv2
@@ -52,6 +53,14 @@ MIN_STEP = 40
 # hand touching the film adds bumps to its outline that the looser ones cut off.
 QUAD_FITS = (0.02, 0.04, 0.07)
 CANDIDATES = 8  # the largest outlines tried
+CANNY = (0.25, 0.5)  # Canny's thresholds, as shares of the picture's Otsu threshold
+# Failing an outline, the film's sides are sought among straight edges at least MIN_SIDE_LINE of the
+# picture's side long, the LINES_PER_DIRECTION longest across and down.
+MIN_SIDE_LINE = 0.2
+LINES_PER_DIRECTION = 10
+LINE_GAP = 10  # pixels of the small copy a side's edge may be broken by
+LINE_QUADS_CHECKED = 20  # the largest outlines of straight lines checked in full
+SPANNING = 0.95  # a straight edge spanning this share of the picture is behind the film, not its side
 DARK_OPENING = 0.06  # a share of the side: a dark region narrower than this is not the film
 REFINE_BAND = 0.02  # edge pixels this share of the side from a rough side give its straight line
 SQUARE_TO_SCREEN = 2.0  # pixels of the small copy: a viewport's corners are this close to a rectangle's
@@ -61,12 +70,12 @@ MAX_KEYSTONE_RATIO = 0.6  # the shorter of two opposite sides is at least this s
 INSET = 0.015
 # White balance: the film's grey is estimated from pixels not saturated in any channel.
 SATURATED = 250
+GLARE_RIM = 2  # pixels around a saturated patch filled with it
 GLARE_FILL = 5  # pixels around a glare patch that its filling reads
-# Photo quality is measured on the straightened film at these sizes; moire counts from this
-# share of the sampling rate up (coarser periodic detail is anatomy: ribs).
+# Photo quality is measured on the straightened film at these sizes.
 SHARPNESS_SIDE = 256
+SHARPNESS_SMOOTHING = 1.0  # Gaussian sigma, pixels at SHARPNESS_SIDE
 MOIRE_SIDE = 256
-MOIRE_LOWEST = 0.12
 # Chroma is judged on a view this small, a sixteenth of the picture a pixel: the colour of
 # regions (a face, a document, a screen's UI), not the colour bands of a photographed
 # screen's moire or JPEG's fringes. Measured (benchmarks/photos.py): photos of a screen
@@ -102,12 +111,11 @@ def _side_lengths(corners: np.ndarray) -> tuple[float, ...]:
 
 def locate(gray: np.ndarray) -> Location | None:
     """The radiograph inside a screenshot or a photo (8-bit gray), or None when the picture is the radiograph."""
-    scale = WORK_SIDE / max(gray.shape)
-    small = cv2.resize(gray, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA) if scale < 1 else gray
-    scale = min(scale, 1.0)
     corners = _viewport(gray)
     if corners is not None:
         return Location("screenshot", corners)
+    scale = min(1.0, WORK_SIDE / max(gray.shape))
+    small = cv2.resize(gray, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA) if scale < 1 else gray
     outline = _film_outline(small)
     return None if outline is None else Location(outline[0], np.float32(outline[1] / scale))
 
@@ -197,13 +205,76 @@ def _film_outline(small: np.ndarray) -> tuple[str, np.ndarray] | None:
     of strong edges, supported along each side, with few edges around it."""
     blurred = cv2.GaussianBlur(small, (5, 5), 0)
     high, _ = cv2.threshold(blurred, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
-    edges = cv2.Canny(blurred, 0.25 * high, 0.5 * high)
-    # Inner outlines too: a window bar or a hand touching the film joins its outline from outside,
-    # and then only the outline's inner side is the film's.
+    edges = cv2.Canny(blurred, CANNY[0] * high, CANNY[1] * high)
+    lines = _straight_lines(edges)
+    # Lines that span the picture are behind the film (a window's bar, a door frame): a film lies
+    # inside the picture with a margin, so none of its sides spans it.
+    spans = np.maximum(np.abs(lines[:, 2] - lines[:, 0]) / small.shape[1],
+                       np.abs(lines[:, 3] - lines[:, 1]) / small.shape[0])
+    for x0, y0, x1, y1 in lines[spans >= SPANNING].astype(int):
+        cv2.line(edges, (x0, y0), (x1, y1), 0, 3)
+    # Inner outlines too: a hand touching the film joins its outline from outside, and then only
+    # the outline's inner side is the film's.
     contours, _ = cv2.findContours(cv2.dilate(edges, np.ones((3, 3), np.uint8)), cv2.RETR_LIST,
                                    cv2.CHAIN_APPROX_SIMPLE)
     hulls = sorted((cv2.convexHull(contour) for contour in contours), key=cv2.contourArea, reverse=True)
-    return _quadrilateral(hulls[:CANDIDATES] + _dark_region(blurred), edges, small)
+    # Straight lines last: two sides and where a third meets the fourth make a film's outline too.
+    return (_quadrilateral(hulls[:CANDIDATES] + _dark_region(blurred), edges, small)
+            or _from_lines(lines[spans < SPANNING], edges, small))
+
+
+def _straight_lines(edges: np.ndarray) -> np.ndarray:
+    """Straight edges at least MIN_SIDE_LINE of the picture's side long, as rows of x0, y0, x1, y1."""
+    length = round(MIN_SIDE_LINE * max(edges.shape))
+    lines = cv2.HoughLinesP(edges, 1, np.pi / 360, threshold=length // 2, minLineLength=length, maxLineGap=LINE_GAP)
+    return np.zeros((0, 4)) if lines is None else lines.reshape(-1, 4).astype(np.float64)  # OpenCV 5: (N, 4)
+
+
+def _from_lines(lines: np.ndarray, edges: np.ndarray, small: np.ndarray) -> tuple[str, np.ndarray] | None:
+    """The largest film outline that two near-horizontal and two near-vertical straight edges make:
+    for a film whose side runs along something behind it (a window's bar), which merges their outlines."""
+    lengths = np.hypot(lines[:, 2] - lines[:, 0], lines[:, 3] - lines[:, 1])
+    angles = np.degrees(np.arctan2(np.abs(lines[:, 3] - lines[:, 1]), np.abs(lines[:, 2] - lines[:, 0])))
+    longest = np.argsort(-lengths)
+    # The longest lines each way, across ones sorted top to bottom and down ones left to right, so
+    # that a pair of each gives the corners in order.
+    across = [i for i in longest if angles[i] < MAX_SLANT][:LINES_PER_DIRECTION]
+    down = [i for i in longest if angles[i] > 90 - MAX_SLANT][:LINES_PER_DIRECTION]
+    across = lines[sorted(across, key=lambda i: lines[i, 1] + lines[i, 3])]
+    down = lines[sorted(down, key=lambda i: lines[i, 0] + lines[i, 2])]
+    if len(across) < 2 or len(down) < 2:
+        return None
+    corners = _crossings(across, down)  # (across, down, 2)
+    pairs_across = np.array(list(itertools.combinations(range(len(across)), 2)))
+    pairs_down = np.array(list(itertools.combinations(range(len(down)), 2)))
+    top, bottom = np.repeat(pairs_across, len(pairs_down), axis=0).T
+    left, right = np.tile(pairs_down, (len(pairs_across), 1)).T
+    quads = np.stack([corners[top, left], corners[top, right], corners[bottom, right], corners[bottom, left]], axis=1)
+    x, y = quads[..., 0], quads[..., 1]
+    areas = 0.5 * np.abs((x * np.roll(y, -1, axis=1) - np.roll(x, -1, axis=1) * y).sum(axis=1))
+    height, width = small.shape
+    gap_x, gap_y = EDGE_GAP * width, EDGE_GAP * height
+    plausible = (np.isfinite(areas) & (areas >= MIN_AREA * height * width) & (x.min(axis=1) >= gap_x)
+                 & (y.min(axis=1) >= gap_y) & (x.max(axis=1) <= width - gap_x) & (y.max(axis=1) <= height - gap_y))
+    support = cv2.dilate(edges, np.ones((5, 5), np.uint8)) > 0
+    for index in np.flatnonzero(plausible)[np.argsort(-areas[plausible])][:LINE_QUADS_CHECKED]:
+        quad = np.float32(quads[index])
+        if (_square_enough(quad) and not _axis_aligned(quad) and _edge_support(quad, support)
+                and _plain_surround(quad, edges) and _stands_out(quad, small)):
+            return "photo", quad
+    return None
+
+
+def _crossings(across: np.ndarray, down: np.ndarray) -> np.ndarray:
+    """Where each line across meets each line down (segments as x0, y0, x1, y1): (across, down, 2),
+    infinite where they are parallel."""
+    def homogeneous(segments):
+        ones = np.ones(len(segments))
+        return np.cross(np.stack([segments[:, 0], segments[:, 1], ones], 1), np.stack([segments[:, 2], segments[:, 3], ones], 1))
+
+    meets = np.cross(homogeneous(across)[:, np.newaxis, :], homogeneous(down)[np.newaxis, :, :])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return meets[..., :2] / meets[..., 2:]
 
 
 def _dark_region(blurred: np.ndarray) -> list[np.ndarray]:
@@ -219,7 +290,8 @@ def _dark_region(blurred: np.ndarray) -> list[np.ndarray]:
 
 
 def _quadrilateral(hulls: list[np.ndarray], edges: np.ndarray, small: np.ndarray) -> tuple[str, np.ndarray] | None:
-    """The first hull that is a film's (or a viewport's) outline in the small picture, with its kind."""
+    """The first of the hulls (the largest first) that is a film's (or a viewport's) outline in the
+    small picture, with its kind."""
     shape = small.shape
     support = cv2.dilate(edges, np.ones((5, 5), np.uint8)) > 0
     for hull in hulls:
@@ -346,8 +418,8 @@ class PhotoQuality:
     """What a phone photo of a film loses, each measured on the straightened film."""
 
     glare: float  # share of the film saturated in every channel: a reflection, no radiograph left there
-    sharpness: float  # mean gradient over intensity spread at SHARPNESS_SIDE: falls with blur and shake
-    moire: float  # the strongest fine periodic peak over the spectrum's level there: a screen's pixel grid
+    sharpness: float  # core.serving.photo.sharpness: falls with blur and shake
+    moire: float  # fine colour fringes (core.serving.photo.moire): a photographed screen's subpixels
     film_pixels: int  # the film's shorter side in the photo as taken
     keystone: float  # Location.keystone
 
@@ -379,12 +451,10 @@ def radiograph_of(picture: np.ndarray, scale: float = 1.0) -> tuple[np.ndarray, 
         return cv2.cvtColor(balanced, cv2.COLOR_RGB2GRAY), colourfulness(balanced), None
     cut = straighten(picture, location)
     glared = cut >= SATURATED if cut.ndim == 2 else (cut >= SATURATED).all(axis=2)
-    chroma = 0.0
-    seen = cut  # as a camera's luminance shows it: where a screen's moire is measured
+    chroma, fringes = 0.0, 0.0
     if cut.ndim == 3:
         cut = white_balanced(cut)
-        chroma = colourfulness(cut)
-        seen = cv2.cvtColor(cut, cv2.COLOR_RGB2GRAY)
+        chroma, fringes = colourfulness(cut), moire(cut)
         # The channels' plain mean: a photographed screen's red, green and blue stripes add up to
         # an even grey, where the usual luminance weights leave them as bands.
         cut = np.uint8(cut.mean(axis=2) + 0.5)
@@ -392,28 +462,30 @@ def radiograph_of(picture: np.ndarray, scale: float = 1.0) -> tuple[np.ndarray, 
     if location.kind == "photo" and glare > 0:
         # A reflection leaves no radiograph under it: fill it from around, so that neither the checks
         # nor the model read a white blot as an opacity. Too much of it is refused (core.serving.quality).
-        cut = cv2.inpaint(cut, cv2.dilate(glared.astype(np.uint8), np.ones((5, 5), np.uint8)), GLARE_FILL,
-                          cv2.INPAINT_TELEA)
+        # Its bright rim, just under saturation, goes with it.
+        rim = np.ones((2 * GLARE_RIM + 1,) * 2, np.uint8)
+        cut = cv2.inpaint(cut, cv2.dilate(glared.astype(np.uint8), rim), GLARE_FILL, cv2.INPAINT_TELEA)
     quality = None
     if location.kind == "photo":
-        quality = PhotoQuality(glare, sharpness(cut), moire(seen), round(min(location.size) / scale),
+        quality = PhotoQuality(glare, sharpness(cut), fringes, round(min(location.size) / scale),
                                location.keystone)
     return cut, chroma, Straightened(location, picture, quality)
 
 
 def sharpness(gray: np.ndarray) -> float:
-    """Mean absolute Laplacian over the intensity spread, at a fixed size: contrast and size cancel."""
+    """Mean absolute Laplacian over the intensity spread, at a fixed size: contrast and size cancel.
+    Smoothed a little first, so that a phone's sensor noise does not pass for detail."""
     scale = SHARPNESS_SIDE / min(gray.shape)
     view = cv2.resize(gray, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA).astype(np.float32)
+    view = cv2.GaussianBlur(view, (0, 0), SHARPNESS_SMOOTHING)
     return float(np.abs(cv2.Laplacian(view, cv2.CV_32F)).mean() / max(float(view.std()), 1.0))
 
 
-def moire(gray: np.ndarray) -> float:
-    """The highest peak of the fine part of the spectrum over that part's median: an X-ray's fine
-    detail spreads over many frequencies, a screen's pixel grid beating with the camera's is a peak."""
-    view = cv2.resize(gray, (MOIRE_SIDE, MOIRE_SIDE), interpolation=cv2.INTER_AREA).astype(np.float32)
-    window = np.outer(np.hanning(MOIRE_SIDE), np.hanning(MOIRE_SIDE)).astype(np.float32)
-    spectrum = np.abs(np.fft.fftshift(np.fft.fft2((view - view.mean()) * window)))
-    y, x = np.mgrid[0:MOIRE_SIDE, 0:MOIRE_SIDE] - MOIRE_SIDE // 2
-    fine = np.hypot(y, x) >= MOIRE_LOWEST * MOIRE_SIDE
-    return float(spectrum[fine].max() / max(float(np.median(spectrum[fine])), 1e-6))
+def moire(rgb: np.ndarray) -> float:
+    """Fine colour fringes of a white-balanced picture (chroma spread at MOIRE_SIDE): a screen's red,
+    green and blue subpixels beating with the camera's grid leave them; a film is grey at every scale."""
+    scale = MOIRE_SIDE / min(rgb.shape[:2])
+    view = cv2.resize(rgb, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA).astype(np.float64)
+    red_green = view[..., 0] - view[..., 1]
+    yellow_blue = 0.5 * (view[..., 0] + view[..., 1]) - view[..., 2]
+    return float(np.hypot(red_green.std(), yellow_blue.std()))

@@ -47,14 +47,16 @@ UPSIDE_DOWN_MARGIN = 0.02
 
 
 # Photos of films (core.serving.photo): what makes one unusable, what only degrades it, and
-# what to do about it. Thresholds from benchmarks/photos.py: digital X-rays of the validation
-# patients never reach them (except blur, where the softest 1% are warned).
+# what to do about it. Thresholds measured on the photo proxy (core.analysis.photos) and on
+# digital X-rays of the validation patients, which reach none of them.
 GLARE_REFUSED = 0.05  # share of the film saturated by a reflection
 GLARE_WARNED = 0.005
 MIN_FILM_PIXELS = 160  # the film's shorter side in the photo: the models read 160 pixels
 SMALL_FILM_PIXELS = 400
-BLURRED_BELOW = 0.04  # core.serving.photo.sharpness
-MOIRE_ABOVE = 150.0  # core.serving.photo.moire
+# core.serving.photo.sharpness: validation X-rays 0.028 and more; films photographed with a blur of
+# 4 photo pixels 0.020-0.025, with the proxy's soft blur (2.5) 0.026-0.031.
+BLURRED_BELOW = 0.022
+MOIRE_ABOVE = 20.0  # core.serving.photo.moire: photos of a screen 77-124, films on a lightbox or window 0-4
 KEYSTONE_WARNED = 1.25
 RETAKE = {
     "glare": "tilt the phone so the light does not reflect on the film",

@@ -1,0 +1,153 @@
+"""Photos of films and screenshots of viewers: the radiograph found, straightened and judged."""
+import io
+from dataclasses import replace
+
+import cv2
+import numpy as np
+import pytest
+from conftest import encode, real_data_dir, requires_real_data, xray_like
+from PIL import Image
+
+from core.analysis.photos import PHOTO, RENDERINGS, WARM_LIGHT, film_photo, render, viewer_screenshot
+from core.learning import data
+from core.serving import archive, photo, screening
+from core.serving.imaging import decode_image
+from core.serving.predictor import Predictor
+from core.serving.quality import (
+    MAX_COLOURFULNESS,
+    RETAKE,
+    NotChestXRayError,
+    UnusablePhotoError,
+    check_chest_xray,
+)
+
+XRAY = xray_like(4, True, 512)
+
+
+def shot(rendering=PHOTO, seed: int = 0, pixels: np.ndarray = XRAY):
+    return film_photo(pixels, rendering, np.random.default_rng(seed))
+
+
+def picture_size(data: bytes) -> tuple[int, int]:
+    return Image.open(io.BytesIO(data)).size
+
+
+def similarity(a: np.ndarray, b: np.ndarray) -> float:
+    """Correlation of two gray images at 64x64."""
+    small = [cv2.resize(x, (64, 64), interpolation=cv2.INTER_AREA).astype(float).ravel() for x in (a, b)]
+    return float(np.corrcoef(*small)[0, 1])
+
+
+@pytest.mark.parametrize("keystone", [0.02, 0.05, 0.1])
+def test_a_photographed_film_is_found_at_its_corners_and_straightened(keystone):
+    picture = shot(replace(PHOTO, keystone=keystone), seed=int(keystone * 100))
+    decoded = decode_image(picture.data)
+    assert decoded.input_kind == "photo"
+    scale = max(decoded.straightened.picture.shape[:2]) / max(picture_size(picture.data))
+    error = np.abs(decoded.straightened.location.corners / scale - picture.corners).max()
+    assert error <= 0.01 * min(picture_size(picture.data)), error
+    # Straightened, the film is the X-ray again (the lightbox around it is gone), upright and square.
+    assert similarity(decoded.pixels, XRAY) > 0.95
+    assert 0.9 < decoded.pixels.shape[0] / decoded.pixels.shape[1] < 1.1
+
+
+def test_a_viewer_screenshot_is_cut_to_its_viewport_exactly():
+    picture = viewer_screenshot(XRAY, np.random.default_rng(1))
+    decoded = decode_image(picture.data)
+    assert decoded.input_kind == "screenshot"
+    np.testing.assert_allclose(decoded.straightened.location.corners, picture.corners, atol=1)
+    assert similarity(decoded.pixels, XRAY) > 0.95  # toolbars, study list and margins cut away
+
+
+def test_digital_files_pass_through_untouched():
+    for seed, size in [(0, 224), (1, 512), (2, 1024)]:
+        pixels = xray_like(seed, seed % 2 == 0, size)
+        for fmt in ("PNG", "JPEG"):
+            decoded = decode_image(encode(pixels, fmt))
+            assert decoded.input_kind == "digital" and decoded.straightened is None
+
+
+@requires_real_data
+def test_real_digital_x_rays_are_never_taken_for_photos():
+    """The step sits in the one path that training shares: the training X-rays must go through it as they are."""
+    examples = data.list_examples(real_data_dir(), "train")
+    chosen = np.random.default_rng(0).choice(len(examples), 300, replace=False)
+    found = [examples[i].path.name for i in chosen if decode_image(examples[i].path.read_bytes()).straightened]
+    assert len(found) <= 1, found  # measured: 1 of 2,608 (an X-ray with a black border inside its frame)
+
+
+def test_white_balance_turns_a_film_in_tinted_light_grey_and_leaves_colour_colourful():
+    tinted = np.uint8(np.repeat(XRAY[..., np.newaxis], 3, axis=2) * np.float32(WARM_LIGHT))
+    assert photo.colourfulness(tinted) > MAX_COLOURFULNESS  # judged raw, the tint alone would refuse it
+    assert photo.colourfulness(photo.white_balanced(tinted)) < 1.0
+    blocks = cv2.resize(np.random.default_rng(0).integers(0, 255, (5, 5, 3), np.uint8), (300, 300),
+                        interpolation=cv2.INTER_NEAREST)
+    assert photo.colourfulness(photo.white_balanced(blocks)) > MAX_COLOURFULNESS
+
+
+def test_a_film_under_warm_light_is_screened_and_a_colour_photo_on_a_lightbox_is_refused(detector):
+    warm = decode_image(shot(replace(PHOTO, light=WARM_LIGHT)).data)
+    assert warm.input_kind == "photo" and warm.colourfulness < MAX_COLOURFULNESS
+    check_chest_xray(warm, detector)  # no refusal
+    colour = cv2.resize(np.random.default_rng(2).integers(0, 255, (6, 6, 3), np.uint8), (500, 500),
+                        interpolation=cv2.INTER_NEAREST)
+    with pytest.raises(NotChestXRayError, match="in colour"):
+        check_chest_xray(decode_image(shot(pixels=colour).data), detector)
+
+
+def test_strong_glare_is_refused_with_how_to_retake_and_slight_glare_is_filled_and_warned(detector):
+    with pytest.raises(UnusablePhotoError, match=RETAKE["glare"]):
+        check_chest_xray(decode_image(render(XRAY, "strong glare (should be refused)", 0).data), detector)
+    slight = decode_image(shot(replace(PHOTO, glare=0.3), seed=3).data)
+    assert 0 < slight.straightened.quality.glare < 0.05
+    assert slight.pixels.max() < 255 or np.mean(slight.pixels == 255) < slight.straightened.quality.glare / 4
+    warnings = check_chest_xray(slight, detector)
+    assert any(RETAKE["glare"] in w for w in warnings)
+
+
+@pytest.mark.parametrize(("rendering", "hint"), [
+    (replace(PHOTO, blur=5.0), "blur"),
+    (RENDERINGS["photo of a screen (moire)"], "moire"),
+    (replace(PHOTO, keystone=0.12), "keystone"),
+    (replace(PHOTO, film_side=300), "small"),
+])
+def test_a_degraded_photo_is_warned_with_its_retake_hint(rendering, hint, detector):
+    decoded = decode_image(shot(rendering, seed=5).data)
+    assert decoded.input_kind == "photo"
+    warnings = check_chest_xray(decoded, detector)
+    assert any(RETAKE[hint] in w for w in warnings), warnings
+    # And a good photo carries none of them.
+    assert not any(RETAKE[hint] in w for w in check_chest_xray(decode_image(shot(seed=5).data), detector))
+
+
+def test_a_film_too_small_in_the_photo_is_refused():
+    with pytest.raises(UnusablePhotoError, match="move closer"):
+        check_chest_xray(decode_image(shot(replace(PHOTO, film_side=120)).data))
+
+
+def test_rows_say_what_each_input_was(tiny_models):
+    predictor = Predictor.load(directory=tiny_models)
+    uploads = {"film.jpeg": shot().data, "viewer.png": viewer_screenshot(XRAY, np.random.default_rng(0)).data,
+               "file.png": encode(XRAY, "PNG"), "glare.jpeg": render(XRAY, "strong glare (should be refused)", 0).data}
+    rows = {name: screening.screen_bytes(predictor, name, data) for name, data in uploads.items()}
+    assert {name: row.input_kind for name, row in rows.items()} == {
+        "film.jpeg": "photo", "viewer.png": "screenshot", "file.png": "digital", "glare.jpeg": "photo"}
+    assert rows["glare.jpeg"].status == "rejected" and RETAKE["glare"] in rows["glare.jpeg"].message
+    csv = screening.rows_to_csv(list(rows.values())).splitlines()
+    assert csv[0].split(",")[:3] == ["file", "status", "input_kind"]
+    assert sum(",photo," in line for line in csv[1:]) == 2
+
+
+def test_the_archive_job_records_each_files_kind(tiny_models, tmp_path):
+    source = tmp_path / "src"
+    source.mkdir()
+    (source / "film.jpeg").write_bytes(shot().data)
+    (source / "file.png").write_bytes(encode(XRAY, "PNG"))
+    (source / "glare.jpeg").write_bytes(render(XRAY, "strong glare (should be refused)", 0).data)
+    (source / "notes.png").write_bytes(b"not an image")
+    archive.screen_archive(source, tmp_path / "out", archive.JobSpec(models_dir=str(tiny_models)))
+    rows = {row["path"]: row for row in archive.read_results(tmp_path / "out").to_pylist()}
+    assert len(rows) == 4
+    assert {path: row["input_kind"] for path, row in rows.items()} == {
+        "film.jpeg": "photo", "file.png": "digital", "glare.jpeg": "photo", "notes.png": None}
+    assert rows["film.jpeg"]["probability"] is not None and rows["glare.jpeg"]["probability"] is None
