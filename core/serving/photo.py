@@ -46,9 +46,10 @@ MIN_DRAWN = 0.1
 EDGE_SUPPORT = 0.6
 MAX_SURROUND_EDGES = 0.06
 # Around and just inside the film, bands of BAND of the side differ by MIN_STEP grey levels in
-# their medians: measured 55-170 for the photo proxy's films, 8-19 for the lungs of drawn X-rays.
+# their medians: measured 55-170 for the photo proxy's films on a lightbox or window, less for some
+# photographed screens (a grey bezel), 8-19 for the lungs of drawn X-rays.
 BAND = 0.04
-MIN_STEP = 40
+MIN_STEP = 25
 # Corner-finding tolerances, shares of the outline's length, tried in turn: a window bar or a
 # hand touching the film adds bumps to its outline that the looser ones cut off.
 QUAD_FITS = (0.02, 0.04, 0.07)
@@ -72,6 +73,7 @@ INSET = 0.015
 SATURATED = 250
 GLARE_RIM = 2  # pixels around a saturated patch filled with it
 GLARE_FILL = 5  # pixels around a glare patch that its filling reads
+DISPLAY_SIDE = 640
 # Photo quality is measured on the straightened film at these sizes.
 SHARPNESS_SIDE = 256
 SHARPNESS_SMOOTHING = 1.0  # Gaussian sigma, pixels at SHARPNESS_SIDE
@@ -470,6 +472,13 @@ def radiograph_of(picture: np.ndarray, scale: float = 1.0) -> tuple[np.ndarray, 
         quality = PhotoQuality(glare, sharpness(cut), fringes, round(min(location.size) / scale),
                                location.keystone)
     return cut, chroma, Straightened(location, picture, quality)
+
+
+def display_copy(picture: np.ndarray) -> np.ndarray:
+    """A picture shrunk to at most DISPLAY_SIDE pixels a side: what a result keeps to show beside the
+    straightened film (a session keeps many results; a phone photo decodes to megabytes)."""
+    scale = DISPLAY_SIDE / max(picture.shape[:2])
+    return cv2.resize(picture, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA) if scale < 1 else picture
 
 
 def sharpness(gray: np.ndarray) -> float:

@@ -19,6 +19,7 @@ from core.serving.card import ModelCard
 from core.serving.framing import FrameBox
 from core.serving.heatmap import member_mean, occlusion
 from core.serving.imaging import ImageError, ModelInput, load_model_input
+from core.serving.photo import display_copy
 from core.serving.quality import XrayDetector, check_chest_xray
 from core.serving.settings import CLASS_NAMES, DEFAULT_OPERATING_POINT
 from core.serving.site import SiteProfile
@@ -42,7 +43,7 @@ class ScreeningResult:
     warnings: list[str] = field(default_factory=list)
     # For display only, never exported: the decoded image and, when asked for, its heat map.
     image: np.ndarray | None = field(default=None, repr=False)
-    picture: np.ndarray | None = field(default=None, repr=False)  # a photo or screenshot as sent
+    picture: np.ndarray | None = field(default=None, repr=False)  # a photo or screenshot as sent, shrunk
     heatmap: np.ndarray | None = field(default=None, repr=False)
     frame: FrameBox | None = field(default=None, repr=False)  # the part of the image the model read
 
@@ -200,7 +201,7 @@ class Predictor:
                         "inference": 1e3 * (finished - prepared_at), "total": 1e3 * (finished - started)},
             warnings=warnings,
             image=loaded.decoded.pixels,
-            picture=loaded.decoded.straightened.picture if loaded.decoded.straightened else None,
+            picture=display_copy(loaded.decoded.straightened.picture) if loaded.decoded.straightened else None,
             heatmap=heat,
             frame=loaded.frame,
         )
