@@ -38,10 +38,10 @@ from core.serving.settings import CLASS_NAMES, DEFAULT_OPERATING_POINT
 from core.serving.site import SiteProfile
 
 # One row per input file, the same for both engines. Never pixels, never DICOM patient tags.
-SCHEMA = pa.schema([("path", pa.string()), ("input_kind", pa.string()), ("probability", pa.float64()), ("label", pa.string()),
-                    ("operating_point", pa.string()), ("threshold", pa.float64()), ("model", pa.string()),
-                    ("model_sha256", pa.string()), ("site", pa.string()), ("warnings", pa.string()),
-                    ("error", pa.string())])
+SCHEMA = pa.schema([("path", pa.string()), ("input_kind", pa.string()), ("probability", pa.float64()),
+                    ("label", pa.string()), ("operating_point", pa.string()), ("threshold", pa.float64()),
+                    ("model", pa.string()), ("model_sha256", pa.string()), ("site", pa.string()),
+                    ("warnings", pa.string()), ("error", pa.string())])
 COLUMNS = tuple(SCHEMA.names)
 FORMATS = ("parquet", "csv")
 ENGINES = ("local", "ray")

@@ -85,7 +85,6 @@ class DecodedImage:
     # exports them unless a user asks for them on purpose.
     private_tags: dict = field(default_factory=dict, repr=False)
 
-
     @property
     def input_kind(self) -> str:
         """digital, dicom, photo (of a film or a screen) or screenshot."""
@@ -132,13 +131,12 @@ def decode_image(data: bytes) -> DecodedImage:
 
 def _decode_raster(data: bytes) -> tuple[np.ndarray, int, float, Straightened | None]:
     decoded = _raster_to_gray(*_open_raster(data, DECODE_SIDE))
-    straightened = decoded[3]
+    straightened = decoded[-1]
     if straightened is not None and min(straightened.location.size) < DECODE_SIDE:
         # A film fills only part of a photo: decode again, at the scale that gives the film itself
         # DECODE_SIDE pixels (a no-op where the file has no more).
-        picture_side = min(straightened.picture.shape[:2])
-        wanted = round(DECODE_SIDE * picture_side / min(straightened.location.size))
-        decoded = _raster_to_gray(*_open_raster(data, wanted))
+        film_share = min(straightened.location.size) / min(straightened.picture.shape[:2])
+        decoded = _raster_to_gray(*_open_raster(data, round(DECODE_SIDE / film_share)))
     return decoded
 
 
@@ -152,8 +150,8 @@ def _open_raster(data: bytes, side: int) -> tuple[Image.Image, float]:
         if width * height > MAX_PIXELS:
             raise ImageError(f"the image is too large ({width}x{height} pixels)")
         # JPEG decodes at 1/2, 1/4 or 1/8 scale for a fraction of the time; no
-        # model or check needs more than DECODE_SIDE pixels, and the data sets'
-        # 224-pixel images are untouched, so training and serving still agree.
+        # model or check needs more than DECODE_SIDE pixels of the X-ray, and the data
+        # sets' 224-pixel images are untouched, so training and serving still agree.
         image.draft(image.mode, (side, side))
         image = ImageOps.exif_transpose(image)  # phone photos carry their rotation in EXIF
         image.load()
