@@ -13,7 +13,9 @@ from core.serving.quality import NotChestXRayError, XrayDetector, check_chest_xr
 
 
 def test_generated_non_xrays_are_rejected(detector):
-    files = generate(200, seed=123)
+    # 50 of each kind: the photographed kinds are refused less often than the drawn ones (96.8-100% in
+    # benchmarks.xray_check), so a smaller sample reads the bar on a handful of files.
+    files = generate(400, seed=123)
     refused = [rejected(payload, detector) for _, payload in files]
     assert np.mean(refused) >= 0.99, [kind for (kind, _), r in zip(files, refused) if not r]
 
