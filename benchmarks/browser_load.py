@@ -1,6 +1,6 @@
 """Load on the real server: N browser sessions at once, each uploads an X-ray and waits for its result.
 
-Usage: python -m benchmarks.browser_load [--sessions 10]
+Usage: python -m benchmarks.browser_load [--users 10]
 Prints each session's time from upload to result, and the server's own screening time
 for it (shown on the result card), so the rest is the browsers' and the transport's share.
 """
@@ -58,10 +58,10 @@ async def run_sessions(url: str, sessions: int) -> list[tuple[float, float]]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--sessions", type=int, default=10)
+    parser.add_argument("--users", type=int, default=10, help="browsers screening at once")
     args = parser.parse_args()
     with streamlit_server() as server:
-        results = asyncio.run(run_sessions(server.url, args.sessions))
+        results = asyncio.run(run_sessions(server.url, args.users))
     times = [t for t, _ in results]
     server_ms = [ms for _, ms in results]
     print(f"{len(results)} simultaneous sessions, all got a result")

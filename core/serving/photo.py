@@ -407,12 +407,16 @@ def white_balanced(rgb: np.ndarray) -> np.ndarray:
 def colourfulness(rgb: np.ndarray) -> float:
     """Mean chroma (Hasler & Suesstrunk 2003) of the picture's regions: zero for grey, 15 and
     more for a colour photo."""
-    scale = CHROMA_SIDE / min(rgb.shape[:2])
+    red_green, yellow_blue = _opponent_colours(rgb, CHROMA_SIDE)
+    return float(np.hypot(red_green.std(), yellow_blue.std()) + 0.3 * np.hypot(red_green.mean(), yellow_blue.mean()))
+
+
+def _opponent_colours(rgb: np.ndarray, side: int) -> tuple[np.ndarray, np.ndarray]:
+    """Red-green and yellow-blue of the picture shrunk so that its shorter side is `side` pixels."""
+    scale = side / min(rgb.shape[:2])
     view = cv2.resize(rgb, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA) if scale < 1 else rgb
     view = view.astype(np.float64)
-    red_green = view[..., 0] - view[..., 1]
-    yellow_blue = 0.5 * (view[..., 0] + view[..., 1]) - view[..., 2]
-    return float(np.hypot(red_green.std(), yellow_blue.std()) + 0.3 * np.hypot(red_green.mean(), yellow_blue.mean()))
+    return view[..., 0] - view[..., 1], 0.5 * (view[..., 0] + view[..., 1]) - view[..., 2]
 
 
 @dataclass(frozen=True)
@@ -493,8 +497,5 @@ def sharpness(gray: np.ndarray) -> float:
 def moire(rgb: np.ndarray) -> float:
     """Fine colour fringes of a white-balanced picture (chroma spread at MOIRE_SIDE): a screen's red,
     green and blue subpixels beating with the camera's grid leave them; a film is grey at every scale."""
-    scale = MOIRE_SIDE / min(rgb.shape[:2])
-    view = cv2.resize(rgb, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA).astype(np.float64)
-    red_green = view[..., 0] - view[..., 1]
-    yellow_blue = 0.5 * (view[..., 0] + view[..., 1]) - view[..., 2]
+    red_green, yellow_blue = _opponent_colours(rgb, MOIRE_SIDE)
     return float(np.hypot(red_green.std(), yellow_blue.std()))
