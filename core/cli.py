@@ -7,8 +7,10 @@ import sys
 from pathlib import Path
 
 from core.learning import data
+from core.serving.errors import JobError
 from core.serving.framing import STANDARD_SIDE
 from core.serving.settings import DEFAULT_OPERATING_POINT, OPERATING_POINTS
+from core.serving.site import SiteProfileError
 
 
 def _data_dir(value: str | None) -> Path:
@@ -16,6 +18,14 @@ def _data_dir(value: str | None) -> Path:
     if chosen is None:
         raise SystemExit(f"no data folder: pass --data DIR or set ${data.DATA_ENV}")
     return chosen
+
+
+def _positive(text: str) -> int:
+    """A count of at least one (argparse's usage error otherwise, not a traceback later)."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text} is not a count of at least 1")
+    return value
 
 
 def _learning_rate(value: str) -> float | str:
@@ -222,14 +232,11 @@ def _predictor(model: str | None, site: str | None):
 def cmd_screen_archive(args) -> int:
     """`screen SRC --out DIR`: the archive job (core.serving.archive), batched and resumable."""
     from core.serving import archive
-    from core.serving.site import SiteProfile, SiteProfileError
+    from core.serving.site import SiteProfile
 
     if len(args.paths) != 1 or args.heatmaps or args.format == "json":
-        raise SystemExit("with --out, give one source folder (SRC), --format parquet or csv, and no --heatmaps")
-    try:
-        profile = SiteProfile.load(args.site) if args.site else None
-    except SiteProfileError as exc:
-        raise SystemExit(f"refused: {exc}") from None
+        raise JobError("with --out, give one source folder (SRC), --format parquet or csv, and no --heatmaps")
+    profile = SiteProfile.load(args.site) if args.site else None
     spec = archive.JobSpec(args.model or (profile.model if profile else None),
                            site_profile=Path(args.site).read_bytes() if profile else None,
                            site_name=profile.name if profile else "", operating_point=args.operating_point)
@@ -237,18 +244,30 @@ def cmd_screen_archive(args) -> int:
         def progress(total: int, done_before: int):
             bar.reset(total)
             if done_before:
-                bar.write(f"{done_before} files already screened by earlier runs: skipped")
+                bar.write(f"{done_before} files already screened by earlier runs of this job: skipped")
             return bar.update
 
-        try:
-            summary = archive.screen_archive(
-                Path(args.paths[0]), Path(args.out), spec, args.format or "parquet", args.engine, args.resume,
-                Path(args.manifest) if args.manifest else None, args.batch_size, args.workers, args.address,
-                progress)
-        except archive.JobError as exc:
-            raise SystemExit(f"screen: {exc}") from None
+        summary = archive.screen_archive(
+            Path(args.paths[0]), Path(args.out), spec, args.format or "parquet", args.engine, args.resume,
+            Path(args.manifest) if args.manifest else None, args.batch_size, args.workers, args.address,
+            progress, args.path_column, Path(args.key_file) if args.key_file else None)
     print("\n".join(summary.lines()), file=sys.stderr)
     print(f"rows written to {Path(args.out) / summary.run}", file=sys.stderr)
+    return 0
+
+
+def cmd_pseudonyms(args) -> int:
+    """The pseudonym of every file of SRC, beside its path: the join back, for the key's holder only."""
+    import csv
+
+    from core.serving.archive import RowKeys, list_sources
+    from core.serving.archive.listing import load_key
+
+    keys = RowKeys(Path(args.src).resolve(), "pseudonym", load_key(Path(args.key_file)))
+    writer = csv.writer(sys.stdout)
+    writer.writerow(["pseudonym", "path"])
+    for source in list_sources(Path(args.src), Path(args.manifest) if args.manifest else None):
+        writer.writerow([keys(source), keys.relative(source)])
     return 0
 
 
@@ -511,9 +530,20 @@ def build_parser() -> argparse.ArgumentParser:
     screen.add_argument("--engine", choices=("local", "ray"), default="local",
                         help="with --out: this machine's cores, or Ray Data (pip install -r requirements-scale.txt)")
     screen.add_argument("--address", help="with --engine ray: an existing cluster (default: a local instance)")
-    screen.add_argument("--workers", type=int, help="decoding threads (local) or Ray actors (default: one per core)")
-    screen.add_argument("--batch-size", type=int, default=32, help="images per forward pass")
+    screen.add_argument("--workers", type=_positive, help="decoding threads (local) or Ray actors (default: one per core)")
+    screen.add_argument("--batch-size", type=_positive, default=32, help="images per forward pass")
+    screen.add_argument("--path-column", choices=("relative", "as-given", "pseudonym"), default="relative",
+                        help="with --out: each row's path relative to SRC, as given, or a keyed pseudonym")
+    screen.add_argument("--key-file", metavar="KEY", help="with --path-column pseudonym: the key (made when "
+                        "absent); keep it to join results back (`core pseudonyms`)")
     screen.set_defaults(run=cmd_screen)
+
+    pseudonyms = commands.add_parser("pseudonyms", help="each file's pseudonym beside its path (CSV), "
+                                     "to join back an archive job's rows")
+    pseudonyms.add_argument("src", metavar="SRC", help="the job's source folder")
+    pseudonyms.add_argument("--key-file", required=True, metavar="KEY", help="the job's pseudonym key")
+    pseudonyms.add_argument("--manifest", metavar="FILE", help="the job's manifest, if it had one")
+    pseudonyms.set_defaults(run=cmd_pseudonyms)
 
     bench = commands.add_parser("bench", help="latency, throughput and explanation cost per model")
     bench.add_argument("--model", help="one model (default: all)")
@@ -605,11 +635,29 @@ def _import_tensorflow_quietly() -> None:
         os.close(saved)
 
 
+# An operator's mistake found inside a command: one line naming it, never a traceback.
+OPERATOR_ERRORS = (JobError, SiteProfileError, FileNotFoundError, NotADirectoryError, PermissionError)
+DEBUG_ENV = "CXR_DEBUG"  # set to 1 for the traceback of an unexpected failure
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.command in TENSORFLOW_COMMANDS:
-        _import_tensorflow_quietly()
-    return args.run(args)
+    try:
+        if args.command in TENSORFLOW_COMMANDS:
+            _import_tensorflow_quietly()
+        return args.run(args)
+    except OPERATOR_ERRORS as exc:
+        print(f"{args.command}: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{args.command}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # the last word for a user: what failed, in one line, and how to see more
+        if os.environ.get(DEBUG_ENV):
+            raise
+        print(f"{args.command}: failed ({type(exc).__name__}: {exc}); set {DEBUG_ENV}=1 to see where",
+              file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -96,7 +96,7 @@ KILLABLE_JOB = """
 import sys, time
 from pathlib import Path
 from core.serving import archive
-archive.ROWS_PER_PART = 4
+archive.local.ROWS_PER_PART = 4
 slow = lambda total, before: (lambda n: time.sleep(0.4))
 archive.screen_archive(Path(sys.argv[1]), Path(sys.argv[2]), archive.JobSpec(), batch_size=2, progress=slow)
 """
@@ -129,7 +129,7 @@ def test_a_job_killed_midway_resumes_without_losing_or_repeating_a_file(source, 
     assert archive.read_results(out).num_rows == len(keys(source))
     # Resuming is for the same job: rows at another threshold are never mixed in.
     other = _core("screen", str(source), "--out", str(out), "--resume", "--operating-point", "balanced")
-    assert other.returncode != 0 and "operating_point screening (now balanced)" in other.stderr
+    assert other.returncode != 0 and "operating point screening (now balanced)" in other.stderr
     assert archive.read_results(out).num_rows == len(keys(source))
 
 

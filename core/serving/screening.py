@@ -4,6 +4,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,17 +58,36 @@ class ScreeningRow:
         return {name: getattr(self, name) for name in ROW_FIELDS}
 
 
+@dataclass(frozen=True)
+class Refusal:
+    """Why one file was not screened: ``status`` rejected (not a chest X-ray) or error (not
+    readable or decodable), the reason for a person, and what the file was when it decoded."""
+
+    status: str
+    reason: str
+    input_kind: str | None = None
+
+
+def refusal(exc: Exception) -> Refusal:
+    """The one mapping from what screening a file raised to its row's reason: every batch, the
+    archive job's engines included, gives the same words for the same fault."""
+    if isinstance(exc, NotChestXRayError):
+        return Refusal("rejected", str(exc), exc.input_kind)
+    if isinstance(exc, ImageError):
+        return Refusal("error", str(exc), exc.input_kind)
+    if isinstance(exc, OSError):
+        return Refusal("error", f"cannot be read ({exc.strerror or type(exc).__name__})")
+    return Refusal("error", f"could not be screened ({type(exc).__name__})")
+
+
 def screen_bytes(predictor: Predictor, name: str, data: bytes, operating_point: str = DEFAULT_OPERATING_POINT,
                  heatmap: bool = False) -> ScreeningRow:
     """Screen one named upload; every failure becomes a row with a readable message."""
     try:
         result = predictor.screen(data, operating_point, heatmap=heatmap)
-    except NotChestXRayError as exc:
-        return ScreeningRow(name, "rejected", predictor.name, str(exc), refused_kind=exc.input_kind)
-    except ImageError as exc:
-        return ScreeningRow(name, "error", predictor.name, str(exc), refused_kind=exc.input_kind)
     except Exception as exc:  # noqa: BLE001  never a traceback for a user; the reason is kept
-        return ScreeningRow(name, "error", predictor.name, f"could not be screened ({type(exc).__name__})")
+        refused = refusal(exc)
+        return ScreeningRow(name, refused.status, predictor.name, refused.reason, refused_kind=refused.input_kind)
     return ScreeningRow(name, "ok", predictor.name, "; ".join(result.warnings), result)
 
 
@@ -111,12 +131,19 @@ def expand_paths(paths: Iterable[str | Path]) -> list[Path]:
 
 
 def read_file(path: Path) -> bytes:
-    """The file's bytes, refusing what is missing or too large before reading it."""
-    if not path.is_file():
-        raise ImageError("no such file")
-    if path.stat().st_size > MAX_FILE_BYTES:
-        raise ImageError(f"the file is larger than the {MAX_FILE_BYTES // 2**20} MB limit")
-    return path.read_bytes()
+    """The file's bytes, refusing what is missing or too large before reading it. Sized on the
+    open file and read no further than the limit: a file that grows while a job runs is still refused."""
+    too_large = ImageError(f"the file is larger than the {MAX_FILE_BYTES // 2**20} MB limit")
+    try:
+        with open(path, "rb") as handle:
+            if os.fstat(handle.fileno()).st_size > MAX_FILE_BYTES:
+                raise too_large
+            data = handle.read(MAX_FILE_BYTES + 1)
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+        raise ImageError("no such file") from None
+    if len(data) > MAX_FILE_BYTES:
+        raise too_large
+    return data
 
 
 def screen_paths(predictor: Predictor, paths: Iterable[str | Path], operating_point: str = DEFAULT_OPERATING_POINT,
@@ -126,8 +153,7 @@ def screen_paths(predictor: Predictor, paths: Iterable[str | Path], operating_po
         try:
             data = read_file(path)
         except (ImageError, OSError) as exc:
-            message = str(exc) if isinstance(exc, ImageError) else f"cannot be read ({exc.strerror})"
-            rows.append(ScreeningRow(str(path), "error", predictor.name, message))
+            rows.append(ScreeningRow(str(path), "error", predictor.name, refusal(exc).reason))
             continue
         rows.append(screen_bytes(predictor, str(path), data, operating_point, heatmaps))
     return rows

@@ -1,0 +1,158 @@
+"""An archive job: what it is, the checks before any work, and its run."""
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import pyarrow as pa
+
+from core.serving.archive import cluster, local, store
+from core.serving.archive.listing import PATH_COLUMNS, RowKeys, list_sources, load_key, manifest_digest
+from core.serving.archive.parts import COLUMNS, FORMATS, read_parts
+from core.serving.archive.screener import ArchiveScreener, JobSpec
+from core.serving.errors import JobError
+from core.serving.predictor import Predictor
+from core.serving.settings import CLASS_NAMES
+
+ENGINES = ("local", "ray")
+BATCH_SIZE = 32
+# What makes two runs one job, in the words a refusal uses: rows that differ in any of these are
+# never mixed in one folder, and a file is never taken as done by a run that screened another.
+IDENTITY = {"source": "source folder", "manifest_sha256": "manifest (sha256)", "model": "model",
+            "model_sha256": "model file (sha256)", "onnx_sha256": "ONNX file (sha256)", "site": "site profile",
+            "site_sha256": "site profile's content (sha256)", "operating_point": "operating point",
+            "format": "format", "columns": "columns", "path_column": "path column",
+            "pseudonym_key": "pseudonym key (fingerprint)", "source_as_given": "SRC as typed"}
+
+
+def identity(src: Path, manifest: Path | None, predictor: Predictor, spec: JobSpec, fmt: str, keys: RowKeys) -> dict:
+    return {"source": str(src.resolve()), "manifest_sha256": manifest_digest(manifest), "model": predictor.name,
+            "model_sha256": spec.model_sha256, "onnx_sha256": spec.onnx_sha256, "site": spec.site_name or None,
+            "site_sha256": spec.site_sha256, "operating_point": spec.operating_point, "format": fmt,
+            "columns": list(COLUMNS), **keys.identity}
+
+
+def _shown(value) -> str:
+    text = str(value)
+    return f"{text[:12]}…" if re.fullmatch(r"[0-9a-f]{40,}", text) else text
+
+
+def differences(held: dict, wanted: dict) -> list[str]:
+    return [f"{words} {_shown(held.get(key))} (now {_shown(wanted[key])})" for key, words in IDENTITY.items()
+            if held.get(key) != wanted[key]]
+
+
+def refusal_counts(reasons: list[str]) -> dict[str, int]:
+    """Files per reason, a reason with numbers in it (a glare share, a size) counted as one kind:
+    shown as it is when all of its files say the same, with N for the numbers when they differ."""
+    kinds: dict[str, list[str]] = {}
+    for reason in reasons:
+        kinds.setdefault(re.sub(r"\d+(?:\.\d+)?", "N", reason), []).append(reason)
+    return {(said[0] if len(set(said)) == 1 else kind): len(said) for kind, said in kinds.items()}
+
+
+@dataclass
+class JobSummary:
+    files: int  # screened in this run, refused ones included
+    screened: int
+    flagged: int
+    refused: dict[str, int]  # reason -> files
+    already_done: int  # skipped because an earlier run of the job holds them
+    seconds: float
+    run: str
+    set_aside: list[str] = field(default_factory=list)  # run folders without a job record
+
+    @property
+    def images_per_second(self) -> float:
+        return self.files / self.seconds if self.seconds > 0 else 0.0
+
+    def lines(self) -> list[str]:
+        lines = [(f"{self.files} files in {self.seconds:.1f} s ({self.images_per_second:.1f} images/s): "
+                  f"{self.screened} screened, {self.flagged} flagged for clinical review, "
+                  f"{sum(self.refused.values())} refused")]
+        lines += [f"  refused, {count}: {reason}" for reason, count in sorted(self.refused.items(), key=lambda r: -r[1])]
+        if self.already_done:
+            lines.append(f"{self.already_done} files were already screened by earlier runs of this job and were skipped")
+        if self.set_aside:
+            lines.append(f"set aside {len(self.set_aside)} run folder(s) without a job record "
+                         f"({', '.join(self.set_aside)}): their files were screened again")
+        return lines
+
+
+def summarise(table: pa.Table, already_done: int, seconds: float, run: Path, set_aside: list[str]) -> JobSummary:
+    errors = [e for e in table.column("error").to_pylist() if e]
+    labels = table.column("label").to_pylist()
+    return JobSummary(table.num_rows, table.num_rows - len(errors), labels.count(CLASS_NAMES[1]),
+                      refusal_counts(errors), already_done, seconds, run.name, set_aside)
+
+
+def _earlier_runs(out: Path, wanted: dict, resume: bool) -> list[Path]:
+    """The job's earlier runs in out, each interrupted one sealed; refuses (before changing any)
+    a folder that holds another job's rows, or any rows without --resume."""
+    earlier = store.runs(out)
+    if earlier and not resume:
+        raise JobError(f"{out} already holds results of {len(earlier)} run(s): pass --resume to screen only "
+                       "the files not yet there, or choose another folder")
+    for run in earlier:
+        differs = differences(store.info(run), wanted)
+        if differs:
+            raise JobError(f"{out} holds rows of another job: {'; '.join(differs)}. --resume continues only the "
+                           "same job (the same files, model file, site profile, operating point, format and path "
+                           "column): screen into another folder, or resume with the job's own settings")
+    for run in earlier:
+        store.seal(run)
+    return earlier
+
+
+def screen_archive(src: Path, out: Path, spec: JobSpec, fmt: str = "parquet", engine: str = "local",
+                   resume: bool = False, manifest: Path | None = None, batch_size: int = BATCH_SIZE,
+                   workers: int | None = None, address: str | None = None,
+                   progress: Callable[[int, int], Callable[[int], None] | None] | None = None,
+                   path_column: str = "relative", key_file: Path | None = None) -> JobSummary:
+    """Screen every file of src (or of the manifest) that no earlier run of the same job in out
+    holds; raises JobError for a fault of the job, before any work. progress(total, done_before)
+    gives the local engine's callback."""
+    if fmt not in FORMATS or engine not in ENGINES or path_column not in PATH_COLUMNS:
+        raise JobError(f"format must be one of {', '.join(FORMATS)}, engine one of {', '.join(ENGINES)} "
+                       f"and the path column one of {', '.join(PATH_COLUMNS)}")
+    if batch_size < 1 or (workers is not None and workers < 1):
+        raise JobError("--batch-size and --workers must be at least 1")
+    predictor = spec.predictor()  # a model, site profile or operating point that does not fit stops here
+    spec = spec.pinned(predictor)  # every worker screens with this very file
+    sources = list_sources(src, manifest)
+    keys = RowKeys(src.resolve(), path_column, load_key(key_file) if key_file else None, str(src))
+    wanted = identity(src, manifest, predictor, spec, fmt, keys)
+    cores = os.cpu_count() or 1
+    # Decoding threads may outnumber the cores (they wait on the GIL-free decoders); actors may not.
+    workers = workers or (cores if engine == "ray" else min(8, 2 * cores))
+    if engine == "ray":
+        cluster.import_ray()
+        cluster.check_reachable(address)
+    with store.locked(out):
+        set_aside = store.set_aside_unrecorded(out)
+        _earlier_runs(out, wanted, resume)
+        done = set(store.read_results(out, ["path"]).column("path").to_pylist())
+        todo = [(source, key) for source, key in ((s, keys(s)) for s in sources) if key not in done]
+        scratch = store.scratch(out)
+        try:
+            with cluster.ray_cluster(address, workers, scratch) if engine == "ray" else contextlib.nullcontext() as ray:
+                run = store.new_run(out, {"engine": engine, **wanted})
+                started = time.perf_counter()
+                screener = ArchiveScreener(spec, predictor=predictor)
+                if engine == "local":
+                    callback = progress(len(todo), len(sources) - len(todo)) if progress else None
+                    local.run_local(screener, todo, run, fmt, batch_size, workers, callback)
+                else:
+                    cluster.run_ray(ray, screener, todo, run, fmt, batch_size, workers)
+                seconds = time.perf_counter() - started
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+        summary = summarise(read_parts(store.whole_parts(run)[0]), len(sources) - len(todo), seconds, run, set_aside)
+        store.finish(run, asdict(summary))
+    return summary

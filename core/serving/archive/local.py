@@ -1,0 +1,34 @@
+"""The local engine: this machine's cores, part files renamed into place one by one."""
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pyarrow as pa
+
+from core.serving.archive.listing import Source
+from core.serving.archive.parts import write_part
+from core.serving.archive.screener import ArchiveScreener
+
+ROWS_PER_PART = 1000  # the most work an interruption of the local engine can lose
+
+
+def _chunks(items: list, size: int) -> Iterator[list]:
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
+
+
+def run_local(screener: ArchiveScreener, todo: list[tuple[Source, str]], run: Path, fmt: str, batch_size: int,
+              workers: int, progress: Callable[[int], None] | None = None) -> None:
+    """Reading, decoding and the input checks in a pool of threads (OpenCV, Pillow and pydicom
+    release the GIL for most of it), the forward pass in batches in this one. todo: (file, row key)."""
+    with ThreadPoolExecutor(workers) as pool:
+        for index, chunk in enumerate(_chunks(todo, ROWS_PER_PART)):
+            prepared = pool.map(lambda item: screener.prepare(item[0].path, item[1]), chunk)
+            tables = []
+            for batch in _chunks(list(prepared), batch_size):
+                tables.append(screener.rows(batch))
+                if progress:
+                    progress(len(batch))
+            write_part(pa.concat_tables(tables), run, index, fmt)

@@ -1,0 +1,114 @@
+"""Screening a batch of an archive's files into rows, with the driver's exact model."""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+from core.serving.archive.parts import COLUMNS, SCHEMA
+from core.serving.errors import JobError
+from core.serving.predictor import Predictor
+from core.serving.screening import read_file, refusal
+from core.serving.settings import CLASS_NAMES, DEFAULT_OPERATING_POINT
+from core.serving.site import SiteProfile, SiteProfileError
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """What every worker needs to screen as the driver does (small and picklable for Ray)."""
+
+    model: str | None = None  # default: the manifest's default
+    models_dir: str | None = None
+    site_profile: bytes | None = None  # the profile file's bytes, so a cluster's workers need no copy
+    site_name: str = ""
+    operating_point: str = DEFAULT_OPERATING_POINT
+    # The files the driver checked, by sha256 (its card's and its ONNX export's): a worker that
+    # finds another file under the same name refuses to screen, so every row has one model.
+    model_sha256: str | None = None
+    onnx_sha256: str | None = None
+
+    @property
+    def site_sha256(self) -> str | None:
+        return hashlib.sha256(self.site_profile).hexdigest() if self.site_profile else None
+
+    def predictor(self, threads: int | None = None) -> Predictor:
+        """The job's model at its site's points, hash-checked; JobError for any that does not fit."""
+        try:
+            site = SiteProfile.from_bytes(self.site_profile, self.site_name) if self.site_profile else None
+            predictor = Predictor.load(self.model, Path(self.models_dir) if self.models_dir else None, site=site,
+                                       threads=threads)
+        except (FileNotFoundError, SiteProfileError, ValueError, RuntimeError) as exc:
+            raise JobError(str(exc)) from None
+        if self.operating_point not in predictor.operating_points:
+            raise JobError(f"unknown operating point '{self.operating_point}'; "
+                           f"choose from {', '.join(predictor.operating_points)}")
+        onnx = (predictor.card.onnx or {}).get("sha256")
+        if self.model_sha256 and (predictor.card.sha256, onnx) != (self.model_sha256, self.onnx_sha256):
+            raise JobError(f"this worker's {predictor.name} is another file (sha256 {predictor.card.sha256[:12]}…) "
+                           f"than the job's ({self.model_sha256[:12]}…): give every node the same models folder")
+        return predictor
+
+    def pinned(self, predictor: Predictor) -> JobSpec:
+        """This spec naming the driver's loaded model exactly, for workers to load and check."""
+        return JobSpec(predictor.name, self.models_dir, self.site_profile, self.site_name, self.operating_point,
+                       predictor.card.sha256, (predictor.card.onnx or {}).get("sha256"))
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """One file before the forward pass: its row's key and kind, its model input (None when it
+    cannot be screened), its quality warnings and its error."""
+
+    key: str
+    input_kind: str | None
+    tensor: np.ndarray | None
+    warnings: str
+    error: str
+
+
+class ArchiveScreener:
+    """Screens batches of files into rows; holds one Predictor, loaded once (per Ray actor).
+
+    Called on a batch ``{"path": [...], "key": [...]}`` (resolved paths and their rows' keys) it
+    reads each file itself, so a file deleted, unreadable or too large becomes a row with its
+    reason, and returns an Arrow table of SCHEMA, one row per file."""
+
+    def __init__(self, spec: JobSpec, threads: int | None = None, predictor: Predictor | None = None):
+        self.spec = spec
+        # The driver passes the Predictor it has already loaded and checked; a Ray actor loads its own.
+        self.predictor = predictor or spec.predictor(threads)
+
+    def prepare(self, path: str | Path, key: str) -> Prepared:
+        """One file read and ready for the forward pass, or its reason."""
+        try:
+            loaded, _, warnings = self.predictor.prepare(read_file(Path(path)))
+            return Prepared(key, loaded.decoded.input_kind, loaded.tensor, "; ".join(warnings), "")
+        except Exception as exc:  # noqa: BLE001  one odd file never stops the job; the reason is kept
+            refused = refusal(exc)
+            return Prepared(key, refused.input_kind, None, "", refused.reason)
+
+    def rows(self, prepared: list[Prepared]) -> pa.Table:
+        """The forward pass over the prepared inputs in one batch, and a row for every file."""
+        predictor = self.predictor
+        good = [i for i, item in enumerate(prepared) if item.tensor is not None]
+        probabilities = dict(zip(good, predictor.probabilities(np.stack([prepared[i].tensor for i in good]))
+                                 if good else []))
+        threshold = float(predictor.operating_points[self.spec.operating_point])
+        site = predictor.site.name if predictor.site else None
+        columns: dict[str, list] = {name: [] for name in COLUMNS}
+        for i, item in enumerate(prepared):
+            probability = float(probabilities[i]) if i in probabilities else None
+            values = {"path": item.key, "input_kind": item.input_kind, "probability": probability,
+                      "operating_point": self.spec.operating_point,
+                      "label": CLASS_NAMES[int(probability >= threshold)] if probability is not None else None,
+                      "threshold": threshold, "model": predictor.name, "model_sha256": predictor.card.sha256,
+                      "site": site, "warnings": item.warnings or None, "error": item.error or None}
+            for name in COLUMNS:
+                columns[name].append(values[name])
+        return pa.table(columns, schema=SCHEMA)
+
+    def __call__(self, batch: dict) -> pa.Table:
+        return self.rows([self.prepare(path, key) for path, key in zip(batch["path"], batch["key"])])

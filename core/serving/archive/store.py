@@ -1,0 +1,165 @@
+"""An output folder's bookkeeping: one job at a time, its runs, and which of their rows count.
+
+Each run of a job writes into its own ``run-…`` folder, which appears with its job record
+(``_run.json``) already inside. The rows that count are:
+- a finished run's parts, listed in its ``_COMPLETE`` marker;
+- an interrupted run's whole parts, listed in its ``_SEALED`` marker by the next run of the job.
+  Whole means: every part of the local engine (renamed into place once written), Parquet parts of
+  the Ray engine whose footer reads; the rest are set aside (a leading underscore, which Parquet
+  and Arrow readers skip). A list, not a look at the folder: a straggling worker of a killed
+  cluster job that writes later adds nothing that counts.
+A run folder without a readable job record cannot vouch for its rows and is set aside whole.
+"""
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import fcntl
+import json
+import os
+import shutil
+import socket
+import uuid
+from pathlib import Path
+
+import pyarrow as pa
+
+from core.serving.archive.parts import SUFFIXES, read_parts, valid_parquet
+from core.serving.errors import JobError
+
+RUN_PREFIX = "run-"
+RUN_INFO = "_run.json"  # written before the run folder appears: the job's identity and engine
+COMPLETE = "_COMPLETE"  # a finished run: its summary and its parts
+SEALED = "_SEALED"  # an interrupted run, as the next run found it: its whole parts
+SET_ASIDE = "_incomplete-"  # what an interrupted run left that cannot be trusted
+LOCK = ".lock"  # held by the running job (an OS lock: the kernel frees it when the process dies)
+SCRATCH = ".scratch"  # the job's temporary files (Ray's object spilling): removed at the end and by the next job
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+@contextlib.contextmanager
+def locked(out: Path):
+    """Hold out for one job: a second job on it is refused, naming the one running."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        handle = open(out / LOCK, "a+")  # noqa: SIM115  held for the whole job
+    except OSError as exc:
+        raise JobError(f"cannot write into {out}: {exc.strerror or exc}") from None
+    with handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            raise JobError(f"{out} is being screened by another job ({holder}): wait for it to finish, "
+                           "or screen into another folder") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()} on {socket.gethostname()}, started {_now()}\n")
+        handle.flush()
+        yield
+
+
+def scratch(out: Path) -> Path:
+    """The job's own temporary folder, emptied of anything a crashed job left."""
+    folder = out / SCRATCH
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir()
+    return folder
+
+
+def runs(out: Path) -> list[Path]:
+    return sorted(p for p in out.glob(f"{RUN_PREFIX}*") if p.is_dir()) if out.is_dir() else []
+
+
+def _json(path: Path) -> dict | None:
+    """A marker's content; None when it is missing or not readable JSON (a write cut short)."""
+    try:
+        content = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return content if isinstance(content, dict) else None
+
+
+def info(run: Path) -> dict | None:
+    return _json(run / RUN_INFO)
+
+
+def _visible_parts(run: Path) -> list[Path]:
+    return sorted(p for p in run.iterdir() if p.is_file() and p.suffix in SUFFIXES and not p.name.startswith(("_", ".")))
+
+
+def _listed(run: Path) -> list[Path] | None:
+    """The parts a finished or sealed run lists, or None when it lists none."""
+    for marker in (COMPLETE, SEALED):
+        content = _json(run / marker)
+        if content is not None and "parts" in content:
+            return [run / name for name in content["parts"]]
+    return None
+
+
+def whole_parts(run: Path) -> tuple[list[Path], list[Path]]:
+    """(the run's parts that count, those that cannot be trusted): see the module's docstring."""
+    listed = _listed(run)
+    if listed is not None:
+        return listed, []
+    visible = _visible_parts(run)
+    if (info(run) or {}).get("engine") == "local":
+        return visible, []
+    valid = valid_parquet(visible)
+    return [p for p in visible if p in valid], [p for p in visible if p not in valid]
+
+
+def read_results(out: Path, columns: list[str] | None = None) -> pa.Table:
+    """Every row the output folder holds in parts that count (only the columns asked for)."""
+    return read_parts([part for run in runs(out) for part in whole_parts(run)[0]], columns)
+
+
+def set_aside_unrecorded(out: Path) -> list[str]:
+    """Run folders without a readable job record set aside whole (their rows are screened again),
+    and run folders never made visible removed; the names of those set aside."""
+    for staging in out.glob(f".{RUN_PREFIX}*"):
+        shutil.rmtree(staging, ignore_errors=True)
+    set_aside = []
+    for run in runs(out):
+        if info(run) is None:
+            run.rename(run.with_name(SET_ASIDE + run.name))
+            set_aside.append(run.name)
+    return set_aside
+
+
+def seal(run: Path) -> None:
+    """An interrupted run, fixed as found: its whole parts listed, the rest set aside."""
+    if _listed(run) is not None:
+        return
+    trusted, doubtful = whole_parts(run)
+    for part in doubtful:
+        part.rename(part.with_name(SET_ASIDE + part.name))
+    _write_marker(run / SEALED, {"sealed": _now(), "parts": [p.name for p in trusted]})
+
+
+def new_run(out: Path, record: dict) -> Path:
+    """A run folder that appears with its job record inside: no run is ever seen without one."""
+    name = f"{RUN_PREFIX}{dt.datetime.now(dt.timezone.utc):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
+    staging = out / f".{name}"
+    try:
+        staging.mkdir()
+        _write_marker(staging / RUN_INFO, {**record, "started": _now()})
+        staging.rename(out / name)
+    except OSError as exc:
+        raise JobError(f"cannot write into {out}: {exc.strerror or exc}") from None
+    return out / name
+
+
+def finish(run: Path, summary: dict) -> None:
+    _write_marker(run / COMPLETE, {**summary, "parts": [p.name for p in _visible_parts(run)]})
+
+
+def _write_marker(path: Path, content: dict) -> None:
+    """Written whole or not at all."""
+    hidden = path.with_name(f".{path.name}.tmp")
+    hidden.write_text(json.dumps(content, indent=1))
+    os.replace(hidden, path)
