@@ -65,11 +65,14 @@ def _member(text: str) -> tuple[str, Path | None]:
 
 def cmd_ensemble(args) -> int:
     from core.learning.assemble import assemble
+    from core.serving import registry
 
     if len(args.member) < 2:
         raise SystemExit("ensemble needs at least two --member NAME[@DIR]")
-    assemble([_member(m) for m in args.member], args.name, _data_dir(args.data),
-             Path(args.models_dir) if args.models_dir else None)
+    members = [_member(m) for m in args.member]
+    for name, folder in members:  # a mistyped member is named before any work
+        registry.load_card(name, folder)
+    assemble(members, args.name, _data_dir(args.data), Path(args.models_dir) if args.models_dir else None)
     return 0
 
 
@@ -450,8 +453,15 @@ def _one_line_help(prog: str) -> argparse.HelpFormatter:
     return argparse.HelpFormatter(prog, max_help_position=40, width=140)
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """A usage error in one line, with where to read more, not the whole usage block."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m core", description=__doc__)
+    parser = OneLineParser(prog="python -m core", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
 
     train = commands.add_parser("train", help="train a zoo architecture and write its model and card")
