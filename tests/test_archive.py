@@ -11,8 +11,8 @@ import cv2
 import numpy as np
 import pytest
 from conftest import ROOT, encode, xray_like
-from dicom_factory import make_dicom
 
+from core.analysis.synthetic import make_dicom
 from core.serving import archive
 from core.serving.predictor import Predictor
 from core.serving.screening import expand_paths

@@ -5,12 +5,12 @@ import zlib
 import numpy as np
 import pytest
 from conftest import encode, xray_like
-from dicom_factory import make_dicom
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 from pydicom.uid import RLELossless
 
+from core.analysis.synthetic import make_dicom
 from core.serving import screening
 from core.serving.imaging import ImageError, PreprocessSpec, decode_image, preprocess
 from core.serving.predictor import Predictor

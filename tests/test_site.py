@@ -10,10 +10,10 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 from conftest import encode, run_core, xray_like
-from dicom_factory import make_dicom
 
 from core.analysis import evaluation, site_calibration
 from core.analysis.site_calibration import LocalSet
+from core.analysis.synthetic import make_dicom
 from core.serving import registry
 from core.serving.card import ModelCard
 from core.serving.imaging import PreprocessSpec
