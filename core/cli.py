@@ -540,7 +540,8 @@ def build_parser() -> argparse.ArgumentParser:
     screen.add_argument("--engine", choices=("local", "ray"), default="local",
                         help="with --out: this machine's cores, or Ray Data (pip install -r requirements-scale.txt)")
     screen.add_argument("--address", help="with --engine ray: an existing cluster (default: a local instance)")
-    screen.add_argument("--workers", type=_positive, help="decoding threads (local) or Ray actors (default: one per core)")
+    screen.add_argument("--workers", type=_positive, help="decoding threads (local; default: the cores less a quarter "
+                        "for the forward pass) or Ray actors (default: one per core)")
     screen.add_argument("--batch-size", type=_positive, default=32, help="images per forward pass")
     screen.add_argument("--path-column", choices=("relative", "as-given", "pseudonym"), default="relative",
                         help="with --out: each row's path relative to SRC, as given, or a keyed pseudonym")

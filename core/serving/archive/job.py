@@ -123,14 +123,15 @@ def screen_archive(src: Path, out: Path, spec: JobSpec, fmt: str = "parquet", en
                        f"and the path column one of {', '.join(PATH_COLUMNS)}")
     if batch_size < 1 or (workers is not None and workers < 1):
         raise JobError("--batch-size and --workers must be at least 1")
-    predictor = spec.predictor()  # a model, site profile or operating point that does not fit stops here
+    cores = os.cpu_count() or 1
+    # A model, site profile or operating point that does not fit stops here. The local engine's
+    # forward passes get their own share of the cores, the decoding threads the rest.
+    predictor = spec.predictor(local.forward_threads(cores) if engine == "local" else None)
     spec = spec.pinned(predictor)  # every worker screens with this very file
     sources = list_sources(src, manifest)
     keys = RowKeys(src.resolve(), path_column, load_key(key_file) if key_file else None, str(src))
     wanted = identity(src, manifest, predictor, spec, fmt, keys)
-    cores = os.cpu_count() or 1
-    # Decoding threads may outnumber the cores (they wait on the GIL-free decoders); actors may not.
-    workers = workers or (cores if engine == "ray" else min(8, 2 * cores))
+    workers = workers or (cores if engine == "ray" else local.decoding_threads(cores))
     if engine == "ray":
         cluster.import_ray()
         cluster.check_reachable(address)
