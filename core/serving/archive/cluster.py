@@ -112,7 +112,7 @@ def run_ray(ray, screener: ArchiveScreener, todo: list[tuple[Source, str]], run:
     context = ray.data.DataContext.get_current()
     # Ray Data's own progress bars on a terminal; elsewhere none of its periodic progress logs.
     context.enable_progress_bars = sys.stderr.isatty()
-    logging.getLogger("ray.data").setLevel(logging.WARNING)
+    logging.getLogger("ray.data").setLevel(logging.ERROR)  # not its advice on CPUs an actor pool holds
     if not todo:
         return
     items = [{"path": str(source.path), "key": key} for source, key in todo]
