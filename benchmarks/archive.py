@@ -102,10 +102,11 @@ def stages(predictor: Predictor, files: list[Path]) -> tuple[dict[str, float], i
 
 
 class WorkerMemory:
-    """The largest resident memory of any Ray worker that screens (its process title names the actor)."""
+    """The largest resident memory of any Ray worker that screens (its process title names the actor):
+    all of it, and without the shared object store's pages that it maps (RssShmem)."""
 
     def __init__(self):
-        self.peak_mb, self._stop = 0.0, threading.Event()
+        self.peak_mb, self.peak_own_mb, self._stop = 0.0, 0.0, threading.Event()
         self._thread = threading.Thread(target=self._watch, daemon=True)
 
     def _watch(self):
@@ -114,10 +115,12 @@ class WorkerMemory:
                 try:
                     title = Path(f"/proc/{pid}/cmdline").read_bytes()
                     if b"ArchiveScreener" in title or b"MapWorker" in title:
-                        status = Path(f"/proc/{pid}/status").read_text()
-                        rss = next(line for line in status.splitlines() if line.startswith("VmRSS"))
-                        self.peak_mb = max(self.peak_mb, int(rss.split()[1]) / 1024)
-                except (OSError, StopIteration):
+                        fields = dict(line.split(":", 1) for line in
+                                      Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line)
+                        kb = {name: int(fields[name].split()[0]) for name in ("VmRSS", "RssShmem")}
+                        self.peak_mb = max(self.peak_mb, kb["VmRSS"] / 1024)
+                        self.peak_own_mb = max(self.peak_own_mb, (kb["VmRSS"] - kb["RssShmem"]) / 1024)
+                except (OSError, KeyError, ValueError):
                     continue
 
     def __enter__(self):
@@ -179,21 +182,21 @@ def main() -> None:
         runs = {"core screen SRC (one at a time)": ["screen", str(src)],
                 "core screen SRC --out DIR (local engine)": ["screen", str(src), "--out", f"{scratch}/out-local"]}
         costs = {name: command_cost(command) for name, command in runs.items()}
-        peak = None
+        memory = None
         if args.ray:
             with WorkerMemory() as memory:
                 costs["core screen SRC --out DIR --engine ray"] = command_cost(
                     ["screen", str(src), "--out", f"{scratch}/out-ray", "--engine", "ray"],
                     {"RAY_USAGE_STATS_ENABLED": "0"})
-            peak = memory.peak_mb
     local_rate = args.count / costs["core screen SRC --out DIR (local engine)"][1]
     print(f"{'command':<44}{'CPU ms/file':>12}{'images/s':>10}{'vs local':>10}")
     for name, (cpu, wall) in costs.items():
         rate = args.count / wall
         cpu_text = f"{1e3 * cpu / args.count:>12.1f}" if "ray" not in name else f"{'(workers)':>12}"
         print(f"{name:<44}{cpu_text}{rate:>10.1f}{rate / local_rate:>9.2f}x")
-    if peak is not None:
-        print(f"largest Ray worker: {peak:.0f} MB resident")
+    if memory is not None:
+        print(f"largest Ray worker: {memory.peak_mb:.0f} MB resident, {memory.peak_own_mb:.0f} MB without the "
+              "object store's shared pages")
 
 
 if __name__ == "__main__":
