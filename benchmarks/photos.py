@@ -8,7 +8,7 @@ The digital file of the same X-ray is the baseline, screened in the same run. Fo
 each rendering it prints: the share screened (not refused), the share found as the
 right kind with the film's corners within 2% of the picture's side, the median |dp|
 against the digital file, AUC on the same X-rays, sensitivity and specificity at
-the screening threshold, and the share carrying a photo warning; and what looking for a film costs every digital file.
+the screening threshold, and the share carrying a photo warning; and what looking for a film would cost a digital file.
 Targets (issue 31): screened >= 95%, median |dp| <= 0.05, AUC >= digital AUC - 0.01,
 for every rendering but the strong glare, which should be refused with its hint.
 --save writes the figures into the model's card (section "photo_proxy").
@@ -146,8 +146,8 @@ def measure(count: int, model: str | None, data_dir, processes: int) -> dict:
 
 
 def finding_cost(examples: list) -> dict[str, float]:
-    """What looking for a film costs a digital file, which every upload pays: the median time of
-    photo.locate on its decoded pixels, against decoding it whole (the finder included)."""
+    """What looking for a film would cost a digital file, which digital first spares it: the median time
+    of photo.locate on its decoded pixels, against decoding it whole."""
     raws = [e.path.read_bytes() for e in examples]
     grays = [decode_image(raw).pixels for raw in raws]
     return {"locate": _median_ms(lambda: [photo.locate(g) for g in grays]) / len(grays),

@@ -11,13 +11,14 @@ from PIL import Image
 from core.analysis.photos import PHOTO, RENDERINGS, WARM_LIGHT, film_photo, render, viewer_screenshot
 from core.learning import data
 from core.serving import archive, photo, screening
-from core.serving.imaging import decode_image
+from core.serving.imaging import DIGITAL_LAYOUT_SHARE, decode_image
 from core.serving.predictor import Predictor
 from core.serving.quality import (
     MAX_COLOURFULNESS,
     RETAKE,
     NotChestXRayError,
     UnusablePhotoError,
+    XrayDetector,
     check_chest_xray,
 )
 
@@ -59,21 +60,71 @@ def test_a_viewer_screenshot_is_cut_to_its_viewport_exactly():
     assert similarity(decoded.pixels, XRAY) > 0.95  # toolbars, study list and margins cut away
 
 
-def test_digital_files_pass_through_untouched():
-    for seed, size in [(0, 224), (1, 512), (2, 1024)]:
-        pixels = xray_like(seed, seed % 2 == 0, size)
+def finder_calls(monkeypatch) -> list[tuple[int, ...]]:
+    """The shapes photo.locate is called on, from now on (it still looks)."""
+    calls, locate = [], photo.locate
+    monkeypatch.setattr(photo, "locate", lambda gray: calls.append(gray.shape) or locate(gray))
+    return calls
+
+
+def with_camera_exif(pixels: np.ndarray) -> bytes:
+    exif = Image.Exif()
+    exif[Image.ExifTags.Base.Make], exif[Image.ExifTags.Base.Model] = "Phone maker", "Phone 12"
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, "JPEG", quality=90, exif=exif)
+    return buffer.getvalue()
+
+
+def test_digital_files_pass_through_untouched_and_never_reach_the_finder(monkeypatch, detector):
+    def never(*_):
+        raise AssertionError("called on a digital X-ray")
+
+    monkeypatch.setattr(photo, "locate", never)
+    padded = np.pad(xray_like(3, True, 400), 4)  # X-ray files are padded with black
+    for pixels in [xray_like(0, True, 224), XRAY, xray_like(2, False, 1024), padded]:
         for fmt in ("PNG", "JPEG"):
             decoded = decode_image(encode(pixels, fmt))
             assert decoded.input_kind == "digital" and decoded.straightened is None
+            assert decoded.xray_check.passes(DIGITAL_LAYOUT_SHARE) and decoded.xray_check.detector is detector
+    # The check taken while decoding is not taken again.
+    monkeypatch.setattr(XrayDetector, "check", never)
+    assert check_chest_xray(decoded, detector) == []
+
+
+@pytest.mark.parametrize("evidence", ["camera", "tint", "drawn margin", "refused as it is"])
+def test_the_finder_looks_only_where_evidence_says_photo_or_screenshot(evidence, monkeypatch, detector):
+    calls = finder_calls(monkeypatch)
+    payload = {
+        "camera": lambda: with_camera_exif(XRAY),
+        "tint": lambda: encode(np.uint8(np.repeat(XRAY[..., np.newaxis], 3, axis=2) * np.float32(WARM_LIGHT)), "PNG"),
+        "drawn margin": lambda: encode(np.pad(XRAY, 12, constant_values=90), "PNG"),
+        "refused as it is": lambda: shot(seed=1).data,  # a film on a lightbox: refused as a digital X-ray
+    }[evidence]()
+    decoded = decode_image(payload)
+    assert calls, "the finder did not look"
+    if evidence == "refused as it is":
+        assert decoded.input_kind == "photo" and similarity(decoded.pixels, XRAY) > 0.95
+    else:  # nothing found: read as digital, as before, and screened
+        assert decoded.input_kind == "digital" and decoded.xray_check is None
+        check_chest_xray(decoded, detector)
+
+
+def test_what_nothing_is_found_in_is_read_as_digital_and_refused_as_before(monkeypatch, detector):
+    calls = finder_calls(monkeypatch)
+    noise = np.random.default_rng(0).integers(0, 256, (300, 300), dtype=np.uint8)
+    decoded = decode_image(encode(noise, "PNG"))
+    assert calls and decoded.input_kind == "digital" and not decoded.xray_check.passes()
+    with pytest.raises(NotChestXRayError, match="layout of a chest radiograph"):
+        check_chest_xray(decoded, detector)
 
 
 @requires_real_data
 def test_real_digital_x_rays_are_never_taken_for_photos():
-    """The step sits in the one path that training shares: the training X-rays must go through it as they are."""
+    """The step sits in the one path that training shares: every training X-ray goes through it as it is
+    (before digital first, the finder cut 3 of the 5,216, each an X-ray with a frame inside it)."""
     examples = data.list_examples(real_data_dir(), "train")
-    chosen = np.random.default_rng(0).choice(len(examples), 300, replace=False)
-    found = [examples[i].path.name for i in chosen if decode_image(examples[i].path.read_bytes()).straightened]
-    assert len(found) <= 1, found  # measured: 3 of all 5,216, each an X-ray with a frame inside it, cut to 81-86%
+    altered = [e.path.name for e in examples if decode_image(e.path.read_bytes()).straightened]
+    assert len(examples) > 5000 and altered == [], altered
 
 
 def test_white_balance_turns_a_film_in_tinted_light_grey_and_leaves_colour_colourful():

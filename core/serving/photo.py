@@ -6,7 +6,10 @@ larger picture, in tinted light or among toolbars. Before any check or model
 sees it, the radiograph is found, cut out (a perspective transform for a photo),
 its white balanced and turned grey. A digital file whose X-ray fills the
 picture is passed on untouched, so the training images go through this step
-unchanged and training and screening still agree.
+unchanged and training and screening still agree: the finders only look where
+cheap evidence (:func:`looks_taken_or_drawn`, a camera's EXIF, the X-ray check
+not passing the picture as it is with room to spare; core.serving.imaging) says
+there is more than a radiograph in the picture.
 
 Two finders, tried in turn, both on a small copy of the picture:
 1. A screenshot: software draws its margins, toolbars and text in exact flat
@@ -26,6 +29,14 @@ import cv2
 import numpy as np
 
 # --- Configurable constants ---
+# Cheap evidence of a photo or a screenshot, read before any finder. Chroma of the picture as sent
+# (before white balance): the 5,216 training X-rays, all stored as RGB, score 0.0; films in the photo
+# proxy's warm light 25 and more, against a window 12 and more, viewer screenshots 5.
+TINTED = 2.0
+# A line of one exact grey along the picture's edge is a margin software drew, unless it is black:
+# X-ray files are padded with black (216 of the training X-rays have a black line at an edge, the 3
+# that the film finder cuts among them); no training X-ray has a line of any other one grey there.
+PADDING = 0
 WORK_SIDE = 384  # the pictures are searched at this longer side: enough for a film's outline
 # The radiograph fills at least this much of the picture, and lies at least this share of
 # the side inside the picture's edges: the guide asks for all four edges of the film in view.
@@ -109,6 +120,20 @@ class Location:
 
 def _side_lengths(corners: np.ndarray) -> tuple[float, ...]:
     return tuple(float(np.linalg.norm(corners[(i + 1) % 4] - corners[i])) for i in range(4))
+
+
+def gray_of(picture: np.ndarray) -> np.ndarray:
+    """An 8-bit gray or RGB picture's luminance, as the finders read it."""
+    return picture if picture.ndim == 2 else cv2.cvtColor(picture, cv2.COLOR_RGB2GRAY)
+
+
+def looks_taken_or_drawn(picture: np.ndarray) -> bool:
+    """Cheap evidence that an 8-bit gray or RGB picture holds more than a radiograph: a tint (a film in
+    coloured light or against a window, a viewer's colours) or a margin software drew."""
+    if picture.ndim == 3 and colourfulness(picture) > TINTED:
+        return True
+    gray = gray_of(picture)
+    return any(line.min() == line.max() > PADDING for line in (gray[0], gray[-1], gray[:, 0], gray[:, -1]))
 
 
 def locate(gray: np.ndarray) -> Location | None:
@@ -444,17 +469,20 @@ class Straightened:
         return self.location.kind
 
 
-def radiograph_of(picture: np.ndarray, scale: float = 1.0) -> tuple[np.ndarray, float, Straightened | None]:
-    """The grey radiograph in an 8-bit gray or RGB picture, its chroma after white balance, and
-    where it was found (None when the picture is the radiograph). scale: decoded pixels per pixel
-    of the file (JPEG decodes large photos at a fraction of their size)."""
-    gray = picture if picture.ndim == 2 else cv2.cvtColor(picture, cv2.COLOR_RGB2GRAY)
-    location = locate(gray)
-    if location is None:  # the picture is the radiograph: a digital file keeps its own grey levels
-        if picture.ndim == 2:
-            return picture, 0.0, None
-        balanced = white_balanced(picture)
-        return cv2.cvtColor(balanced, cv2.COLOR_RGB2GRAY), colourfulness(balanced), None
+def as_sent(picture: np.ndarray) -> tuple[np.ndarray, float]:
+    """A picture that is the radiograph (8-bit gray or RGB): its grey levels, white-balanced when in
+    colour, and its chroma after white balance. A digital file keeps its own grey levels."""
+    if picture.ndim == 2:
+        return picture, 0.0
+    balanced = white_balanced(picture)
+    return cv2.cvtColor(balanced, cv2.COLOR_RGB2GRAY), colourfulness(balanced)
+
+
+def radiograph_of(picture: np.ndarray, location: Location,
+                  scale: float = 1.0) -> tuple[np.ndarray, float, Straightened]:
+    """The grey radiograph found at `location` in an 8-bit gray or RGB picture, its chroma after white
+    balance, and where it was. scale: decoded pixels per pixel of the file (JPEG decodes large photos
+    at a fraction of their size)."""
     cut = straighten(picture, location)
     glared = cut >= SATURATED if cut.ndim == 2 else (cut >= SATURATED).all(axis=2)
     chroma, fringes = 0.0, 0.0

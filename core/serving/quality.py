@@ -124,6 +124,21 @@ def profile_features(gray: np.ndarray) -> np.ndarray:
     return np.concatenate([np.sqrt(histogram), np.log1p([across, down, laplacian])])
 
 
+@dataclass(frozen=True, eq=False)
+class XrayCheck:
+    """The X-ray check's two measures of one image, with the detector that took them: taken while
+    decoding (core.serving.imaging), they are not taken again by check_chest_xray."""
+
+    detector: XrayDetector
+    layout_residual: float
+    radiograph_profile: bool
+
+    def passes(self, layout_share: float = 1.0) -> bool:
+        """A radiograph's grey levels and texture, and a chest radiograph's layout: a residual within this
+        share of the detector's threshold."""
+        return self.radiograph_profile and self.layout_residual <= layout_share * self.detector.layout_threshold
+
+
 @dataclass(frozen=True)
 class XrayDetector:
     """One-class check: how far an image lies from real chest X-rays, by layout and by grey levels."""
@@ -166,6 +181,9 @@ class XrayDetector:
 
     def has_radiograph_profile(self, gray: np.ndarray) -> bool:
         return float(self.distances(profile_features(gray)[np.newaxis])[0]) <= self.profile_threshold
+
+    def check(self, gray: np.ndarray) -> XrayCheck:
+        return XrayCheck(self, self.layout_residual(gray), self.has_radiograph_profile(gray))
 
     @classmethod
     def fit(cls, framings: list[np.ndarray], held_out_framings: list[np.ndarray],
@@ -225,13 +243,16 @@ def check_chest_xray(decoded: DecodedImage, detector: XrayDetector | None = None
         raise NotChestXRayError(f"not a chest X-ray: the image is too elongated ({width}x{height})")
     warnings = photo_warnings(decoded)
     if detector is not None:
-        residual = detector.layout_residual(decoded.pixels)  # computed once: the upside-down test reuses it
-        if residual > detector.layout_threshold:
+        # Measured once: by decoding where this detector read the picture as it is, and the upside-down
+        # test reuses the residual.
+        kept = decoded.xray_check
+        measured = kept if kept is not None and kept.detector is detector else detector.check(decoded.pixels)
+        if measured.layout_residual > detector.layout_threshold:
             raise NotChestXRayError("not a chest X-ray: the image does not have the layout of a chest radiograph"
                                     + orientation_hint(decoded.pixels, detector))
-        if not detector.has_radiograph_profile(decoded.pixels):
+        if not measured.radiograph_profile:
             raise NotChestXRayError("not a chest X-ray: its grey levels and texture are not those of a radiograph")
-        if detector.looks_upside_down(decoded.pixels, residual):
+        if detector.looks_upside_down(decoded.pixels, measured.layout_residual):
             raise NotChestXRayError("the X-ray is upside down: save it upright, then upload it again")
     pixels = decoded.pixels.astype(np.float32) / 255.0
     if pixels.std() < MIN_CONTRAST_STD:

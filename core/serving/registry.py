@@ -8,6 +8,7 @@ tampered file is refused. No TensorFlow here: Keras files are loaded by
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -153,11 +154,16 @@ def update_manifest(directory: Path | None = None) -> dict:
     return value
 
 
-def load_detector(directory: Path | None = None):
-    """The fitted not-a-chest-X-ray detector of this models folder, or None."""
-
+def load_detector(directory: Path | None = None) -> XrayDetector | None:
+    """The fitted not-a-chest-X-ray detector of this models folder, or None: one object per version of
+    its file, so that decoding (core.serving.imaging) and screening share it and its measures."""
     path = (directory or models_dir()) / DETECTOR_FILE
-    return XrayDetector.load(path) if path.exists() else None
+    return _detector_at(path, path.stat().st_mtime_ns) if path.exists() else None
+
+
+@functools.lru_cache(maxsize=8)
+def _detector_at(path: Path, modified_ns: int) -> XrayDetector:
+    return XrayDetector.load(path)
 
 
 def save_report(name: str, kind: str, value, directory: Path | None = None) -> Path:
