@@ -15,6 +15,11 @@ from core.serving.screening import read_file, refusal
 from core.serving.settings import CLASS_NAMES, DEFAULT_OPERATING_POINT
 from core.serving.site import SiteProfile, SiteProfileError
 
+# Images per forward pass, each at every test-time zoom. A pass's activations scale with it: 32
+# images at three zooms took a Ray worker from 350 to 500 MB, 8 to 370 MB; 8 cost less CPU per image too
+# (4.1 ms against 5.0 ms on one thread), as the activations stay in cache.
+FORWARD_CHUNK = 8
+
 
 @dataclass(frozen=True)
 class JobSpec:
@@ -94,8 +99,10 @@ class ArchiveScreener:
         """The forward pass over the prepared inputs in one batch, and a row for every file."""
         predictor = self.predictor
         good = [i for i, item in enumerate(prepared) if item.tensor is not None]
-        probabilities = dict(zip(good, predictor.probabilities(np.stack([prepared[i].tensor for i in good]))
-                                 if good else []))
+        probabilities = {}
+        for start in range(0, len(good), FORWARD_CHUNK):
+            chunk = good[start:start + FORWARD_CHUNK]
+            probabilities.update(zip(chunk, predictor.probabilities(np.stack([prepared[i].tensor for i in chunk]))))
         threshold = float(predictor.operating_points[self.spec.operating_point])
         site = predictor.site.name if predictor.site else None
         columns: dict[str, list] = {name: [] for name in COLUMNS}
