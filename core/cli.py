@@ -232,6 +232,23 @@ def _predictor(model: str | None, site: str | None):
         raise SystemExit(f"refused: {exc}") from None
 
 
+def cmd_record_check(args) -> int:
+    import datetime as dt
+    import json
+
+    from core.analysis import checks
+
+    try:
+        added = checks.record_checks(json.loads(Path(args.file).read_text()), args.date or dt.date.today().isoformat(),
+                                     args.data_note, args.by)
+    except checks.CheckError as exc:
+        raise SystemExit(f"record-check: {exc}") from None
+    for check in added:
+        print(f"{check['model']} (file {check['sha256'][:12]}…): AUC {check['auc']:.3f}, screening sensitivity "
+              f"{check['screening']['sensitivity']:.3f}, specificity {check['screening']['specificity']:.3f}")
+    return 0
+
+
 def cmd_screen_archive(args) -> int:
     """`screen SRC --out DIR`: the archive job (core.serving.archive), batched and resumable."""
     from core.serving import archive
@@ -239,9 +256,10 @@ def cmd_screen_archive(args) -> int:
 
     if len(args.paths) != 1 or args.heatmaps or args.format == "json":
         raise JobError("with --out, give one source folder (SRC), --format parquet or csv, and no --heatmaps")
-    profile = SiteProfile.load(args.site) if args.site else None
-    spec = archive.JobSpec(args.model or (profile.model if profile else None),
-                           site_profile=Path(args.site).read_bytes() if profile else None,
+    # The profile read once: its name, model and bytes from one version of the file.
+    content = _read_site_profile(Path(args.site)) if args.site else None
+    profile = SiteProfile.from_bytes(content, Path(args.site).stem) if content else None
+    spec = archive.JobSpec(args.model or (profile.model if profile else None), site_profile=content,
                            site_name=profile.name if profile else "", operating_point=args.operating_point)
     with _bar(None, "screening") as bar:
         def progress(total: int, done_before: int):
@@ -255,8 +273,18 @@ def cmd_screen_archive(args) -> int:
             Path(args.manifest) if args.manifest else None, args.batch_size, args.workers, args.address,
             progress, args.path_column, Path(args.key_file) if args.key_file else None)
     print("\n".join(summary.lines()), file=sys.stderr)
-    print(f"rows written to {Path(args.out) / summary.run}", file=sys.stderr)
+    if summary.run:
+        print(f"rows written to {Path(args.out) / summary.run}", file=sys.stderr)
     return 0
+
+
+def _read_site_profile(path: Path) -> bytes:
+    from core.serving.site import SiteProfileError
+
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise SiteProfileError(f"no site profile at {path} ({exc.strerror or exc})") from None
 
 
 def cmd_pseudonyms(args) -> int:
@@ -266,10 +294,10 @@ def cmd_pseudonyms(args) -> int:
     from core.serving.archive import RowKeys, list_sources
     from core.serving.archive.listing import load_key
 
-    keys = RowKeys(Path(args.src).resolve(), "pseudonym", load_key(Path(args.key_file)))
+    keys = RowKeys(Path(args.src).resolve(), "pseudonym", load_key(Path(args.key_file)))  # never a new key
     writer = csv.writer(sys.stdout)
     writer.writerow(["pseudonym", "path"])
-    for source in list_sources(Path(args.src), Path(args.manifest) if args.manifest else None):
+    for source in list_sources(Path(args.src), Path(args.manifest) if args.manifest else None).sources:
         writer.writerow([keys(source), keys.relative(source)])
     return 0
 
@@ -519,6 +547,13 @@ def build_parser() -> argparse.ArgumentParser:
                           help="store the record, predictions included, as models/NAME.SPLIT.json")
     evaluate.set_defaults(run=cmd_evaluate)
 
+    record = commands.add_parser("record-check", help="add `evaluate --json` records to models/external_checks.json")
+    record.add_argument("file", help="the JSON list that `evaluate --json` wrote")
+    record.add_argument("--date", help="the day of the check (default: today)")
+    record.add_argument("--data-note", help="what the images were (default: the split and its counts)")
+    record.add_argument("--by", help="who or what ran it (default: the evaluate command)")
+    record.set_defaults(run=cmd_record_check)
+
     screen = commands.add_parser(
         "screen", help="screen image files or folders; with --out, an archive job",
         description="One row per file. Without --out, rows go to stdout; exit code 0 when every file was "
@@ -649,6 +684,7 @@ def _import_tensorflow_quietly() -> None:
 # An operator's mistake found inside a command: one line naming it, never a traceback.
 OPERATOR_ERRORS = (JobError, SiteProfileError, FileNotFoundError, NotADirectoryError, PermissionError)
 DEBUG_ENV = "CXR_DEBUG"  # set to 1 for the traceback of an unexpected failure
+CRASHED = 70  # sysexits' EX_SOFTWARE: apart from screen's 1 (some files refused) and usage errors' 2
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -668,7 +704,7 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"{args.command}: failed ({type(exc).__name__}: {exc}); set {DEBUG_ENV}=1 to see where",
               file=sys.stderr)
-        return 1
+        return CRASHED
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ threshold, or with a refusal before any work."""
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -16,9 +17,11 @@ import numpy as np
 import pytest
 from conftest import ROOT, encode, xray_like
 
+from core.analysis.synthetic import make_dicom
 from core.serving import archive
 from core.serving.archive import cluster
 from core.serving.archive.job import refusal_counts
+from core.serving.archive.listing import load_key
 from core.serving.errors import JobError
 from core.serving.predictor import Predictor
 
@@ -137,6 +140,7 @@ def test_a_manifest_file_listed_twice_however_spelt_is_one_row_and_another_manif
 SLOW_JOB = """
 import sys, time
 from pathlib import Path
+from core.analysis.synthetic import make_dicom
 from core.serving import archive
 archive.local.ROWS_PER_PART = 4
 slow = lambda total, before: (lambda n: time.sleep(0.3))
@@ -290,22 +294,34 @@ def test_files_that_fail_midway_become_rows_with_their_reason(tmp_path):
     grown = tmp_path / "grown.jpeg"
     with open(grown, "wb") as handle:
         handle.truncate(60 * 2**20)
-    table = screener({"path": [str(tmp_path / "deleted.jpeg"), str(grown), str(tmp_path)],
-                      "key": ["deleted.jpeg", "grown.jpeg", "a folder"]})
+    pipe = tmp_path / "pipe.jpeg"
+    os.mkfifo(pipe)  # read as a file, it would wait for a writer for ever
+    table = screener({"path": [str(tmp_path / "deleted.jpeg"), str(grown), str(tmp_path), str(pipe)],
+                      "key": ["deleted.jpeg", "grown.jpeg", "a folder", "pipe.jpeg"]})
     errors = dict(zip(table.column("path").to_pylist(), table.column("error").to_pylist()))
     assert errors == {"deleted.jpeg": "no such file", "grown.jpeg": "the file is larger than the 50 MB limit",
-                      "a folder": "no such file"}
+                      "a folder": "no such file", "pipe.jpeg": "not a regular file"}
 
 
 # --- Ray's workers, addresses and the summary --------------------------------------------------
 
-def test_a_worker_that_finds_another_model_file_refuses_to_screen(tmp_path):
+def test_a_worker_that_finds_another_model_file_refuses_to_screen(source, tmp_path, ray_env, monkeypatch):
+    import dataclasses
+
     pinned = archive.JobSpec().pinned(Predictor.load())
-    assert pinned.model and pinned.model_sha256 and pinned.onnx_sha256
-    pinned.predictor()  # the same file: accepted
-    other = archive.JobSpec(pinned.model, None, None, "", pinned.operating_point, "0" * 64, pinned.onnx_sha256)
-    with pytest.raises(JobError, match="another file"):
+    assert pinned.model and pinned.model_sha256 and pinned.onnx_sha256 and pinned.scoring
+    pinned.predictor()  # the same file and card: accepted
+    other = dataclasses.replace(pinned, scoring="0" * 64)
+    with pytest.raises(JobError, match="another file or card"):
         other.predictor()
+    # Through Ray: the actor's refusal reaches the operator as its own words, not Ray's.
+    for name, value in ray_env.items():
+        monkeypatch.setenv(name, value)
+    screener = archive.ArchiveScreener(other, predictor=Predictor.load())
+    todo = [(s, s.path.name) for s in archive.list_sources(source).sources[:2]]
+    (tmp_path / "run").mkdir()
+    with cluster.ray_cluster(None, 1, tmp_path) as ray, pytest.raises(JobError, match="another file or card"):
+        cluster.run_ray(ray, screener, todo, tmp_path / "run", "parquet", 2, 1)
 
 
 def test_cluster_addresses_are_read_as_ray_writes_them():
@@ -340,6 +356,11 @@ def test_pseudonyms_carry_no_names_resume_with_their_key_and_join_back(source, t
     again = core("screen", str(source), "--out", str(out), "--path-column", "pseudonym", "--key-file", str(key),
                  "--resume")
     assert again.returncode == 0 and "0 files in" in again.stderr
+    mistyped = core("screen", str(source), "--out", str(out), "--path-column", "pseudonym", "--key-file",
+                    str(tmp_path / "other.key"), "--resume")
+    assert mistyped.returncode != 0 and "no pseudonym key at" in mistyped.stderr  # a resume makes no new key
+    assert not (tmp_path / "other.key").exists()
+    load_key(tmp_path / "other.key", create=True)
     other_key = core("screen", str(source), "--out", str(out), "--path-column", "pseudonym", "--key-file",
                      str(tmp_path / "other.key"), "--resume")
     assert other_key.returncode != 0 and "pseudonym key (fingerprint)" in other_key.stderr
@@ -353,5 +374,53 @@ def test_pseudonyms_carry_no_names_resume_with_their_key_and_join_back(source, t
 def test_as_given_paths_keep_the_operators_spelling(source, tmp_path):
     out = tmp_path / "out"
     archive.screen_archive(source, out, archive.JobSpec(), path_column="as-given")
-    relative = [s.path.relative_to(source.resolve()).as_posix() for s in archive.list_sources(source)]
-    assert len(relative) == GOOD + 2 and sorted(rows_by_path(out)) == sorted(str(source / r) for r in relative)
+    files = [str(p) for p in source.rglob("*") if p.is_file()]
+    assert len(files) == GOOD + 2 and sorted(rows_by_path(out)) == sorted(files)
+    # SRC spelt another way would key every file anew: refused, not screened twice.
+    with pytest.raises(JobError, match="SRC as typed"):
+        archive.screen_archive(source / ".." / source.name, out, archive.JobSpec(), path_column="as-given",
+                               resume=True)
+
+
+def test_a_model_card_recalibrated_since_the_job_began_is_another_job(source, tmp_path):
+    models = tmp_path / "models"
+    shutil.copytree(ROOT / "models", models, ignore=shutil.ignore_patterns("*.keras"))
+    out = tmp_path / "out"
+    done = core("screen", str(source), "--out", str(out), env={"CXR_MODELS_DIR": str(models)})
+    assert done.returncode == 0, done.stderr[-2000:]
+    card_file = models / f"{Predictor.load().name}.json"
+    card = json.loads(card_file.read_text())
+    card["operating_points"]["screening"] = card["operating_points"]["screening"] / 2  # as `core calibrate` would
+    card_file.write_text(json.dumps(card))
+    refused = core("screen", str(source), "--out", str(out), "--resume", env={"CXR_MODELS_DIR": str(models)})
+    assert refused.returncode != 0 and "model card's calibration, zooms and thresholds" in refused.stderr
+    assert "threshold " in refused.stderr and "Traceback" not in refused.stderr
+
+
+def test_what_a_folder_holds_besides_images_is_counted_and_a_dicom_without_suffix_screened(tmp_path):
+    src = make_source(tmp_path / "src", count=4)
+    (src / "ward_a" / "notes.txt").write_text("not an image")
+    (src / "ward_a" / "IM000001").write_bytes(make_dicom(xray_like(3, True, 256).astype(np.uint16) * 16))
+    (src / "ward_a" / "README").write_text("no suffix, no DICOM")
+    summary = archive.screen_archive(src, tmp_path / "out", archive.JobSpec())
+    rows = rows_by_path(tmp_path / "out")
+    assert rows["ward_a/IM000001"]["input_kind"] == "dicom" and rows["ward_a/IM000001"]["error"] is None
+    assert summary.not_images == 2 and "2 files under SRC are not JPEG, PNG or DICOM" in "\n".join(summary.lines())
+    assert len(rows) == 4 + 2 + 1
+
+
+def test_a_run_whose_part_was_lost_is_screened_again_and_strays_are_hidden_from_readers(source, reference, tmp_path):
+    import pyarrow.dataset as ds
+
+    out = tmp_path / "out"
+    archive.screen_archive(source, out, archive.JobSpec())
+    (run,) = archive.runs(out)
+    (part,) = run.glob("part-*.parquet")
+    shutil.copy(part, run / "part-99999.parquet")  # a straggling writer's part, never listed
+    again = archive.screen_archive(source, out, archive.JobSpec(), resume=True)
+    assert again.files == 0 and again.run == "" and archive.runs(out) == [run]  # nothing to do: no empty run
+    assert ds.dataset(out, format="parquet").count_rows() == GOOD + 2  # pandas or pyarrow see each row once
+    part.write_bytes(part.read_bytes()[:100])  # a listed part damaged on disk
+    resumed = archive.screen_archive(source, out, archive.JobSpec(), resume=True)
+    assert resumed.set_aside == [run.name] and resumed.files == GOOD + 2
+    assert_same_rows(rows_by_path(out), reference)

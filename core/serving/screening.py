@@ -5,6 +5,7 @@ import csv
 import io
 import json
 import os
+import stat
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -135,8 +136,12 @@ def read_file(path: Path) -> bytes:
     open file and read no further than the limit: a file that grows while a job runs is still refused."""
     too_large = ImageError(f"the file is larger than the {MAX_FILE_BYTES // 2**20} MB limit")
     try:
-        with open(path, "rb") as handle:
-            if os.fstat(handle.fileno()).st_size > MAX_FILE_BYTES:
+        # Not blocking: a pipe or a device listed as a file must not hang a job.
+        with open(os.open(path, os.O_RDONLY | os.O_NONBLOCK), "rb") as handle:
+            status = os.fstat(handle.fileno())
+            if not stat.S_ISREG(status.st_mode):
+                raise ImageError("not a regular file")
+            if status.st_size > MAX_FILE_BYTES:
                 raise too_large
             data = handle.read(MAX_FILE_BYTES + 1)
     except (FileNotFoundError, IsADirectoryError, NotADirectoryError):

@@ -16,3 +16,6 @@ MAX_FILE_BYTES = 50 * 1024 * 1024
 MAX_PIXELS = 40_000_000
 # Written into site profiles and reports; raised when what they mean changes.
 TOOL_VERSION = "0.3.0"
+# Raised whenever decoding or preprocessing changes what a model is given for the same bytes: an
+# archive job resumed across such a change would mix two readings of its files (core.serving.archive).
+PIPELINE_VERSION = "2026-12-06: digital first, DICOM reduced"

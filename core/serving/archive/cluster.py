@@ -12,6 +12,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import socket
 import sys
 from pathlib import Path
@@ -95,14 +96,16 @@ def _first_line(exc: BaseException) -> str:
 
 
 def _job_error_in(exc: BaseException) -> JobError | None:
-    """A worker's JobError (another model file, say) inside the errors Ray wraps it in."""
-    seen = set()
-    while exc is not None and id(exc) not in seen:
-        seen.add(id(exc))
-        if isinstance(exc, JobError):
-            return exc
-        exc = getattr(exc, "cause", None) or exc.__cause__
-    return None
+    """A worker's JobError (another model file, say) inside the errors Ray wraps it in: as a cause,
+    or only as text (an actor that died in its constructor)."""
+    seen, current = set(), exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, JobError):
+            return current
+        current = getattr(current, "cause", None) or current.__cause__
+    said = re.search(r"JobError: (.+)", str(exc))
+    return JobError(said.group(1).strip()) if said else None
 
 
 def run_ray(ray, screener: ArchiveScreener, todo: list[tuple[Source, str]], run: Path, fmt: str, batch_size: int,

@@ -6,6 +6,7 @@ import os
 import re
 import shutil
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -13,7 +14,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from core.serving.archive import cluster, local, store
-from core.serving.archive.listing import PATH_COLUMNS, RowKeys, list_sources, load_key, manifest_digest
+from core.serving.archive.listing import KEY_NEEDED, PATH_COLUMNS, RowKeys, list_sources, load_key, manifest_digest
 from core.serving.archive.parts import COLUMNS, FORMATS, read_parts
 from core.serving.archive.screener import ArchiveScreener, JobSpec
 from core.serving.errors import JobError
@@ -25,7 +26,9 @@ BATCH_SIZE = 32
 # What makes two runs one job, in the words a refusal uses: rows that differ in any of these are
 # never mixed in one folder, and a file is never taken as done by a run that screened another.
 IDENTITY = {"source": "source folder", "manifest_sha256": "manifest (sha256)", "model": "model",
-            "model_sha256": "model file (sha256)", "onnx_sha256": "ONNX file (sha256)", "site": "site profile",
+            "model_sha256": "model file (sha256)", "onnx_sha256": "ONNX file (sha256)",
+            "scoring": "model card's calibration, zooms and thresholds, or the decoding (sha256)",
+            "threshold": "threshold", "site": "site profile",
             "site_sha256": "site profile's content (sha256)", "operating_point": "operating point",
             "format": "format", "columns": "columns", "path_column": "path column",
             "pseudonym_key": "pseudonym key (fingerprint)", "source_as_given": "SRC as typed"}
@@ -33,7 +36,8 @@ IDENTITY = {"source": "source folder", "manifest_sha256": "manifest (sha256)", "
 
 def identity(src: Path, manifest: Path | None, predictor: Predictor, spec: JobSpec, fmt: str, keys: RowKeys) -> dict:
     return {"source": str(src.resolve()), "manifest_sha256": manifest_digest(manifest), "model": predictor.name,
-            "model_sha256": spec.model_sha256, "onnx_sha256": spec.onnx_sha256, "site": spec.site_name or None,
+            "model_sha256": spec.model_sha256, "onnx_sha256": spec.onnx_sha256, "scoring": spec.scoring,
+            "threshold": float(predictor.operating_points[spec.operating_point]), "site": spec.site_name or None,
             "site_sha256": spec.site_sha256, "operating_point": spec.operating_point, "format": fmt,
             "columns": list(COLUMNS), **keys.identity}
 
@@ -65,8 +69,9 @@ class JobSummary:
     refused: dict[str, int]  # reason -> files
     already_done: int  # skipped because an earlier run of the job holds them
     seconds: float
-    run: str
-    set_aside: list[str] = field(default_factory=list)  # run folders without a job record
+    run: str  # empty when there was nothing to screen
+    set_aside: list[str] = field(default_factory=list)  # run folders without a job record, or unreadable
+    not_images: int = 0  # files under SRC that are no images, by name and content
 
     @property
     def images_per_second(self) -> float:
@@ -80,21 +85,25 @@ class JobSummary:
         if self.already_done:
             lines.append(f"{self.already_done} files were already screened by earlier runs of this job and were skipped")
         if self.set_aside:
-            lines.append(f"set aside {len(self.set_aside)} run folder(s) without a job record "
-                         f"({', '.join(self.set_aside)}): their files were screened again")
+            lines.append(f"set aside {len(self.set_aside)} run folder(s) without a job record or with a part that "
+                         f"cannot be read ({', '.join(self.set_aside)}): their files were screened again")
+        if self.not_images:
+            lines.append(f"{self.not_images} files under SRC are not JPEG, PNG or DICOM (by name and content) and "
+                         "were not screened")
         return lines
 
 
-def summarise(table: pa.Table, already_done: int, seconds: float, run: Path, set_aside: list[str]) -> JobSummary:
+def summarise(table: pa.Table, already_done: int, seconds: float, run: Path, set_aside: list[str],
+              not_images: int) -> JobSummary:
     errors = [e for e in table.column("error").to_pylist() if e]
     labels = table.column("label").to_pylist()
     return JobSummary(table.num_rows, table.num_rows - len(errors), labels.count(CLASS_NAMES[1]),
-                      refusal_counts(errors), already_done, seconds, run.name, set_aside)
+                      refusal_counts(errors), already_done, seconds, run.name, set_aside, not_images)
 
 
-def _earlier_runs(out: Path, wanted: dict, resume: bool) -> list[Path]:
-    """The job's earlier runs in out, each interrupted one sealed; refuses (before changing any)
-    a folder that holds another job's rows, or any rows without --resume."""
+def _earlier_runs(out: Path, wanted: dict, resume: bool) -> None:
+    """Refuses (before changing any) a folder that holds another job's rows, or any rows without
+    --resume; then seals each of the job's earlier runs."""
     earlier = store.runs(out)
     if earlier and not resume:
         raise JobError(f"{out} already holds results of {len(earlier)} run(s): pass --resume to screen only "
@@ -103,11 +112,34 @@ def _earlier_runs(out: Path, wanted: dict, resume: bool) -> list[Path]:
         differs = differences(store.info(run), wanted)
         if differs:
             raise JobError(f"{out} holds rows of another job: {'; '.join(differs)}. --resume continues only the "
-                           "same job (the same files, model file, site profile, operating point, format and path "
-                           "column): screen into another folder, or resume with the job's own settings")
+                           "same job (the same files, model file and card, site profile, operating point, format "
+                           "and path column): screen into another folder, or resume with the job's own settings")
     for run in earlier:
         store.seal(run)
-    return earlier
+
+
+def _done(out: Path, set_aside: list[str]) -> set[str]:
+    """The keys the job's earlier runs hold. A run with a part that cannot be read any more is set
+    aside whole, so that its files are screened again rather than taken as done."""
+    done: set[str] = set()
+    for run in store.runs(out):
+        rows = store.read_run(run, ["path"])
+        if rows is None:
+            store.set_aside(run)
+            set_aside.append(run.name)
+        else:
+            done.update(rows.column("path").to_pylist())
+    return done
+
+
+def _check_rows(rows: pa.Table, todo: list[tuple], run: Path) -> None:
+    """Every file of the run has exactly one row; else none of the run's rows count (set aside whole)."""
+    written = Counter(rows.column("path").to_pylist())
+    expected = {key for _, key in todo}
+    if set(written) != expected or any(count > 1 for count in written.values()):
+        store.set_aside(run)
+        raise JobError(f"the run wrote {rows.num_rows} rows for {len(expected)} files (on a cluster, DIR and SRC "
+                       "must be at the same path on every node): its rows are set aside; run again with --resume")
 
 
 def screen_archive(src: Path, out: Path, spec: JobSpec, fmt: str = "parquet", engine: str = "local",
@@ -123,23 +155,29 @@ def screen_archive(src: Path, out: Path, spec: JobSpec, fmt: str = "parquet", en
                        f"and the path column one of {', '.join(PATH_COLUMNS)}")
     if batch_size < 1 or (workers is not None and workers < 1):
         raise JobError("--batch-size and --workers must be at least 1")
+    if (path_column == "pseudonym") != (key_file is not None):
+        raise JobError(KEY_NEEDED)  # before a key file is made
+    out = Path(os.path.abspath(out))  # a cluster's writers resolve a relative path against their own folder
     cores = os.cpu_count() or 1
-    # A model, site profile or operating point that does not fit stops here. The local engine's
-    # forward passes get their own share of the cores, the decoding threads the rest.
-    predictor = spec.predictor(local.forward_threads(cores) if engine == "local" else None)
-    spec = spec.pinned(predictor)  # every worker screens with this very file
-    sources = list_sources(src, manifest)
-    keys = RowKeys(src.resolve(), path_column, load_key(key_file) if key_file else None, str(src))
-    wanted = identity(src, manifest, predictor, spec, fmt, keys)
-    workers = workers or (cores if engine == "ray" else local.decoding_threads(cores))
     if engine == "ray":
         cluster.import_ray()
         cluster.check_reachable(address)
+    # A model, site profile or operating point that does not fit stops here. The local engine's
+    # forward passes get their own share of the cores, the decoding threads the rest.
+    predictor = spec.predictor(local.forward_threads(cores) if engine == "local" else None)
+    spec = spec.pinned(predictor)  # every worker screens with this very file and card
+    keys = RowKeys(src.resolve(), path_column, load_key(key_file, create=not resume) if key_file else None, str(src))
+    listing = list_sources(src, manifest)
+    wanted = identity(src, manifest, predictor, spec, fmt, keys)
+    workers = workers or (cores if engine == "ray" else local.decoding_threads(cores))
     with store.locked(out):
         set_aside = store.set_aside_unrecorded(out)
         _earlier_runs(out, wanted, resume)
-        done = set(store.read_results(out, ["path"]).column("path").to_pylist())
-        todo = [(source, key) for source, key in ((s, keys(s)) for s in sources) if key not in done]
+        done = _done(out, set_aside)
+        todo = [(source, key) for source, key in ((s, keys(s)) for s in listing.sources) if key not in done]
+        already = len(listing.sources) - len(todo)
+        if not todo:  # nothing to screen: no cluster, no empty run
+            return JobSummary(0, 0, 0, {}, already, 0.0, "", set_aside, listing.not_images)
         scratch = store.scratch(out)
         try:
             with cluster.ray_cluster(address, workers, scratch) if engine == "ray" else contextlib.nullcontext() as ray:
@@ -147,13 +185,15 @@ def screen_archive(src: Path, out: Path, spec: JobSpec, fmt: str = "parquet", en
                 started = time.perf_counter()
                 screener = ArchiveScreener(spec, predictor=predictor)
                 if engine == "local":
-                    callback = progress(len(todo), len(sources) - len(todo)) if progress else None
-                    local.run_local(screener, todo, run, fmt, batch_size, workers, callback)
+                    local.run_local(screener, todo, run, fmt, batch_size, workers,
+                                    progress(len(todo), already) if progress else None)
                 else:
                     cluster.run_ray(ray, screener, todo, run, fmt, batch_size, workers)
                 seconds = time.perf_counter() - started
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
-        summary = summarise(read_parts(store.whole_parts(run)[0]), len(sources) - len(todo), seconds, run, set_aside)
+        rows = read_parts(store.visible_parts(run))  # the engine has finished: every part is whole
+        _check_rows(rows, todo, run)
+        summary = summarise(rows, already, seconds, run, set_aside, listing.not_images)
         store.finish(run, asdict(summary))
     return summary

@@ -16,11 +16,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from core.serving.errors import JobError
-from core.serving.screening import expand_paths
+from core.serving.imaging import DICOM_MAGIC_OFFSET
+from core.serving.settings import IMAGE_SUFFIXES
 
 PATH_COLUMNS = ("relative", "as-given", "pseudonym")
 KEY_BYTES = 32
 PSEUDONYM_CHARS = 32  # 128 bits of the HMAC: no two files of any archive share one
+KEY_NEEDED = ("--path-column pseudonym needs --key-file FILE (and only it does): the key that turns paths into "
+              "pseudonyms; keep it to join the results back to the files")
 
 
 @dataclass(frozen=True)
@@ -31,9 +34,49 @@ class Source:
     given: str
 
 
-def list_sources(src: Path, manifest: Path | None = None) -> list[Source]:
-    """The image files under src (recursively, sorted), or the manifest's lines, relative to src
-    or absolute (a manifest spares an archive whose listing is slow); each file once."""
+@dataclass(frozen=True)
+class Listing:
+    """What a job screens, and how many files under SRC it leaves because they are no images."""
+
+    sources: list[Source]
+    not_images: int = 0
+
+
+def _is_dicom_file(path: str) -> bool:
+    """A DICOM without a suffix (PACS exports name files IM000001): its magic at byte 128."""
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(DICOM_MAGIC_OFFSET)
+            return handle.read(4) == b"DICM"
+    except OSError:
+        return True  # unreadable: listed, so that its row says so
+
+
+def _walk(src: Path) -> tuple[list[str], int]:
+    """The image files under src (by suffix, or DICOM by content), sorted, and how many other files
+    there are. A folder that cannot be read stops the job: its files would be skipped unseen."""
+    unreadable: list[OSError] = []
+    found, others = [], 0
+    for folder, _, names in os.walk(src, onerror=unreadable.append):
+        for name in names:
+            path = os.path.join(folder, name)
+            suffix = os.path.splitext(name)[1].lower()
+            if suffix in IMAGE_SUFFIXES or (not suffix and _is_dicom_file(path)):
+                found.append(path)
+            else:
+                others += 1
+    if unreadable:
+        raise JobError(f"{len(unreadable)} folder(s) under {src} cannot be read "
+                       f"({unreadable[0].strerror or unreadable[0]}): fix their permissions, or name the files "
+                       "in a --manifest")
+    return sorted(found), others
+
+
+def list_sources(src: Path, manifest: Path | None = None) -> Listing:
+    """The image files under src (recursively, sorted; folders that are links are not entered), or the
+    manifest's lines, relative to src or absolute (a manifest spares an archive whose listing is slow);
+    each file once, however it is spelt."""
+    others = 0
     if manifest is not None:
         try:
             lines = [line.strip() for line in manifest.read_text().splitlines()]
@@ -43,20 +86,23 @@ def list_sources(src: Path, manifest: Path | None = None) -> list[Source]:
     else:
         if not src.is_dir():
             raise JobError(f"{src} is not a folder: give the folder that holds the X-rays")
-        given = [str(path) for path in expand_paths([src])]
+        given, others = _walk(src)
     unique: dict[Path, Source] = {}
     for text in given:
         path = Path(os.path.abspath(text)).resolve()  # a path listed twice, however spelt, is still one row
         unique.setdefault(path, Source(path, text))
-    return list(unique.values())
+    return Listing(list(unique.values()), others)
 
 
 def manifest_digest(manifest: Path | None) -> str | None:
     return hashlib.sha256(manifest.read_bytes()).hexdigest() if manifest is not None else None
 
 
-def load_key(path: Path) -> bytes:
-    """The pseudonym key in path, made (random, readable by its owner only) when there is none yet."""
+def load_key(path: Path, create: bool = False) -> bytes:
+    """The pseudonym key in path; with create, made (random, readable by its owner only) when there
+    is none yet. Never made otherwise: a mistyped key file would give pseudonyms no row has."""
+    if not create and not path.is_file():
+        raise JobError(f"no pseudonym key at {path}: give the key file the job was run with")
     try:
         if not path.exists():
             descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -85,8 +131,7 @@ class RowKeys:
         if self.mode not in PATH_COLUMNS:
             raise JobError(f"--path-column must be one of {', '.join(PATH_COLUMNS)}")
         if (self.mode == "pseudonym") != (self.key is not None):
-            raise JobError("--path-column pseudonym needs --key-file FILE (and only it does): the key that "
-                           "turns paths into pseudonyms; keep it to join the results back to the files")
+            raise JobError(KEY_NEEDED)
 
     def relative(self, source: Source) -> str:
         """The path relative to SRC; a manifest's file outside SRC keeps its resolved path."""
@@ -106,6 +151,6 @@ class RowKeys:
     def identity(self) -> dict:
         """What a resumed job must share: another key gives other pseudonyms, so every file twice."""
         fingerprint = hmac.new(self.key, b"key fingerprint", hashlib.sha256).hexdigest()[:16] if self.key else None
-        # As given, SRC spelt another way (./a for a) would give every file a second row.
+        # As given, SRC spelt another way (a/../a for a) would give every file a second row.
         spelling = self.given_root if self.mode == "as-given" else None
         return {"path_column": self.mode, "pseudonym_key": fingerprint, "source_as_given": spelling}

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,7 +13,7 @@ from core.serving.archive.parts import COLUMNS, SCHEMA
 from core.serving.errors import JobError
 from core.serving.predictor import Predictor
 from core.serving.screening import read_file, refusal
-from core.serving.settings import CLASS_NAMES, DEFAULT_OPERATING_POINT
+from core.serving.settings import CLASS_NAMES, DEFAULT_OPERATING_POINT, PIPELINE_VERSION
 from core.serving.site import SiteProfile, SiteProfileError
 
 # Images per forward pass, each at every test-time zoom. A pass's activations scale with it: 32
@@ -30,10 +31,12 @@ class JobSpec:
     site_profile: bytes | None = None  # the profile file's bytes, so a cluster's workers need no copy
     site_name: str = ""
     operating_point: str = DEFAULT_OPERATING_POINT
-    # The files the driver checked, by sha256 (its card's and its ONNX export's): a worker that
-    # finds another file under the same name refuses to screen, so every row has one model.
+    # The model the driver checked: its files by sha256 (the card's and its ONNX export's) and what
+    # it scores with (calibration, test-time zooms, thresholds, decoding: scoring_digest). A worker
+    # that finds anything else under the same name refuses to screen, so every row has one model.
     model_sha256: str | None = None
     onnx_sha256: str | None = None
+    scoring: str | None = None
 
     @property
     def site_sha256(self) -> str | None:
@@ -51,15 +54,26 @@ class JobSpec:
             raise JobError(f"unknown operating point '{self.operating_point}'; "
                            f"choose from {', '.join(predictor.operating_points)}")
         onnx = (predictor.card.onnx or {}).get("sha256")
-        if self.model_sha256 and (predictor.card.sha256, onnx) != (self.model_sha256, self.onnx_sha256):
-            raise JobError(f"this worker's {predictor.name} is another file (sha256 {predictor.card.sha256[:12]}…) "
-                           f"than the job's ({self.model_sha256[:12]}…): give every node the same models folder")
+        found = (predictor.card.sha256, onnx, scoring_digest(predictor))
+        if self.model_sha256 and found != (self.model_sha256, self.onnx_sha256, self.scoring):
+            raise JobError(f"this worker's {predictor.name} is another file or card (sha256 "
+                           f"{predictor.card.sha256[:12]}…) than the job's ({self.model_sha256[:12]}…): "
+                           "give every node the same models folder and code")
         return predictor
 
     def pinned(self, predictor: Predictor) -> JobSpec:
         """This spec naming the driver's loaded model exactly, for workers to load and check."""
         return JobSpec(predictor.name, self.models_dir, self.site_profile, self.site_name, self.operating_point,
-                       predictor.card.sha256, (predictor.card.onnx or {}).get("sha256"))
+                       predictor.card.sha256, (predictor.card.onnx or {}).get("sha256"), scoring_digest(predictor))
+
+
+def scoring_digest(predictor: Predictor) -> str:
+    """What turns a model file's outputs into a row: its calibration, test-time zooms and thresholds
+    (`core calibrate` rewrites them in the card, leaving the file and its hash alone) and the decoding."""
+    scoring = {"calibration": predictor.calibration, "zooms": predictor.test_time_zooms,
+               "operating_points": predictor.operating_points, "spec": predictor.spec.to_dict(),
+               "decoding": PIPELINE_VERSION}
+    return hashlib.sha256(json.dumps(scoring, sort_keys=True).encode()).hexdigest()
 
 
 @dataclass(frozen=True)

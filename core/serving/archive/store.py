@@ -56,11 +56,20 @@ def locked(out: Path):
             holder = handle.read().strip() or "another process"
             raise JobError(f"{out} is being screened by another job ({holder}): wait for it to finish, "
                            "or screen into another folder") from None
+        except OSError as exc:  # a file system without locks (some network mounts)
+            raise JobError(f"cannot lock {out} ({exc.strerror or exc}): screen into a folder on a local disk") \
+                from None
+        if os.fstat(handle.fileno()).st_ino != (out / LOCK).stat().st_ino:
+            # The lock file was deleted and made again since it was opened: another job may hold the new one.
+            raise JobError(f"{out / LOCK} changed while this job opened it: start the job again")
         handle.seek(0)
         handle.truncate()
         handle.write(f"pid {os.getpid()} on {socket.gethostname()}, started {_now()}\n")
         handle.flush()
-        yield
+        try:
+            yield
+        finally:
+            handle.truncate(0)  # a finished job names no holder; the kernel drops the lock with the file
 
 
 def scratch(out: Path) -> Path:
@@ -88,7 +97,7 @@ def info(run: Path) -> dict | None:
     return _json(run / RUN_INFO)
 
 
-def _visible_parts(run: Path) -> list[Path]:
+def visible_parts(run: Path) -> list[Path]:
     return sorted(p for p in run.iterdir() if p.is_file() and p.suffix in SUFFIXES and not p.name.startswith(("_", ".")))
 
 
@@ -106,7 +115,7 @@ def whole_parts(run: Path) -> tuple[list[Path], list[Path]]:
     listed = _listed(run)
     if listed is not None:
         return listed, []
-    visible = _visible_parts(run)
+    visible = visible_parts(run)
     if (info(run) or {}).get("engine") == "local":
         return visible, []
     valid = valid_parquet(visible)
@@ -118,27 +127,44 @@ def read_results(out: Path, columns: list[str] | None = None) -> pa.Table:
     return read_parts([part for run in runs(out) for part in whole_parts(run)[0]], columns)
 
 
+def read_run(run: Path, columns: list[str] | None = None) -> pa.Table | None:
+    """The rows a run's parts that count hold; None when one of them is missing or cannot be read."""
+    try:
+        return read_parts(whole_parts(run)[0], columns)
+    except (OSError, pa.ArrowException):
+        return None
+
+
+def set_aside(run: Path) -> None:
+    """A whole run folder no longer counts: its files are screened again."""
+    run.rename(run.with_name(SET_ASIDE + run.name))
+
+
 def set_aside_unrecorded(out: Path) -> list[str]:
     """Run folders without a readable job record set aside whole (their rows are screened again),
     and run folders never made visible removed; the names of those set aside."""
     for staging in out.glob(f".{RUN_PREFIX}*"):
         shutil.rmtree(staging, ignore_errors=True)
-    set_aside = []
+    unrecorded = []
     for run in runs(out):
         if info(run) is None:
-            run.rename(run.with_name(SET_ASIDE + run.name))
-            set_aside.append(run.name)
-    return set_aside
+            set_aside(run)
+            unrecorded.append(run.name)
+    return unrecorded
 
 
 def seal(run: Path) -> None:
-    """An interrupted run, fixed as found: its whole parts listed, the rest set aside."""
-    if _listed(run) is not None:
-        return
-    trusted, doubtful = whole_parts(run)
+    """An interrupted run fixed as found (its whole parts listed, the rest set aside), and what a
+    straggling writer left since a run was listed set aside too: a reader of the folder (pandas,
+    pyarrow) sees only the rows that count."""
+    listed = _listed(run)
+    if listed is None:
+        listed, doubtful = whole_parts(run)
+        _write_marker(run / SEALED, {"sealed": _now(), "parts": [p.name for p in listed]})
+    else:
+        doubtful = [part for part in visible_parts(run) if part not in listed]
     for part in doubtful:
         part.rename(part.with_name(SET_ASIDE + part.name))
-    _write_marker(run / SEALED, {"sealed": _now(), "parts": [p.name for p in trusted]})
 
 
 def new_run(out: Path, record: dict) -> Path:
@@ -155,7 +181,7 @@ def new_run(out: Path, record: dict) -> Path:
 
 
 def finish(run: Path, summary: dict) -> None:
-    _write_marker(run / COMPLETE, {**summary, "parts": [p.name for p in _visible_parts(run)]})
+    _write_marker(run / COMPLETE, {**summary, "parts": [p.name for p in visible_parts(run)]})
 
 
 def _write_marker(path: Path, content: dict) -> None:
