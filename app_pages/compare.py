@@ -1,33 +1,67 @@
-"""Model comparison: metrics side by side, curves, calibration, thresholds, training and top losses."""
+"""Model comparison: each model on another period beside its validation metrics, curves, calibration, thresholds,
+training and top losses."""
 import numpy as np
 import plotly.graph_objects as go
 import streamlit as st
 
-from core.analysis import evaluation, reports
+from core.analysis import data, evaluation, reports
 from core.analysis.figures import lr_plot
-from core.learning import data
 from core.serving import registry
 from core.serving.heatmap import overlay
-from ui.common import card_summary, cards, confusion_figure, line_figure, model_colour, predictor, report
+from ui.common import (
+    RANK_COLUMN,
+    card_summary,
+    cards,
+    confusion_figure,
+    current_check,
+    line_figure,
+    model_colour,
+    other_period_row,
+    predictor,
+    report,
+)
 
 st.title("Model comparison")
-st.caption("Validation numbers come from each model's patient-level validation split (patients never seen in "
-           "training). Expect lower numbers on X-rays from other hospitals or periods.")
+st.caption("Each model on X-rays from another period (an independent check of its current file), beside its "
+           "patient-level validation split (patients never seen in training, from the training hospital).")
 
+METRICS = ("AUC", "accuracy", "sensitivity", "specificity", "precision", "F1", "ECE")
 all_cards = cards()
 names = [card.name for card in all_cards]
 benchmark = {row["model"]: row for row in (registry.load_shared(registry.BENCHMARK) or {"rows": []})["rows"]}
-rows = []
-for card in all_cards:
-    row = card_summary(card)
+
+
+def rounded(value: float | None, digits: int) -> float | int | None:
+    """As many digits as the figure supports (whole numbers for 0); None stays None."""
+    return None if value is None else round(value, digits or None)
+
+
+def comparison_row(card) -> dict:
+    """Model, its other-period figures, then validation and the card's facts, each rounded as shown."""
+    summary = card_summary(card)
     bench = benchmark.get(card.name, {})
-    row["latency p50 ms"] = bench.get("p50_ms")
-    row["heat map ms"] = bench.get("explain_ms")
-    rows.append(row)
+    validation_figures = {f"validation {key}": rounded(summary.pop(key), 3) for key in METRICS}
+    latency = {key: rounded(bench.get(field), 0)
+               for key, field in (("latency p50 ms", "p50_ms"), ("heat map ms", "explain_ms"))}
+    return {"model": summary.pop("model"), **other_period_row(card.name), **validation_figures, **summary, **latency}
+
+
+# Checked models first, best first by the column to rank by; then the rest, by name.
+rows = sorted((comparison_row(card) for card in all_cards),
+              key=lambda row: (row[RANK_COLUMN] is None, -(row[RANK_COLUMN] or 0.0), row["model"]))
 st.dataframe(rows, hide_index=True, width="stretch",
-             column_config={k: st.column_config.NumberColumn(format="%.3f")
-                            for k in ("AUC", "accuracy", "sensitivity", "specificity", "precision", "F1", "ECE")})
-st.caption("Metrics at each model's balanced operating point. Latency: `python -m core bench --save`.")
+             column_config={RANK_COLUMN: st.column_config.NumberColumn(format="%.3f"),
+                            **{f"validation {k}": st.column_config.NumberColumn(format="%.3f") for k in METRICS},
+                            "file MB": st.column_config.NumberColumn(format="%.1f"),
+                            "parameters": st.column_config.NumberColumn(format="localized")})
+st.caption(f"**For use at another clinic, rank by \"{RANK_COLUMN}\"**: on X-rays of another period, the share "
+           "of healthy children a model spares once a threshold keeps 98% of pneumonia flagged, whichever threshold "
+           "it ships with (a clinic sets its own: **Site calibration**). Validation figures are near their ceiling "
+           "and ordered the models differently. Other-period figures carry [95% intervals over patients] where the "
+           "check recorded them; \"not checked\": no independent check of any file of the model; \"an earlier "
+           "file\": only a previous file of it was checked, and those figures do not carry over. Screening and "
+           "balanced: the model's own operating points; validation metrics at the balanced point. Latency: "
+           "`python -m core bench --save`; checks: `python -m core record-check`.")
 
 chosen = st.multiselect("Models in the charts", names, default=names)
 if not chosen:
@@ -43,9 +77,22 @@ if shown_chart == "ROC":
     figure = line_figure("ROC on validation", "False positive rate (1 - specificity)", "Sensitivity", diagonal=True)
     for name, value in validation.items():
         roc = value["curves"]["roc"]
-        figure.add_trace(go.Scatter(x=roc["fpr"], y=roc["tpr"], mode="lines", name=f"{name} (AUC {value['auc']:.3f})",
+        check = current_check(name)[1]
+        elsewhere = f"; other period {check['auc']:.3f}" if check else ""
+        # One legend entry per model, its crosses with it: two per model crowded a phone's screen.
+        figure.add_trace(go.Scatter(x=roc["fpr"], y=roc["tpr"], mode="lines", legendgroup=name,
+                                    name=f"{name} (AUC {value['auc']:.3f}{elsewhere})",
                                     line={"color": model_colour(name)}))
+        if check:
+            points = [check["screening"], check["balanced"]]
+            figure.add_trace(go.Scatter(
+                x=[1 - p["specificity"] for p in points], y=[p["sensitivity"] for p in points], mode="markers",
+                name=f"{name}, other period", legendgroup=name, showlegend=False,
+                text=["screening point", "balanced point"],
+                marker={"color": model_colour(name), "symbol": "x", "size": 10}))
     st.plotly_chart(figure, width="stretch")
+    st.caption("Lines: validation. Crosses: where each model's screening and balanced points landed on X-rays of "
+               "another period, from its current file's independent check.")
 elif shown_chart == "Precision-recall":
     figure = line_figure("Precision-recall on validation", "Recall (sensitivity)", "Precision")
     for name, value in validation.items():
@@ -93,8 +140,12 @@ else:  # the shift check
                                     y=[r.get(shift_metrics[shown_metric]) for r in shifted["shifts"]], name=name,
                                     marker={"color": model_colour(name)}))
     if figure.data:
-        figure.update_layout(title=f"Validation {shown_metric} under imitated machine differences", barmode="group",
-                             yaxis={"title": shown_metric}, height=420)
+        # Two title lines and the legend at the foot: on a phone one line was cut and a legend at the
+        # side squeezed the bars.
+        figure.update_layout(title=f"Validation {shown_metric}<br>under imitated machine differences",
+                             barmode="group", yaxis={"title": shown_metric}, height=560,
+                             margin={"l": 10, "r": 10, "t": 70, "b": 10},
+                             legend={"orientation": "h", "yref": "container", "yanchor": "bottom", "y": 0, "x": 0})
         st.plotly_chart(figure, width="stretch")
     else:
         st.info("No shift check is stored for the chosen models.")

@@ -3,8 +3,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from core.analysis import explain
-from core.learning import data
+from core.analysis import data, explain
 from core.serving.heatmap import overlay
 from core.serving.imaging import ImageError, load_model_input
 from core.serving.quality import check_chest_xray
@@ -70,7 +69,7 @@ if method == "gradcam":
     if not st.toggle("Load TensorFlow for Grad-CAM", key="load_tensorflow"):
         st.stop()
     with st.spinner("Loading TensorFlow and the Keras model…"):
-        from core.analysis import gradcam
+        from core.learning import gradcam
 
         keras_model = model.model
         keras_layers = [ref.name for ref in gradcam.spatial_layers(keras_model)]

@@ -4,7 +4,7 @@ import numpy as np
 import plotly.graph_objects as go
 import streamlit as st
 
-from core.learning import data
+from core.analysis import data
 from core.learning.download import DEFAULT_BASE_URL, DownloadError, download
 from ui.common import shipped_profile
 

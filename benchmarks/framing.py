@@ -14,8 +14,8 @@ import argparse
 
 import numpy as np
 
+from core.analysis import data
 from core.analysis.shift import FRAME_MAGNIFICATION, SHIFTS
-from core.learning import data
 from core.serving import framing, registry
 
 

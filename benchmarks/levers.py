@@ -17,8 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from benchmarks.shift import measure, measure_ensemble, print_report
-from core.analysis import reports
-from core.learning import data
+from core.analysis import data, reports
 from core.learning.train import TrainConfig, train
 from core.serving import registry
 from core.serving.predictor import Predictor

@@ -14,8 +14,8 @@ import argparse
 from pathlib import Path
 
 from benchmarks.shift import print_report, validation_images
+from core.analysis import data
 from core.analysis.shift import SHIFTS, sharpen, shift_rows
-from core.learning import data
 from core.serving import registry
 from core.serving.predictor import Predictor
 

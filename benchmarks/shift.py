@@ -21,10 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
-from core.analysis import evaluation
+from core.analysis import data, evaluation
 from core.analysis.reports import in_batches, split_examples
 from core.analysis.shift import PAIRED_METRICS, SHIFTS, paired_comparison, shift_report, shifted_probabilities
-from core.learning import data
 from core.serving import registry
 from core.serving.calibration import logit_mean
 from core.serving.imaging import preprocess

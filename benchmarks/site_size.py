@@ -15,11 +15,10 @@ import argparse
 import numpy as np
 
 from benchmarks.shift import validation_images
-from core.analysis import evaluation, site_calibration
+from core.analysis import data, evaluation, site_calibration
 from core.analysis.reports import in_batches
 from core.analysis.shift import lung_field_crop, sharpen
 from core.analysis.site_calibration import LocalSet
-from core.learning import data
 from core.serving.imaging import preprocess
 from core.serving.predictor import Predictor
 from core.serving.site import SiteProfile

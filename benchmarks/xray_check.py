@@ -13,8 +13,8 @@ from collections import Counter
 from dataclasses import replace
 
 from benchmarks.non_xrays import generate
+from core.analysis import data
 from core.analysis.shift import SHIFTS
-from core.learning import data
 from core.serving import registry
 from core.serving.imaging import DecodedImage, ImageError, decode_image, to_uint8
 from core.serving.quality import NotChestXRayError, check_chest_xray

@@ -6,9 +6,11 @@ The package is split where TensorFlow starts:
 
 - ``core.serving``: decoding, input checks, preprocessing, ONNX forward pass,
   calibration, heat maps, registry and site profiles; never imports TensorFlow.
-- ``core.learning``: data, the model zoo, training, tuning, export, download (TensorFlow).
-- ``core.analysis``: evaluation, reports, the shift check, bench, gradient
-  explanations, site calibration (TensorFlow only where a Keras model is asked for).
+- ``core.analysis``: the data set listing, evaluation, reports, the shift check, bench,
+  explanations in ONNX Runtime, site calibration; no TensorFlow either.
+- ``core.learning``: the model zoo, training, tuning, export, Grad-CAM, download (TensorFlow).
+
+Each layer imports only those listed above it (tests/test_layers.py).
 """
 import os
 

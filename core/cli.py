@@ -6,7 +6,7 @@ import os
 import sys
 from pathlib import Path
 
-from core.learning import data
+from core.analysis import data
 from core.serving.errors import JobError
 from core.serving.framing import STANDARD_SIDE
 from core.serving.settings import DEFAULT_OPERATING_POINT, OPERATING_POINTS

@@ -10,9 +10,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import pytest
 
+from core.analysis import data
 from core.analysis.synthetic import chest_xray as xray_like  # shared by the test modules
 from core.analysis.synthetic import encode
-from core.learning import data
 
 TINY_SIZE = 32
 ROOT = Path(__file__).resolve().parent.parent

@@ -340,3 +340,85 @@ def test_screen_page_shows_the_photo_guide_with_its_pictures():
     guide = next(e for e in app.expander if "Photographing a film" in e.label)
     assert any("all four edges of the film" in m.value for m in guide.markdown)
     assert len(guide.get("image")) == 5
+
+
+def test_compare_ranks_models_by_their_own_files_figures_on_another_period():
+    from core.serving import registry
+
+    app = page("compare")
+    table = app.dataframe[0].value.set_index("model")
+    rank = next(c for c in table.columns if c.startswith("other period: best specificity"))
+    assert f'rank by "{rank}"' in next(c.value for c in app.caption if "For use at another clinic" in c.value)
+    # The checks of the current files (external_checks.json; the ensemble's of 2026-12-06, with intervals)
+    ensemble = table.loc["cxrnet_framed_ensemble"]
+    assert (ensemble[rank], ensemble["other period: AUC"]) == (0.859, "0.982 [0.971, 0.989]")
+    assert ensemble["other period: screening sensitivity"] == "0.997 [0.992, 1.000]"
+    assert ensemble["other period: screening specificity"] == "0.632 [0.567, 0.699]"
+    assert ensemble["other-period check"].startswith("2026-12-06: withheld Kermany test split: 624 X-rays")
+    small, default = table.loc["cnn_small"], table.loc["cxrnet_framed_det"]
+    assert (small["other period: AUC"], small["other period: screening specificity"]) == ("0.926", "0.359")
+    assert (default["other period: AUC"], default["validation AUC"]) == ("0.981", 0.991)
+    assert small["validation AUC"] == 0.998  # the validation order is the other way round
+    assert list(table[rank]) == sorted(table[rank], reverse=True)
+    # Sizes in MB to one decimal, training time in whole minutes
+    card = registry.load_card("cnn_small")
+    assert small["file MB"] == round(card.file_bytes / 1e6, 1) and small["training min"] == round(
+        card.training["seconds"] / 60)
+    assert all(float(m).is_integer() for m in table["training min"])
+
+
+def test_compare_says_not_checked_or_an_earlier_file_where_no_check_is_of_the_current_file(tmp_path, monkeypatch):
+    import json
+    import shutil
+
+    import streamlit as st
+
+    from core.serving import registry
+
+    for path in registry.models_dir().glob("*.json"):
+        shutil.copy(path, tmp_path)
+    stored = json.loads((tmp_path / registry.EXTERNAL_CHECKS).read_text())
+    stored["checks"] = [c for c in stored["checks"] if c["model"] != "cnn_small"]
+    for check in stored["checks"]:
+        if check["model"] == "mlp":
+            check["sha256"] = "0" * 64  # as if mlp had been retrained since its checks
+    (tmp_path / registry.EXTERNAL_CHECKS).write_text(json.dumps(stored))
+    monkeypatch.setenv(registry.MODELS_ENV, str(tmp_path))
+    st.cache_data.clear()  # the pages' cached cards and checks are of the shipped folder
+    try:
+        table = page("compare").dataframe[0].value.set_index("model")
+    finally:
+        st.cache_data.clear()
+    assert table.loc["cnn_small", "other-period check"] == "not checked"
+    assert table.loc["mlp", "other-period check"] == "an earlier file"
+    assert table.loc[["cnn_small", "mlp"], "other period: AUC"].isna().all()
+    assert list(table.index[-2:]) == ["cnn_small", "mlp"]  # unranked, last
+    assert table.loc["cxrnet_framed_ensemble", "other period: AUC"] == "0.982 [0.971, 0.989]"
+
+
+def test_compare_roc_marks_each_checked_models_points_on_another_period_below_a_clear_title():
+    import json
+
+    app = page("compare")
+    chart = json.loads(next(c for c in app.get("plotly_chart") if "ROC on validation" in c.proto.spec).proto.spec)
+    crosses = {t["name"]: t for t in chart["data"] if t.get("mode") == "markers"}
+    ensemble = crosses["cxrnet_framed_ensemble, other period"]
+    assert ensemble["x"] == pytest.approx([1 - 0.632, 1 - 0.791]) and ensemble["y"] == [0.997, 0.992]
+    assert any(t["name"] == "cxrnet_framed_ensemble (AUC 0.992; other period 0.982)" for t in chart["data"])
+    # The legend sits at the foot of the figure, where the title cannot be
+    legend = chart["layout"]["legend"]
+    assert (legend["yref"], legend["y"], legend["yanchor"]) == ("container", 0, "bottom")
+
+
+def test_home_says_in_counts_of_children_how_the_model_in_use_did_on_another_period():
+    app = page("home")
+    plain = [m.value for m in app.markdown]
+    assert any("flags those that may show pneumonia" in m and "checked on X-rays of other children from another "
+               "period" in m for m in plain)
+    # The default's check of 2026-12-01: screening sensitivity 0.997, specificity 0.692
+    assert any("flagged **997 of 1,000 children with pneumonia** and **31 of 100 healthy children**" in m
+               for m in plain)
+    # The engineering description only behind "Full model card"
+    card_box = next(e for e in app.expander if e.label == "Full model card")
+    assert sum("CLAHE" in m.value for m in card_box.markdown) == sum("CLAHE" in m for m in plain) == 1
+    assert any(m.label == "screening specificity" and m.value == "0.692" for m in card_box.metric)

@@ -2,9 +2,9 @@
 import numpy as np
 import pytest
 
+from core.analysis import data
 from core.analysis.reports import split_examples
 from core.analysis.shift import SHIFTS
-from core.learning import data
 from core.learning.assemble import assemble, combined
 from core.serving import registry
 from core.serving.calibration import logit, sigmoid

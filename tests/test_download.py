@@ -9,7 +9,7 @@ import tensorflow as tf
 from conftest import encode, xray_like
 
 from core import cli
-from core.learning import data
+from core.analysis import data
 from core.learning.download import DownloadError, download, fetch
 
 NAMES = {"NORMAL": ["IM-0001-0001.jpeg", "IM-0002-0001.jpeg"],

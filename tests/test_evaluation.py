@@ -158,3 +158,79 @@ def test_the_screening_threshold_spread_follows_the_hardest_pneumonias_of_each_r
     # With every pneumonia scored alike, every draw puts the threshold at that one score.
     flat = evaluation.screening_threshold_spread(labels, np.where(labels == 1, 0.8, 0.2), patients, rounds=50)
     assert set(flat.values()) == {0.8}
+
+
+# An `evaluate --json` record as the command writes it, written out by hand (only what a check keeps).
+EVALUATED = {
+    "model": "cnn_small", "default": False, "split": "test", "sha256": "ab" * 32, "onnx_sha256": "cd" * 32,
+    "patients": 427, "n": 624, "positives": 390, "auc": 0.98213, "ece": 0.08161,
+    "specificity_at_screening_sensitivity": 0.85897,
+    "operating_points": {
+        "balanced": {"threshold": 0.51042, "accuracy": 0.91747, "sensitivity": 0.99231, "specificity": 0.79060,
+                     "95ci": {"auc": [0.97118, 0.98904], "accuracy": [0.89, 0.94],
+                              "sensitivity": [0.98333, 1.0], "specificity": [0.73684, 0.84211]}},
+        "screening": {"threshold": 0.14361, "accuracy": 0.86218, "sensitivity": 0.99744, "specificity": 0.63248,
+                      "95ci": {"auc": [0.97118, 0.98904], "accuracy": [0.83, 0.89],
+                               "sensitivity": [0.99174, 1.0], "specificity": [0.56716, 0.69892]}},
+    },
+}
+
+
+def test_a_record_becomes_a_check_of_its_file_rounded_as_a_few_hundred_x_rays_support():
+    from core.analysis import checks
+
+    assert checks.check_from_record(EVALUATED, "2026-12-07") == {
+        "model": "cnn_small", "sha256": "ab" * 32, "onnx_sha256": "cd" * 32, "date": "2026-12-07",
+        "data": "test split: 624 X-rays of 427 patients (234 NORMAL, 390 PNEUMONIA)",
+        "by": "python -m core evaluate --split test", "auc": 0.982, "auc_95ci": [0.971, 0.989],
+        "balanced": {"threshold": 0.51, "accuracy": 0.917, "sensitivity": 0.992, "specificity": 0.791,
+                     "95ci": {"sensitivity": [0.983, 1.0], "specificity": [0.737, 0.842]}},
+        "screening": {"threshold": 0.144, "accuracy": 0.862, "sensitivity": 0.997, "specificity": 0.632,
+                      "95ci": {"sensitivity": [0.992, 1.0], "specificity": [0.567, 0.699]}},
+        "best_specificity_at_sensitivity_0.98": 0.859, "ece": 0.082, "default_then": False,
+    }
+
+
+@pytest.mark.parametrize("change, reason", [({"sha256": None}, "no file sha256"),
+                                            ({"split": "validation"}, "not independent"),
+                                            ({"site": "clinic"}, "site profile clinic")])
+def test_a_record_that_is_no_independent_check_of_a_known_file_is_refused(change, reason):
+    from core.analysis import checks
+
+    with pytest.raises(checks.CheckError, match=reason):
+        checks.check_from_record(EVALUATED | change, "2026-12-07")
+
+
+def test_recording_again_replaces_that_check_and_keeps_every_other(tmp_path):
+    import json
+
+    from core.analysis import checks
+
+    earlier = {"model": "cnn_small", "sha256": "ef" * 32, "date": "2026-11-26", "data": "test split"}
+    (tmp_path / "external_checks.json").write_text(json.dumps({"about": "kept", "checks": [earlier]}))
+    checks.record_checks([EVALUATED], "2026-12-07", directory=tmp_path)
+    checks.record_checks([EVALUATED | {"auc": 0.5}], "2026-12-07", directory=tmp_path)
+    stored = json.loads((tmp_path / "external_checks.json").read_text())
+    assert stored["about"] == "kept" and [c["sha256"] for c in stored["checks"]] == ["ef" * 32, "ab" * 32]
+    assert stored["checks"][1]["auc"] == 0.5
+
+
+def test_a_model_shows_only_the_checks_of_its_current_files(tmp_path):
+    import json
+    import shutil
+
+    from core.analysis import checks
+    from core.serving import registry
+
+    for name in ("cnn_small", "cxrnet", "mlp"):
+        shutil.copy(registry.models_dir() / f"{name}.json", tmp_path)
+    small, cxrnet, mlp = (registry.load_card(n, tmp_path) for n in ("cnn_small", "cxrnet", "mlp"))
+    stored = [{"model": "cnn_small", "sha256": small.sha256, "date": "2026-11-26"},
+              {"model": "cnn_small", "sha256": small.sha256, "date": "2026-12-01"},
+              {"model": "cnn_small", "sha256": "00" * 32, "date": "2026-12-05"},  # another file, later
+              # cxrnet's Keras file, but measured through another ONNX export than the one in use
+              {"model": "cxrnet", "sha256": cxrnet.sha256, "onnx_sha256": "11" * 32, "date": "2026-12-01"}]
+    (tmp_path / "external_checks.json").write_text(json.dumps({"checks": stored}))
+    assert checks.current_check(small, tmp_path) == ("checked", stored[1])
+    assert checks.current_check(cxrnet, tmp_path) == ("an earlier file", None)
+    assert checks.current_check(mlp, tmp_path) == ("not checked", None)

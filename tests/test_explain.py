@@ -6,8 +6,8 @@ import pytest
 from conftest import xray_like
 from scipy.stats import spearmanr
 
-from core.analysis import explain, gradcam
-from core.learning import keras_model
+from core.analysis import explain
+from core.learning import gradcam, keras_model
 from core.learning.zoo import ARCHITECTURES, get_architecture
 from core.serving import registry
 from core.serving.heatmap import occlusion, overlay, to_png

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from conftest import encode, real_data_dir, requires_real_data, xray_like
 
+from core.analysis import data
 from core.analysis.shift import lung_field_box, lung_field_crop
-from core.learning import data
 from core.serving import framing, registry
 from core.serving.imaging import ModelInput, PreprocessSpec, decode_image, load_model_input, preprocess
 from core.serving.predictor import Predictor

@@ -6,7 +6,7 @@ import pytest
 from conftest import encode, xray_like
 from PIL import Image
 
-from core.learning import data
+from core.analysis import data
 from core.learning.pipeline import training_dataset, training_spec
 from core.learning.zoo import Recipe
 from core.serving.imaging import (

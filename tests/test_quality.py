@@ -5,8 +5,8 @@ from conftest import encode, real_data_dir, requires_real_data, xray_like
 
 from benchmarks.non_xrays import generate
 from benchmarks.xray_check import rejected, shifted_xrays_refused
+from core.analysis import data
 from core.analysis.shift import FRAMING_SHIFTS, SHIFTS
-from core.learning import data
 from core.serving import registry
 from core.serving.imaging import decode_image
 from core.serving.quality import NotChestXRayError, XrayDetector, check_chest_xray, layout_input, profile_features

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from conftest import TINY_SIZE, run_core
 
-from core.analysis import reports
-from core.learning import data, keras_model
+from core.analysis import data, reports
+from core.learning import keras_model
 from core.serving import registry
 from core.serving.card import ModelCard
 from core.serving.predictor import Predictor

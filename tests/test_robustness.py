@@ -12,10 +12,9 @@ import tensorflow as tf
 
 from benchmarks.sharpening import STRENGTHS, SWEEP, WIDTHS
 from benchmarks.shift import measure, measure_ensemble, measure_paired
-from core.analysis import evaluation, reports
+from core.analysis import data, evaluation, reports
 from core.analysis.shift import FRAMING_MEAN, PAIRED_METRICS, SHIFTS, paired_comparison, sharpen, shift_report
 from core.cli import _recipe_settings
-from core.learning import data
 from core.learning.pipeline import (
     FramingConsistency,
     augmentation,

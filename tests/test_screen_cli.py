@@ -88,3 +88,27 @@ def test_evaluate_writes_the_documented_record(models_env, tiny_data, tmp_path, 
     assert len(record["top_losses"]) == 3
     printed = capsys.readouterr().out
     assert "default model" in printed and "    screening: sensitivity" in printed
+    # The record names the files it measured and the patients its images came from (2 images each)
+    card = registry.load_card(record["model"])
+    assert (record["sha256"], record["onnx_sha256"]) == (card.sha256, card.onnx["sha256"])
+    assert record["patients"] == 10
+
+
+def test_record_check_files_an_evaluation_under_the_file_it_measured(tiny_models, tiny_data, tmp_path,
+                                                                   monkeypatch):
+    import shutil
+
+    from core.analysis import checks
+
+    models = shutil.copytree(tiny_models, tmp_path / "models")
+    monkeypatch.setenv(registry.MODELS_ENV, str(models))
+    out = tmp_path / "eval.json"
+    assert cli.main(["evaluate", "--data", str(tiny_data), "--split", "test", "--json", str(out)]) == 0
+    card = registry.load_card("cnn_small")
+    assert checks.current_check(card) == ("not checked", None)
+    assert cli.main(["record-check", str(out), "--date", "2026-12-07"]) == 0
+    [stored] = registry.load_shared(registry.EXTERNAL_CHECKS)["checks"]
+    assert (stored["sha256"], stored["onnx_sha256"], stored["date"]) == (card.sha256, card.onnx["sha256"],
+                                                                         "2026-12-07")
+    assert stored["data"] == "test split: 20 X-rays of 10 patients (10 NORMAL, 10 PNEUMONIA)"
+    assert checks.current_check(card) == ("checked", stored)

@@ -101,8 +101,7 @@ def test_a_tampered_onnx_file_is_refused(tmp_path):
 
 @requires_real_data
 def test_onnx_matches_keras_on_validation_images_at_every_operating_point():
-    from core.analysis import reports
-    from core.learning import data
+    from core.analysis import data, reports
 
     for name in registry.model_names():
         onnx = Predictor.load(name, runtime="onnx")
@@ -117,7 +116,7 @@ def test_onnx_matches_keras_on_validation_images_at_every_operating_point():
 
 
 def test_the_onnx_class_activation_map_equals_grad_cam_of_the_keras_model():
-    from core.analysis import gradcam
+    from core.learning import gradcam
 
     predictor = Predictor.load()  # the default: global pooling then one dense unit
     assert predictor.card.onnx["heatmap"] == "cam"
@@ -137,8 +136,7 @@ def test_the_card_records_the_serving_file():
 
 
 def test_an_ensemble_is_one_model_whose_onnx_matches_keras_and_whose_map_is_the_members_mean(tiny_data, tmp_path):
-    from core.analysis import gradcam
-    from core.learning import ensemble
+    from core.learning import ensemble, gradcam
     from core.learning.train import TrainConfig, train
 
     card = train(TrainConfig(arch="cxrnet", data_dir=tiny_data, epochs=1, size=64, models_dir=tmp_path,
@@ -157,8 +155,10 @@ def test_an_ensemble_is_one_model_whose_onnx_matches_keras_and_whose_map_is_the_
     member_maps = [gradcam.gradcam(m, inputs[:1])[0] for m in members]
     expected = np.mean(member_maps, axis=0) / np.mean(member_maps, axis=0).max()
     np.testing.assert_allclose(served.heatmap(inputs[0]), expected, atol=2e-3)
-    # A fresh process (an analyst page, `core bench`) loads the Keras file without having trained one.
-    done = _run_python("import sys; from pathlib import Path; from core.serving.predictor import Predictor; "
+    # A fresh process (an analyst page, `core bench`) loads the Keras file without having trained one,
+    # through the runtime the learning layer offers.
+    done = _run_python("import sys; from pathlib import Path; import core.learning; "
+                       "from core.serving.predictor import Predictor; "
                        "print(Predictor.load('cxrnet', Path(sys.argv[1]), runtime='keras').model.name)", str(tmp_path))
     assert done.returncode == 0 and done.stdout.strip() == "cxrnet", done.stderr[-2000:]
 

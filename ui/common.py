@@ -11,6 +11,8 @@ import numpy as np
 import plotly.graph_objects as go
 import streamlit as st
 
+from core.analysis import checks
+from core.analysis.evaluation import SCREENING_SENSITIVITY
 from core.analysis.explain import LayerActivations
 from core.serving import registry
 from core.serving.card import ModelCard
@@ -148,6 +150,12 @@ def external_checks(name: str) -> list[dict]:
 
 
 @st.cache_data
+def current_check(name: str) -> tuple[str, dict | None]:
+    """The newest independent check of the model's current file, or why there is none."""
+    return checks.current_check(registry.load_card(name))
+
+
+@st.cache_data
 def previous_default_checks() -> list[dict]:
     return registry.previous_default_checks()
 
@@ -175,11 +183,57 @@ def card_summary(card: ModelCard) -> dict:
         "input": f"{spec.size} px" + (" + CLAHE" if spec.clahe else "")
                  + (f" + standard frame ({spec.frame_side:.0%})" if spec.frame else "")
                  + (" + equalised" if spec.equalise else ""),
-        "parameters": card.parameters, "file MB": card.file_bytes / 1e6,
-        "training min": training["seconds"] / 60, "hardware": training["hardware"],
+        "parameters": card.parameters, "file MB": round(card.file_bytes / 1e6, 1),
+        "training min": round(training["seconds"] / 60), "hardware": training["hardware"],
         # Long text last, so the metrics stay in view on narrow screens.
         "architecture": card.summary,
     }
+
+
+# The column to rank models by for use at another clinic: on another period, the specificity the
+# model's ranking allows at the screening target, whatever threshold it ships with (a clinic sets
+# its own by site calibration); validation is saturated and ordered the shipped models the other way.
+RANK_COLUMN = f"other period: best specificity at sensitivity {SCREENING_SENSITIVITY}"
+OTHER_PERIOD = {"other period: AUC": ("auc", "auc_95ci"),
+                "other period: balanced accuracy": ("balanced", "accuracy"),
+                "other period: screening sensitivity": ("screening", "sensitivity"),
+                "other period: screening specificity": ("screening", "specificity")}
+
+
+def with_interval(value: float, interval: list[float] | None) -> str:
+    """A figure and its 95% interval, to three decimals as the checks store them."""
+    return f"{value:.3f}" + (f" [{interval[0]:.3f}, {interval[1]:.3f}]" if interval else "")
+
+
+def _other_period_figure(check: dict, first: str, second: str) -> str:
+    if first == "auc":
+        return with_interval(check["auc"], check.get(second))
+    point = check[first]
+    return with_interval(point[second], point.get("95ci", {}).get(second))
+
+
+def other_period_row(name: str) -> dict:
+    """A model's figures on another period, from its current file's own check only; the check
+    column says where there is none ("not checked", or only "an earlier file" was)."""
+    status, check = current_check(name)
+    if check is None:
+        return {RANK_COLUMN: None, **dict.fromkeys(OTHER_PERIOD), "other-period check": status}
+    return {RANK_COLUMN: check.get(checks.BEST_SPECIFICITY),
+            **{column: _other_period_figure(check, *keys) for column, keys in OTHER_PERIOD.items()},
+            "other-period check": f"{check['date']}: {check['data']}"}
+
+
+def out_of(share: float, children: int) -> str:
+    """A share as a count of children, as a health worker reads it: 0.997 of 1000 -> "997 of 1,000"."""
+    return f"{round(share * children):,} of {children:,}"
+
+
+def plain_figures(check: dict) -> str:
+    """An independent check at the screening point, in counts of children."""
+    screening = check["screening"]
+    return (f"On X-rays from another period it flagged **{out_of(screening['sensitivity'], 1000)} children with "
+            f"pneumonia** and **{out_of(1 - screening['specificity'], 100)} healthy children**. A flag means that "
+            "a clinician should look at that X-ray first, not that the child has pneumonia; a clinician decides.")
 
 
 def gray_image(array: np.ndarray) -> np.ndarray:
@@ -195,10 +249,11 @@ def line_figure(title: str, x_title: str, y_title: str, diagonal: bool = False) 
     if diagonal:
         figure.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", line={"dash": "dot", "color": "gray"},
                                     name="chance" if x_title.startswith("False") else "perfect calibration"))
-    figure.update_layout(title=title, xaxis_title=x_title, yaxis_title=y_title, height=420,
-                         margin={"l": 10, "r": 10, "t": 90, "b": 10},
-                         # Above the plot, where it cannot cover the axis titles.
-                         legend={"orientation": "h", "yanchor": "bottom", "y": 1.02, "x": 0})
+    figure.update_layout(title=title, xaxis_title=x_title, yaxis_title=y_title, height=480,
+                         margin={"l": 10, "r": 10, "t": 50, "b": 10},
+                         # At the figure's foot, below the axis titles: above the plot, a legend of many
+                         # models wrapped into rows over the title; there Plotly grows the margin to fit it.
+                         legend={"orientation": "h", "yref": "container", "yanchor": "bottom", "y": 0, "x": 0})
     return figure
 
 

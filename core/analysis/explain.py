@@ -3,7 +3,7 @@ activation maps from the ONNX export, and where on the X-ray a heat map's mass l
 
 Every heat map answers one question: where does the model see evidence of pneumonia?
 Values are in [0, 1] at the model's input resolution. Grad-CAM at an inner layer needs
-gradients, and so the Keras model: core.analysis.gradcam, loaded only on request.
+gradients, and so the Keras model: core.learning.gradcam, loaded only on request.
 """
 from __future__ import annotations
 

@@ -5,8 +5,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from core.analysis import evaluation, explain
-from core.learning import data
+from core.analysis import data, evaluation, explain
 from core.serving import registry
 from core.serving.framing import FrameBox
 from core.serving.predictor import Predictor
@@ -58,8 +57,11 @@ def evaluate(predictor: Predictor, scored: Scored, split: str, is_default: bool,
     for name, threshold in predictor.operating_points.items():
         record["operating_points"][name]["95ci"] = evaluation.bootstrap_intervals(
             scored.labels, scored.probabilities, threshold, patients)
-    return {"model": predictor.name, "default": is_default, "split": split, **record,
-            "unreadable": scored.unreadable}
+    # The files measured, by hash: an independent check stands for these files only (core.analysis.checks)
+    onnx = (predictor.card.onnx or {}).get("sha256") if predictor.runtime == "onnx" else None
+    files = {"sha256": predictor.card.sha256, "onnx_sha256": onnx}
+    return {"model": predictor.name, "default": is_default, "split": split, **files,
+            "patients": len(set(patients)), **record, "unreadable": scored.unreadable}
 
 
 def recalibrate(predictor: Predictor, data_dir, progress=None, directory=None) -> dict:

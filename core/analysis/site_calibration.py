@@ -26,8 +26,8 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 
 from core.analysis import evaluation
+from core.analysis.data import patient_id
 from core.analysis.reports import in_batches
-from core.learning.data import patient_id
 from core.serving import screening
 from core.serving.imaging import ImageError, load_model_input
 from core.serving.predictor import Predictor

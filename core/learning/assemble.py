@@ -18,10 +18,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from core.analysis import evaluation
+from core.analysis import data, evaluation
 from core.analysis.reports import in_batches, split_examples
 from core.analysis.shift import SHIFTS, shifted_probabilities
-from core.learning import data, ensemble, keras_model
+from core.learning import ensemble, keras_model
 from core.learning.export import export
 from core.learning.pipeline import hardware
 from core.serving import registry

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from core.learning import data
+from core.analysis import data
 from core.serving import registry
 from core.serving.quality import DETECTOR_FILE, XrayDetector, layout_input, profile_features
 

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from core.learning.data import CLASS_NAMES
+from core.analysis.data import CLASS_NAMES
 from core.serving.imaging import ImageError, decode_image
 
 DEFAULT_BASE_URL = "https://storage.googleapis.com/download.tensorflow.org/data/ChestXRay2017"

@@ -20,7 +20,7 @@ import numpy as np
 import tensorflow as tf
 from keras import layers
 
-from core.learning import data
+from core.analysis import data
 from core.learning.pipeline import hardware, set_seeds
 from core.learning.zoo import PerImageStandardization
 from core.serving import framing, registry

@@ -41,10 +41,15 @@ def save(model: keras.Model, card: ModelCard, directory: Path | None = None) -> 
     return card
 
 
+def network(name: str, directory: Path | None = None) -> KerasNetwork:
+    """The hash-checked Keras file as a Predictor's network: the Keras runtime core.learning offers."""
+    return KerasNetwork(load(name, directory)[0])
+
+
 class KerasNetwork:
     """The same interface as ``core.serving.network.OnnxNetwork``, on the Keras model; thread-safe."""
 
-    has_cam = False  # heat maps on this path: occlusion (Predictor), or Grad-CAM on request (core.analysis.gradcam)
+    has_cam = False  # heat maps on this path: occlusion (Predictor), or Grad-CAM on request (core.learning.gradcam)
 
     def __init__(self, model: keras.Model):
         self.model = model

@@ -16,7 +16,7 @@ import numpy as np
 import tensorflow as tf
 from tqdm import tqdm
 
-from core.learning import data
+from core.analysis import data
 from core.learning.zoo import Recipe
 from core.serving.imaging import PreprocessSpec, contrast_step
 

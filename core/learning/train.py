@@ -12,9 +12,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from core.analysis import evaluation
+from core.analysis import data, evaluation
 from core.analysis.reports import in_batches
-from core.learning import data, ensemble, keras_model
+from core.learning import ensemble, keras_model
 from core.learning.export import export
 from core.learning.keras_model import KerasNetwork
 from core.learning.pipeline import (

@@ -10,7 +10,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from core.learning import data
+from core.analysis import data
 from core.learning.pipeline import compile_model, make_dataset, training_dataset
 from core.learning.zoo import Architecture, Recipe, get_architecture
 

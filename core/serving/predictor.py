@@ -2,12 +2,15 @@
 
 Screening runs the model's ONNX export in ONNX Runtime and imports no
 TensorFlow; the Keras file is loaded only when an analyst view asks for it
-(``Predictor.model``) or when a model has no export yet.
+(``Predictor.model``) or when a model has no export yet. The Keras runtime is
+offered from the learning layer above (``offer_keras_runtime``): serving never
+imports it.
 """
 from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -25,6 +28,23 @@ from core.serving.settings import CLASS_NAMES, DEFAULT_OPERATING_POINT
 from core.serving.site import SiteProfile
 
 RUNTIMES = ("onnx", "keras")
+# (name, models folder) -> a network with forward, has_cam and the Keras model as .model; set by
+# core.learning when it is imported, as serving may not import the TensorFlow layer above it.
+KerasLoader = Callable[[str, Path | None], object]
+_keras_loader: KerasLoader | None = None
+
+
+def offer_keras_runtime(loader: KerasLoader) -> None:
+    """Make runtime "keras" and ``Predictor.model`` available, loading through ``loader``."""
+    global _keras_loader
+    _keras_loader = loader
+
+
+def _keras_network(name: str, directory: Path | None):
+    if _keras_loader is None:
+        raise RuntimeError(f"the Keras runtime for '{name}' comes from the learning layer (TensorFlow): "
+                           "import core.learning first")
+    return _keras_loader(name, directory)
 
 
 @dataclass
@@ -56,7 +76,7 @@ class Predictor:
 
     def __init__(self, network, card: ModelCard, detector: XrayDetector | None = None,
                  site: SiteProfile | None = None, directory: Path | None = None, runtime: str = "onnx"):
-        self.network = network  # OnnxNetwork or core.learning.keras_model.KerasNetwork
+        self.network = network  # OnnxNetwork, or what the Keras loader offered gives
         self.runtime = runtime
         self.card = card
         self.detector = detector
@@ -87,10 +107,8 @@ class Predictor:
 
             network = OnnxNetwork(registry.verified_path(card.onnx["file"], card.onnx["sha256"], directory), threads)
         else:
-            from core.learning.keras_model import KerasNetwork, load
-
             runtime = "keras"
-            network = KerasNetwork(load(card.name, directory)[0])
+            network = _keras_network(card.name, directory)
         predictor = cls(network, card, registry.load_detector(directory), None, directory, runtime)
         return predictor.with_site(site) if site else predictor
 
@@ -112,12 +130,8 @@ class Predictor:
         with self._keras_lock:
             if self._keras_model is None:
                 network_model = getattr(self.network, "model", None)
-                if network_model is not None:
-                    self._keras_model = network_model
-                else:
-                    from core.learning.keras_model import load
-
-                    self._keras_model = load(self.name, self.directory)[0]
+                self._keras_model = (network_model if network_model is not None
+                                      else _keras_network(self.name, self.directory).model)
             return self._keras_model
 
     def _forward(self, inputs: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
