@@ -6,7 +6,8 @@ Each validation X-ray (patients never trained on) is rendered as every picture o
 core.analysis.photos and screened as a user's upload is, bytes in, by the model in use.
 The digital file of the same X-ray is the baseline, screened in the same run. For
 each rendering it prints: the share screened (not refused), the share found as the
-right kind with the film's corners within 2% of the picture's side, the median |dp|
+right kind with the film's corners within 2% of the picture's side, the share reported as the
+right kind (input_kind), the median |dp|
 against the digital file, AUC on the same X-rays, sensitivity and specificity at
 the screening threshold, and the share carrying a photo warning; and what looking for a film would cost a digital file.
 Targets (issue 31): screened >= 95%, median |dp| <= 0.05, AUC >= digital AUC - 0.01,
@@ -25,10 +26,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from core.analysis import evaluation
+from core.analysis import data, evaluation
 from core.analysis.photos import RENDERINGS, render
 from core.analysis.reports import split_examples
-from core.learning import data
 from core.serving import photo, registry
 from core.serving.imaging import ImageError, decode_image
 from core.serving.predictor import Predictor
@@ -78,7 +78,7 @@ def _one(job: tuple[int, str]) -> dict:
     for name in RENDERINGS:
         picture = render(gray, name, seed=index)
         probability, refusal, warnings, kind = _screen(picture.data)
-        rows[name] = {"p": probability, "refusal": refusal, "warnings": warnings, "kind": kind,
+        rows[name] = {"p": probability, "refusal": refusal, "warnings": warnings, "kind": kind, "drawn_kind": picture.kind,
                       "found": _corners_found(picture.data, picture.corners, picture.kind)}
     return rows
 
@@ -100,6 +100,7 @@ def summarise(results: list[dict], labels: np.ndarray, threshold: float) -> dict
         figures[name] = {
             "screened": float(screened.sum() / usable.sum()),
             "found": float(np.mean([r[name]["found"] for r in results])),
+            "kind_right": float(np.mean([r[name]["kind"] == r[name]["drawn_kind"] for r in results])),
             "median_abs_dp": float(np.median(np.abs(p[screened] - digital[screened]))) if screened.any() else None,
             "auc": evaluation.auc(both, p[screened]) if len(set(both)) == 2 else None,
             "digital_auc_same_images": evaluation.auc(both, digital[screened]) if len(set(both)) == 2 else None,

@@ -9,7 +9,7 @@ from conftest import encode, real_data_dir, requires_real_data, xray_like
 from PIL import Image
 
 from core.analysis.photos import PHOTO, RENDERINGS, WARM_LIGHT, film_photo, render, viewer_screenshot
-from core.learning import data
+from core.analysis import data
 from core.serving import archive, photo, screening
 from core.serving.imaging import DIGITAL_LAYOUT_SHARE, decode_image
 from core.serving.predictor import Predictor
@@ -114,8 +114,61 @@ def test_what_nothing_is_found_in_is_read_as_digital_and_refused_as_before(monke
     noise = np.random.default_rng(0).integers(0, 256, (300, 300), dtype=np.uint8)
     decoded = decode_image(encode(noise, "PNG"))
     assert calls and decoded.input_kind == "digital" and not decoded.xray_check.passes()
-    with pytest.raises(NotChestXRayError, match="layout of a chest radiograph"):
+    assert decoded.not_found == "unsure"  # only the check sent the finder: a photo or a digital file
+    with pytest.raises(NotChestXRayError, match="layout of a chest radiograph") as refused:
         check_chest_xray(decoded, detector)
+    assert RETAKE["not found"] in str(refused.value) and "upright, not mirrored" in str(refused.value)
+
+
+def film_cut_off(camera: bool) -> bytes:
+    """A photo of a film on a lightbox with a third of the film outside the picture: no film is found."""
+    photographed = np.asarray(Image.open(io.BytesIO(shot(seed=2).data)))
+    kept = np.ascontiguousarray(photographed[:, : photographed.shape[1] * 3 // 5])
+    if not camera:
+        return encode(kept, "JPEG")
+    exif = Image.Exif()
+    exif[Image.ExifTags.Base.Make] = "Phone maker"
+    buffer = io.BytesIO()
+    Image.fromarray(kept).save(buffer, "JPEG", quality=90, exif=exif)
+    return buffer.getvalue()
+
+
+def test_a_photo_whose_film_is_not_found_is_told_how_to_retake_it_and_a_digital_file_how_to_turn_it(detector):
+    decoded = decode_image(film_cut_off(camera=True))
+    assert decoded.input_kind == "digital" and decoded.not_found == "photo"
+    with pytest.raises(NotChestXRayError) as refused:
+        check_chest_xray(decoded, detector)
+    message = str(refused.value)
+    assert RETAKE["not found"] in message and "all four edges" in message and "upright" not in message
+    # A digital file (never sent to the finder: DICOM, 16-bit) keeps the orientation hint.
+    deep = Image.fromarray(np.uint16(np.random.default_rng(1).integers(0, 65535, (300, 300))))
+    buffer = io.BytesIO()
+    deep.save(buffer, "PNG")
+    digital = decode_image(buffer.getvalue())
+    assert digital.not_found is None
+    with pytest.raises(NotChestXRayError, match="upright, not mirrored and not inverted") as refused:
+        check_chest_xray(digital, detector)
+    assert RETAKE["not found"] not in str(refused.value)
+
+
+@pytest.mark.parametrize("name", list(RENDERINGS))
+def test_every_rendering_is_reported_as_its_kind(name):
+    """A photo is never called a screenshot: a lightbox a phone's JPEG made one exact grey, square on
+    included, is no viewer's margin; a viewer's screenshot is one."""
+    for seed in range(2):
+        picture = render(XRAY, name, seed)
+        assert decode_image(picture.data).input_kind == picture.kind, (name, seed)
+
+
+def test_uneven_light_across_the_film_is_warned_and_even_light_is_not(detector):
+    hint = RETAKE["uneven light"]
+    for seed in range(3):
+        uneven = decode_image(render(XRAY, "uneven light", seed).data)
+        assert uneven.input_kind == "photo"
+        assert any(hint in w for w in check_chest_xray(uneven, detector)), seed
+        for name in ("film on a lightbox", "film against a window", "square on a flat lightbox"):
+            even = decode_image(render(XRAY, name, seed).data)
+            assert not any(hint in w for w in check_chest_xray(even, detector)), (name, seed)
 
 
 @requires_real_data

@@ -25,6 +25,10 @@ FILM_FILL = (0.62, 0.8)  # how much of each side of the photo the film takes
 FILM_TRANSMITTANCE = (0.05, 0.9)
 KEYSTONE = 0.03  # every corner moves up to this fraction of the film's side: a hand-held phone
 SENSOR_NOISE = 0.012
+# A phone's noise reduction, then its JPEG, smooth a plain lightbox into patches of one exact grey (at this
+# noise and quality 70, the margin finder took 5 of 8 square-on films for screenshots before it asked for
+# software's one-pixel edge).
+DENOISED = 0.004
 PHONE_JPEG_QUALITY = 85
 # Light colours as (red, green, blue) gains: a tungsten bulb or a warm lightbox tube.
 WARM_LIGHT = (1.0, 0.8, 0.58)
@@ -33,6 +37,12 @@ WARM_LIGHT = (1.0, 0.8, 0.58)
 GLARE_STRENGTH = 0.25
 STRONG_GLARE_STRENGTH = 2.0
 ROOM_LIGHT = 0.9  # a print on a desk, lit from the front
+# A plain lightbox, photographed square on: one even brightness, up to past the camera's white (clipped).
+FLAT_LIGHTBOX = (0.85, 1.05)
+SOFT_LIGHT = (0.7, 0.7, 0.7)  # a dim lightbox or a shaded window: every level lower
+# Uneven light: a soft brightening (a window's light on the film) over a quarter of the film, adding this
+# share of white at its centre and falling off over a quarter of the film's side: unsaturated.
+UNEVEN_LIGHT = 0.25
 SCREEN_SUBPIXELS = 3  # an LCD's red, green and blue stripes per displayed pixel
 
 
@@ -40,17 +50,21 @@ SCREEN_SUBPIXELS = 3  # an LCD's red, green and blue stripes per displayed pixel
 class Rendering:
     """How one picture of a film is made. Corners move by ``keystone`` of the film's side."""
 
-    background: str = "lightbox"  # lightbox, window, desk (lit from the front) or screen (a photographed monitor)
+    background: str = "lightbox"  # lightbox, flat lightbox, window, desk (lit from the front) or screen (a monitor)
     light: tuple[float, float, float] = (1.0, 1.0, 1.0)
     keystone: float = KEYSTONE
     glare: float = 0.0  # the spot's strength; 0 for none
+    uneven: float = 0.0  # the brightening over a quarter of the film (UNEVEN_LIGHT); 0 for even light
     blur: float = 0.0  # Gaussian sigma in the photo's pixels: shake or missed focus
     jpeg_quality: int = PHONE_JPEG_QUALITY
+    noise: float = SENSOR_NOISE
     film_side: int = FILM_SIDE
 
 
 # Each rendering is the plain photo with one thing changed, so its effect can be read alone.
 PHOTO = Rendering()
+# A phone held exactly parallel to the film on a plain lightbox, its picture denoised and compressed.
+SQUARE = replace(PHOTO, background="flat lightbox", keystone=0.0, noise=DENOISED, jpeg_quality=70)
 RENDERINGS: dict[str, Rendering | str] = {
     "film on a lightbox": PHOTO,
     "warm light": replace(PHOTO, light=WARM_LIGHT),
@@ -60,6 +74,11 @@ RENDERINGS: dict[str, Rendering | str] = {
     "soft blur": replace(PHOTO, blur=2.5),
     "phone JPEG, small": replace(PHOTO, jpeg_quality=50, film_side=360),
     "film against a window": replace(PHOTO, background="window"),
+    "uneven light": replace(PHOTO, uneven=UNEVEN_LIGHT),
+    "square on a flat lightbox": SQUARE,
+    "square, warm light": replace(SQUARE, light=WARM_LIGHT),
+    "square, soft blur": replace(SQUARE, blur=2.5),
+    "square, soft light": replace(SQUARE, light=SOFT_LIGHT),
     "photo of a screen (moire)": replace(PHOTO, background="screen"),
     "viewer screenshot": "screenshot",
 }
@@ -105,11 +124,13 @@ def film_photo(pixels: np.ndarray, rendering: Rendering, rng: np.random.Generato
     if rendering.background == "screen":  # a monitor lights itself: no lightbox shows through the picture
         scene = np.where(inside, _screen_moire(transmitted[..., 0], inside[..., 0], rng), light)
     scene = scene * np.float32(rendering.light)
+    if rendering.uneven:
+        scene = scene + _brightening(corners, canvas_h, canvas_w, rendering.uneven, rng)[..., np.newaxis]
     if rendering.glare:
         scene = scene + _glare_spot(corners, canvas_h, canvas_w, rendering.glare, rng)[..., np.newaxis]
     if rendering.blur:
         scene = cv2.GaussianBlur(scene, (0, 0), rendering.blur)
-    scene = scene + rng.normal(0, SENSOR_NOISE, scene.shape).astype(np.float32)
+    scene = scene + rng.normal(0, rendering.noise, scene.shape).astype(np.float32)
     photo = np.uint8(np.clip(scene, 0, 1) * 255 + 0.5)
     return Picture(_jpeg(photo, rendering.jpeg_quality), corners, "photo")
 
@@ -139,6 +160,8 @@ def _background(kind: str, height: int, width: int, rng: np.random.Generator) ->
         # A diffuser lit by tubes: bright, a little darker towards the corners.
         level = rng.uniform(0.85, 0.97) * (1 - 0.25 * radius)
         return np.repeat(level[..., np.newaxis], 3, axis=2)
+    if kind == "flat lightbox":
+        return np.full((height, width, 3), rng.uniform(*FLAT_LIGHTBOX), np.float32)
     if kind == "desk":
         # Wood: a warm brown with its grain running along the desk.
         grain = 0.08 * np.sin(2 * np.pi * (y / height * rng.uniform(8, 20) + 0.3 * np.sin(x / width * 6)))
@@ -175,6 +198,17 @@ def _glare_spot(corners: np.ndarray, height: int, width: int, strength: float, r
     y, x = np.mgrid[0:height, 0:width].astype(np.float32)
     distance = ((x - centre[0]) / (1.6 * radius)) ** 2 + ((y - centre[1]) / radius) ** 2
     return np.float32(strength * 1.6 * np.exp(-distance))
+
+
+def _brightening(corners: np.ndarray, height: int, width: int, strength: float, rng: np.random.Generator
+                 ) -> np.ndarray:
+    """Light falling on one quarter of the film (a window beside the lightbox): a broad soft rise, centred
+    in a quarter chosen at random, of `strength` at its centre."""
+    quarter = rng.integers(0, 2, 2)  # which half across and down
+    centre = corners[0] + (0.25 + 0.5 * quarter) * (corners[2] - corners[0])
+    spread = 0.25 * float(np.linalg.norm(corners[2] - corners[0])) / np.sqrt(2)
+    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
+    return np.float32(strength * np.exp(-((x - centre[0]) ** 2 + (y - centre[1]) ** 2) / (2 * spread ** 2)))
 
 
 def _jpeg(pixels: np.ndarray, quality: int) -> bytes:

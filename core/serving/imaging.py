@@ -1,6 +1,6 @@
 """Image input and preprocessing: bytes in, model tensor out.
 
-Training (``core.learning.data``) and serving (``core.serving.predictor``) both call
+Training (``core.learning.pipeline``, through ``core.analysis.data``) and serving (``core.serving.predictor``) both call
 :func:`load_model_input`, so a model sees exactly the same tensor for the same
 file at training and at screening time.
 """
@@ -96,6 +96,10 @@ class DecodedImage:
     colourfulness: float = 0.0
     # A photo of a film or a screenshot of a viewer: where the radiograph was, the picture as sent.
     straightened: Straightened | None = field(default=None, repr=False)
+    # Where the finder looked and found no radiograph: "photo" where a camera's EXIF or a tint said a
+    # photo (or it was found at first sight and lost at full size), "unsure" where only a drawn margin or
+    # the X-ray check sent it there; None where it found one or never looked. The refusal's advice follows.
+    not_found: str | None = None
     # The X-ray check of these pixels where decoding took it (a raster file read as digital without
     # evidence of a photo or a screenshot), for core.serving.quality.check_chest_xray to reuse.
     xray_check: XrayCheck | None = field(default=None, repr=False)
@@ -148,16 +152,17 @@ def decode_image(data: bytes) -> DecodedImage:
 
 def _decode_raster(data: bytes, kind: str) -> DecodedImage:
     """Digital first: a picture is the radiograph, with its own pixels, unless a camera's EXIF, a tint or
-    a drawn margin (photo.looks_taken_or_drawn) says it holds more, or the X-ray check does not pass it
-    as it is with room to spare (DIGITAL_LAYOUT_SHARE). Only then is the film or the viewport looked for
+    a drawn margin (photo.tinted, photo.drawn_margin) says it holds more, or the X-ray check does not pass
+    it as it is with room to spare (DIGITAL_LAYOUT_SHARE). Only then is the film or the viewport looked for
     (photo.locate); found nowhere, the picture is read as digital after all, and the checks refuse it
-    with their usual reason."""
+    with advice that fits what sent the finder there (DecodedImage.not_found)."""
     image, scale = _open_raster(data, DECODE_SIDE)
     if image.mode in DEEP_MODES:
         return DecodedImage(to_uint8(np.asarray(image, dtype=np.float64)), kind, DEEP_MODES[image.mode])
     picture = _eight_bit(image)
     digital = _as_digital(picture, kind)
-    if not (_from_camera(image) or photo.looks_taken_or_drawn(picture)):
+    taken = _from_camera(image) or photo.tinted(picture)
+    if not (taken or photo.drawn_margin(picture)):
         detector = _shipped_detector()
         if detector is not None:  # without a fitted check nothing vouches for the digital reading
             digital.xray_check = detector.check(digital.pixels)
@@ -165,7 +170,7 @@ def _decode_raster(data: bytes, kind: str) -> DecodedImage:
                 return digital
     location = photo.locate(photo.gray_of(picture))
     if location is None:
-        return digital
+        return replace(digital, not_found="photo" if taken else "unsure")
     if min(location.size) < DECODE_SIDE:
         # A film fills only part of a photo: decode again, at the scale that gives the film itself
         # DECODE_SIDE pixels (a no-op where the file has no more), and find it there.
@@ -174,8 +179,10 @@ def _decode_raster(data: bytes, kind: str) -> DecodedImage:
         picture = _eight_bit(image)
         location = photo.locate(photo.gray_of(picture))
         if location is None:
-            return _as_digital(picture, kind)
+            return replace(_as_digital(picture, kind), not_found="photo")
     gray, colourfulness, straightened = photo.radiograph_of(picture, location, scale)
+    if gray.min() == gray.max():  # one flat shape inside the outline, no film: read as it is (a drawing)
+        return replace(digital, not_found="photo" if taken else "unsure")
     return DecodedImage(to_uint8(gray), kind, 8, colourfulness, straightened)
 
 

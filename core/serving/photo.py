@@ -7,7 +7,7 @@ sees it, the radiograph is found, cut out (a perspective transform for a photo),
 its white balanced and turned grey. A digital file whose X-ray fills the
 picture is passed on untouched, so the training images go through this step
 unchanged and training and screening still agree: the finders only look where
-cheap evidence (:func:`looks_taken_or_drawn`, a camera's EXIF, the X-ray check
+cheap evidence (:func:`tinted`, :func:`drawn_margin`, a camera's EXIF, the X-ray check
 not passing the picture as it is with room to spare; core.serving.imaging) says
 there is more than a radiograph in the picture.
 
@@ -15,10 +15,13 @@ Two finders, tried in turn, both on a small copy of the picture:
 1. A screenshot: software draws its margins, toolbars and text in exact flat
    greys, where an X-ray always has grain. The radiograph is the box of what
    differs from the viewport's grey around the largest grainy region.
+   A margin brighter than nearly all it surrounds is a lightbox, which a phone's
+   JPEG can make one exact grey, not a viewer's: a film passes no more light
+   than falls on it.
 2. An outline: a film's edge is the largest convex quadrilateral of strong edges
    (Canny, then the contour's hull cut to four corners, each side then fitted to
    its edge pixels), supported by edges along most of each side and with few
-   edges around it. Square to the picture, it is a viewport's.
+   edges around it. It is a photo's, square to the picture or not.
 """
 from __future__ import annotations
 
@@ -51,6 +54,15 @@ STRAIGHT_SIDE = 0.9
 RING = 3
 MIN_FLAT_MARGIN = 0.5
 MIN_DRAWN = 0.1
+# A film passes no more light than falls on it: a margin, or the picture's edge, at least as bright as
+# this percentile of what the margin surrounds is the lightbox behind a film (the margin then its black
+# rim), however flat a phone's denoising and JPEG made it. The proxy's square-on films: 5 to 8 of 8 taken
+# for screenshots without this test, none of 40 validation X-rays with it; viewer screenshots kept (their
+# margins are dark). Software's one-pixel edge was tried and not kept: the box's outermost line against
+# the line 4 pixels inside gave 0.83-0.91 for screenshots and at most 0.03 for films at full size, but up
+# to 0.5 for films JPEG decoded at half size, and under 0.2 for 2 of 40 validation X-rays whose black
+# edges lie on a viewer's black.
+LIT_PERCENTILE = 95
 # Photos, on the small copy. Each side of the film's quadrilateral runs along Canny edges for at
 # least EDGE_SUPPORT of its length, and at most MAX_SURROUND_EDGES of the pixels around the film
 # are edges (a lightbox, a window or a desk; not an X-ray's ribs and arms).
@@ -75,7 +87,7 @@ LINE_QUADS_CHECKED = 20  # the largest outlines of straight lines checked in ful
 SPANNING = 0.95  # a straight edge spanning this share of the picture is behind the film, not its side
 DARK_OPENING = 0.06  # a share of the side: a dark region narrower than this is not the film
 REFINE_BAND = 0.02  # edge pixels this share of the side from a rough side give its straight line
-SQUARE_TO_SCREEN = 2.0  # pixels of the small copy: a viewport's corners are this close to a rectangle's
+SQUARE_TO_SCREEN = 2.0  # pixels of the small copy: corners this close to an upright rectangle's are square on
 MAX_SLANT = 35  # degrees from a right angle at any corner; more is not a film seen from a phone
 MAX_KEYSTONE_RATIO = 0.6  # the shorter of two opposite sides is at least this share of the longer
 # The film's own rim and the lightbox's halo are cut off: this share of each side.
@@ -89,6 +101,13 @@ DISPLAY_SIDE = 640
 SHARPNESS_SIDE = 256
 SHARPNESS_SMOOTHING = 1.0  # Gaussian sigma, pixels at SHARPNESS_SIDE
 MOIRE_SIDE = 256
+# Uneven light: the lightbox or window just around the film, LIGHT_BAND of the side deep, in LIGHT_SECTORS
+# sectors round the film's centre; the brightest sector's median over the median sector's, less one, read
+# on a copy of LIGHT_SIDE pixels. Only a brightening counts: a window bar or a hand beside the film darkens
+# a sector or two, which leaves the median sector where it was.
+LIGHT_BAND = 0.03
+LIGHT_SECTORS = 12
+LIGHT_SIDE = 384
 # Chroma is judged on a view this small, a sixteenth of the picture a pixel: the colour of
 # regions (a face, a document, a screen's UI), not the colour bands of a photographed
 # screen's moire or JPEG's fringes. Measured (benchmarks/photos.py): photos of a screen
@@ -127,11 +146,15 @@ def gray_of(picture: np.ndarray) -> np.ndarray:
     return picture if picture.ndim == 2 else cv2.cvtColor(picture, cv2.COLOR_RGB2GRAY)
 
 
-def looks_taken_or_drawn(picture: np.ndarray) -> bool:
-    """Cheap evidence that an 8-bit gray or RGB picture holds more than a radiograph: a tint (a film in
-    coloured light or against a window, a viewer's colours) or a margin software drew."""
-    if picture.ndim == 3 and colourfulness(picture) > TINTED:
-        return True
+def tinted(picture: np.ndarray) -> bool:
+    """Cheap evidence of a photo in an 8-bit gray or RGB picture: a tint (a film in coloured light or
+    against a window; a viewer's colours too)."""
+    return picture.ndim == 3 and colourfulness(picture) > TINTED
+
+
+def drawn_margin(picture: np.ndarray) -> bool:
+    """Cheap evidence of more than a radiograph in an 8-bit gray or RGB picture: an edge line of one exact
+    grey, as software draws (or a plain lightbox that a phone's JPEG made exact)."""
     gray = gray_of(picture)
     return any(line.min() == line.max() > PADDING for line in (gray[0], gray[-1], gray[:, 0], gray[:, -1]))
 
@@ -144,7 +167,7 @@ def locate(gray: np.ndarray) -> Location | None:
     scale = min(1.0, WORK_SIDE / max(gray.shape))
     small = cv2.resize(gray, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA) if scale < 1 else gray
     outline = _film_outline(small)
-    return None if outline is None else Location(outline[0], np.float32(outline[1] / scale))
+    return None if outline is None else Location("photo", np.float32(outline / scale))
 
 
 def _axis_aligned(corners: np.ndarray) -> bool:
@@ -215,7 +238,16 @@ def _viewport(gray: np.ndarray) -> np.ndarray | None:
         return None
     outside = np.ones(gray.shape, bool)
     outside[top:top + height, left:left + width] = False
-    return corners if drawn[outside].mean() >= MIN_FLAT_MARGIN else None
+    if drawn[outside].mean() < MIN_FLAT_MARGIN:
+        return None
+    return None if _lit_from_behind(gray, gray[top:top + height, left:left + width], viewport) else corners
+
+
+def _lit_from_behind(gray: np.ndarray, box: np.ndarray, viewport: int) -> bool:
+    """The margin, or the picture's edge around it, is as bright as nearly all of the box: the light
+    behind a film (the margin may be the film's own black rim), not a viewer's."""
+    edge = np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
+    return max(viewport, float(np.median(edge))) >= np.percentile(box, LIT_PERCENTILE)
 
 
 def _ring(gray: np.ndarray, left: int, top: int, right: int, bottom: int) -> np.ndarray:
@@ -227,9 +259,10 @@ def _ring(gray: np.ndarray, left: int, top: int, right: int, bottom: int) -> np.
     return gray[y0:y1, x0:x1][around]
 
 
-def _film_outline(small: np.ndarray) -> tuple[str, np.ndarray] | None:
-    """A photo's film or a screenshot's viewport, with its kind: the largest convex quadrilateral
-    of strong edges, supported along each side, with few edges around it."""
+def _film_outline(small: np.ndarray) -> np.ndarray | None:
+    """A photo's film: the largest convex quadrilateral of strong edges, supported along each side, with
+    few edges around it. A photo even when square to the picture: only software's flat margins
+    (_viewport) make a screenshot, never an outline a camera may have seen square on."""
     blurred = cv2.GaussianBlur(small, (5, 5), 0)
     high, _ = cv2.threshold(blurred, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
     edges = cv2.Canny(blurred, CANNY[0] * high, CANNY[1] * high)
@@ -246,8 +279,8 @@ def _film_outline(small: np.ndarray) -> tuple[str, np.ndarray] | None:
                                    cv2.CHAIN_APPROX_SIMPLE)
     hulls = sorted((cv2.convexHull(contour) for contour in contours), key=cv2.contourArea, reverse=True)
     # Straight lines last: two sides and where a third meets the fourth make a film's outline too.
-    return (_quadrilateral(hulls[:CANDIDATES] + _dark_region(blurred), edges, small)
-            or _from_lines(lines[spans < SPANNING], edges, small))
+    found = _quadrilateral(hulls[:CANDIDATES] + _dark_region(blurred), edges, small)
+    return found if found is not None else _from_lines(lines[spans < SPANNING], edges, small)
 
 
 def _straight_lines(edges: np.ndarray) -> np.ndarray:
@@ -257,7 +290,7 @@ def _straight_lines(edges: np.ndarray) -> np.ndarray:
     return np.zeros((0, 4)) if lines is None else lines.reshape(-1, 4).astype(np.float64)  # OpenCV 5: (N, 4)
 
 
-def _from_lines(lines: np.ndarray, edges: np.ndarray, small: np.ndarray) -> tuple[str, np.ndarray] | None:
+def _from_lines(lines: np.ndarray, edges: np.ndarray, small: np.ndarray) -> np.ndarray | None:
     """The largest film outline that two near-horizontal and two near-vertical straight edges make:
     for a film whose side runs along something behind it (a window's bar), which merges their outlines."""
     lengths = np.hypot(lines[:, 2] - lines[:, 0], lines[:, 3] - lines[:, 1])
@@ -288,7 +321,7 @@ def _from_lines(lines: np.ndarray, edges: np.ndarray, small: np.ndarray) -> tupl
         quad = np.float32(quads[index])
         if (_square_enough(quad) and not _axis_aligned(quad) and _edge_support(quad, support)
                 and _plain_surround(quad, edges) and _stands_out(quad, small)):
-            return "photo", quad
+            return quad
     return None
 
 
@@ -316,9 +349,8 @@ def _dark_region(blurred: np.ndarray) -> list[np.ndarray]:
     return [cv2.convexHull(np.concatenate(inner))] if inner else []
 
 
-def _quadrilateral(hulls: list[np.ndarray], edges: np.ndarray, small: np.ndarray) -> tuple[str, np.ndarray] | None:
-    """The first of the hulls (the largest first) that is a film's (or a viewport's) outline in the
-    small picture, with its kind."""
+def _quadrilateral(hulls: list[np.ndarray], edges: np.ndarray, small: np.ndarray) -> np.ndarray | None:
+    """The first of the hulls (the largest first) that is a film's outline in the small picture."""
     shape = small.shape
     support = cv2.dilate(edges, np.ones((5, 5), np.uint8)) > 0
     for hull in hulls:
@@ -331,15 +363,13 @@ def _quadrilateral(hulls: list[np.ndarray], edges: np.ndarray, small: np.ndarray
         rough = order_corners(quad.reshape(4, 2).astype(np.float32))
         if not (_inside_margin(cv2.contourArea(rough), rough, shape) and _square_enough(rough)):
             continue
-        # Software draws its viewport square to the screen; a phone is never held exactly so.
-        kind = "screenshot" if _axis_aligned(rough) else "photo"
         # The sides fitted to their edges where they hold; else the hull's corners (a parallel edge
         # near a side, such as a window bar, pulls its fitted line away).
-        for corners in ((rough,) if kind == "screenshot" else (_refined(rough, edges), rough)):
+        for corners in (_refined(rough, edges), rough):
             if (corners is not None and _inside_margin(cv2.contourArea(corners), corners, shape)
                     and _square_enough(corners) and _edge_support(corners, support)
                     and _plain_surround(corners, edges) and _stands_out(corners, small)):
-                return kind, corners
+                return corners
     return None
 
 
@@ -453,6 +483,7 @@ class PhotoQuality:
     moire: float  # fine colour fringes (core.serving.photo.moire): a photographed screen's subpixels
     film_pixels: int  # the film's shorter side in the photo as taken
     keystone: float  # Location.keystone
+    uneven_light: float = 0.0  # core.serving.photo.uneven_light: a brightening on part of the film
 
 
 @dataclass
@@ -502,7 +533,7 @@ def radiograph_of(picture: np.ndarray, location: Location,
     quality = None
     if location.kind == "photo":
         quality = PhotoQuality(glare, sharpness(cut), fringes, round(min(location.size) / scale),
-                               location.keystone)
+                               location.keystone, uneven_light(gray_of(picture), location.corners))
     return cut, chroma, Straightened(location, picture, quality)
 
 
@@ -520,6 +551,23 @@ def sharpness(gray: np.ndarray) -> float:
     view = cv2.resize(gray, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA).astype(np.float32)
     view = cv2.GaussianBlur(view, (0, 0), SHARPNESS_SMOOTHING)
     return float(np.abs(cv2.Laplacian(view, cv2.CV_32F)).mean() / max(float(view.std()), 1.0))
+
+
+def uneven_light(gray: np.ndarray, corners: np.ndarray) -> float:
+    """How much brighter the light is beside part of the film than around most of it: the band just
+    outside the film, in sectors round its centre, brightest median over the median sector's, less one.
+    The film's own light cannot be told from its anatomy; the light around it can."""
+    scale = min(1.0, LIGHT_SIDE / max(gray.shape))
+    small = cv2.resize(gray, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA) if scale < 1 else gray
+    film = np.zeros(small.shape, np.uint8)
+    cv2.fillConvexPoly(film, (corners * scale).round().astype(np.int32), 1)
+    depth = max(3, round(LIGHT_BAND * max(small.shape)))
+    band = cv2.dilate(film, np.ones((depth, depth), np.uint8)) > film
+    rows, columns = np.nonzero(band)
+    centre = corners.mean(axis=0) * scale
+    sector = ((np.arctan2(rows - centre[1], columns - centre[0]) + np.pi) / (2 * np.pi) * LIGHT_SECTORS).astype(int)
+    levels = [np.median(small[rows, columns][sector == k]) for k in range(LIGHT_SECTORS) if (sector == k).any()]
+    return float(max(levels) / max(float(np.median(levels)), 1.0) - 1) if levels else 0.0
 
 
 def moire(rgb: np.ndarray) -> float:
