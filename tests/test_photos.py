@@ -8,8 +8,8 @@ import pytest
 from conftest import encode, real_data_dir, requires_real_data, xray_like
 from PIL import Image
 
-from core.analysis.photos import PHOTO, RENDERINGS, WARM_LIGHT, film_photo, render, viewer_screenshot
 from core.analysis import data
+from core.analysis.photos import PHOTO, RENDERINGS, WARM_LIGHT, film_photo, render, viewer_screenshot
 from core.serving import archive, photo, screening
 from core.serving.imaging import DIGITAL_LAYOUT_SHARE, decode_image
 from core.serving.predictor import Predictor

@@ -1,8 +1,8 @@
 """Image input and preprocessing: bytes in, model tensor out.
 
-Training (``core.learning.pipeline``, through ``core.analysis.data``) and serving (``core.serving.predictor``) both call
-:func:`load_model_input`, so a model sees exactly the same tensor for the same
-file at training and at screening time.
+Training (``core.learning.pipeline``, through ``core.analysis.data``) and serving
+(``core.serving.predictor``) both call :func:`load_model_input`, so a model sees
+exactly the same tensor for the same file at training and at screening time.
 """
 from __future__ import annotations
 
