@@ -64,7 +64,7 @@ def _member(text: str) -> tuple[str, Path | None]:
 
 
 def cmd_ensemble(args) -> int:
-    from core.learning.assemble import assemble
+    from core.learning.ensemble import assemble
     from core.serving import registry
 
     if len(args.member) < 2:
@@ -506,7 +506,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                        help="override a recipe field (docs/cli.md lists them), e.g. --set mixup=0.2")
     train.add_argument("--ensemble", type=int, default=1, metavar="N",
-                       help="N members from different initialisations, saved as their logit average")
+                       help="train N members from different initialisations and save them as one ensemble "
+                       "(their logit average, as `ensemble` writes, without calibrating each member first)")
     train.add_argument("--frame", type=float, nargs="?", const=STANDARD_SIDE, metavar="SIDE",
                        help=f"cut every image to the localiser's standard frame (default side {STANDARD_SIDE})")
     train.add_argument("--equalise", action="store_true",
@@ -518,13 +519,13 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--models-dir", help="where to write the model (default: models/)")
     train.set_defaults(run=cmd_train)
 
-    assembled = commands.add_parser("ensemble", help="the logit average of trained files, calibrated under shift")
-    assembled.add_argument("--member", action="append", default=[], metavar="NAME[@DIR]", required=True,
-                           help="a trained model (in DIR, default models/); repeat for each member")
-    assembled.add_argument("--name", required=True, help="the ensemble's model name")
-    _add_data(assembled)
-    assembled.add_argument("--models-dir", help="where to write the ensemble (default: models/)")
-    assembled.set_defaults(run=cmd_ensemble)
+    ensemble = commands.add_parser("ensemble", help="the logit average of trained files, calibrated under shift")
+    ensemble.add_argument("--member", action="append", default=[], metavar="NAME[@DIR]", required=True,
+                          help="a trained model (in DIR, default models/); repeat for each member")
+    ensemble.add_argument("--name", required=True, help="the ensemble's model name")
+    _add_data(ensemble)
+    ensemble.add_argument("--models-dir", help="where to write the ensemble (default: models/)")
+    ensemble.set_defaults(run=cmd_ensemble)
 
     localiser = commands.add_parser("train-localiser", help="train the framing localiser that `train --frame` uses "
                                     "(self-supervised, on the training split)")

@@ -5,7 +5,7 @@ import pytest
 from core.analysis import data
 from core.analysis.reports import split_examples
 from core.analysis.shift import SHIFTS
-from core.learning.assemble import assemble, combined
+from core.learning.ensemble import assemble, combined_probabilities
 from core.serving import registry
 from core.serving.calibration import logit, sigmoid
 from core.serving.imaging import preprocess
@@ -29,7 +29,7 @@ def test_the_combination_is_the_sigmoid_of_the_members_mean_calibrated_logit():
     raw = [np.array([0.2, 0.9]), np.array([0.6, 0.5])]
     calibrations = [{"slope": 2.0, "intercept": 0.5}, {"slope": 1.0, "intercept": -1.0}]
     expected = sigmoid(((2 * logit(raw[0]) + 0.5) + (logit(raw[1]) - 1.0)) / 2)
-    np.testing.assert_allclose(combined(raw, calibrations), expected)
+    np.testing.assert_allclose(combined_probabilities(raw, calibrations), expected)
 
 
 def test_an_assembled_ensemble_serves_what_its_calibrated_members_average_to(tiny_data, two_members, tmp_path):
@@ -44,7 +44,7 @@ def test_an_assembled_ensemble_serves_what_its_calibrated_members_average_to(tin
     assert served.runtime == "onnx" and card.onnx["heatmap"] == "cam" and card.architecture == "ensemble of 2 cxrnet"
     _, images = data.decode_grays(split_examples(tiny_data, "validation"))
     inputs = np.stack([preprocess(gray, served.spec) for gray in images])
-    expected = combined([m.raw_probabilities(inputs) for m in members], calibrations)
+    expected = combined_probabilities([m.raw_probabilities(inputs) for m in members], calibrations)
     np.testing.assert_allclose(served.raw_probabilities(inputs), expected, atol=1e-4)
     report = registry.load_report("assembled", "validation", tmp_path)
     held_out = report["ece_under_shift_held_out"]
