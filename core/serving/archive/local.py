@@ -1,25 +1,22 @@
 """The local engine: this machine's cores, part files renamed into place one by one."""
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from itertools import islice
 from pathlib import Path
 
 import pyarrow as pa
 
 from core.serving.archive.listing import Source
 from core.serving.archive.parts import write_part
-from core.serving.archive.screener import ArchiveScreener, Prepared
+from core.serving.archive.screener import ArchiveScreener
 
 ROWS_PER_PART = 1000  # the most work an interruption of the local engine can lose
-BATCHES_AHEAD = 4  # batches decoding while one is in the forward pass
-# The forward pass runs in this thread while the pool decodes the next files: ONNX Runtime gets
-# FORWARD_SHARE of the cores, the decoding threads the rest. More threads for one forward pass of
-# this small network spend more CPU per image than they save in time (measured: 1.5 ms of CPU per
-# view on one thread, 3.5 ms on two), which a backlog pays file by file; on 2 cores, one decoding
-# thread beside the forward pass spent the least CPU per file and screened the most files a second.
+# ONNX Runtime gets FORWARD_SHARE of the cores for the forward pass, the decoding threads the rest.
+# More threads for one forward pass of this small network spend more CPU per image than they save
+# in time (measured: 1.5 ms of CPU per view on one thread, 3.5 ms on two), which a backlog pays file
+# by file; on 2 cores, one decoding thread spent the least CPU per file and screened the most files
+# a second.
 FORWARD_SHARE = 0.25
 
 
@@ -36,36 +33,21 @@ def _chunks(items: list, size: int) -> Iterator[list]:
         yield items[start:start + size]
 
 
-def _prepared_batches(pool: ThreadPoolExecutor, screener: ArchiveScreener, todo: list[tuple[Source, str]],
-                      batch_size: int) -> Iterator[list[Prepared]]:
-    """The files prepared in batches, in order, at most BATCHES_AHEAD batches decoding ahead: the
-    forward pass of one batch runs while the next ones decode, and an archive of any size holds
-    only a few batches of tensors in memory."""
-    batches = _chunks(todo, batch_size)
-    pending = deque([pool.submit(screener.prepare, source.path, key) for source, key in batch]
-                    for batch in islice(batches, BATCHES_AHEAD))
-    while pending:
-        ready = pending.popleft()
-        following = next(batches, None)
-        if following:
-            pending.append([pool.submit(screener.prepare, source.path, key) for source, key in following])
-        yield [future.result() for future in ready]
-
-
 def run_local(screener: ArchiveScreener, todo: list[tuple[Source, str]], run: Path, fmt: str, batch_size: int,
               workers: int, progress: Callable[[int], None] | None = None) -> None:
-    """Reading, decoding and the input checks in a pool of threads (OpenCV, Pillow and pydicom
-    release the GIL for most of it), the forward pass in batches in this one; a part written each
-    ROWS_PER_PART rows. todo: (file, row key)."""
-    tables, rows, index = [], 0, 0
+    """Reading, decoding and the input checks of a part's files in a pool of threads (OpenCV, Pillow
+    and pydicom release the GIL for most of it), then its forward passes in batches in this one; a part
+    written each ROWS_PER_PART files, so memory holds at most one part's tensors. todo: (file, row key).
+
+    Decoding the next files during the forward pass was tried: on 2 cores it screened 0-17% more files
+    a second and spent 16.0-16.7 ms of CPU per file against 11.6-14.5 ms, the cores' caches and
+    execution units shared by two busy threads; a backlog pays the CPU."""
     with ThreadPoolExecutor(workers) as pool:
-        for batch in _prepared_batches(pool, screener, todo, batch_size):
-            tables.append(screener.rows(batch))
-            rows += len(batch)
-            if progress:
-                progress(len(batch))
-            if rows >= ROWS_PER_PART:
-                write_part(pa.concat_tables(tables), run, index, fmt)
-                tables, rows, index = [], 0, index + 1
-    if tables:
-        write_part(pa.concat_tables(tables), run, index, fmt)
+        for index, chunk in enumerate(_chunks(todo, ROWS_PER_PART)):
+            prepared = pool.map(lambda item: screener.prepare(item[0].path, item[1]), chunk)
+            tables = []
+            for batch in _chunks(list(prepared), batch_size):
+                tables.append(screener.rows(batch))
+                if progress:
+                    progress(len(batch))
+            write_part(pa.concat_tables(tables), run, index, fmt)
