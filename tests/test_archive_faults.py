@@ -305,23 +305,38 @@ def test_files_that_fail_midway_become_rows_with_their_reason(tmp_path):
 
 # --- Ray's workers, addresses and the summary --------------------------------------------------
 
-def test_a_worker_that_finds_another_model_file_refuses_to_screen(source, tmp_path, ray_env, monkeypatch):
+WORKER_WITH_ANOTHER_CARD = """
+import dataclasses, sys
+from pathlib import Path
+from core.serving import archive
+from core.serving.archive import cluster
+from core.serving.predictor import Predictor
+other = dataclasses.replace(archive.JobSpec().pinned(Predictor.load()), scoring="0" * 64)
+todo = [(s, s.path.name) for s in archive.list_sources(Path(sys.argv[1])).sources[:2]]
+run = Path(sys.argv[2])
+run.mkdir()
+with cluster.ray_cluster(None, 1, run.parent) as ray:
+    try:
+        cluster.run_ray(ray, archive.ArchiveScreener(other, predictor=Predictor.load()), todo, run, "parquet", 2, 1)
+    except archive.JobError as exc:
+        print("refused:", exc)
+"""
+
+
+def test_a_worker_that_finds_another_model_file_refuses_to_screen(source, tmp_path, ray_env):
     import dataclasses
 
     pinned = archive.JobSpec().pinned(Predictor.load())
     assert pinned.model and pinned.model_sha256 and pinned.onnx_sha256 and pinned.scoring
     pinned.predictor()  # the same file and card: accepted
-    other = dataclasses.replace(pinned, scoring="0" * 64)
     with pytest.raises(JobError, match="another file or card"):
-        other.predictor()
-    # Through Ray: the actor's refusal reaches the operator as its own words, not Ray's.
-    for name, value in ray_env.items():
-        monkeypatch.setenv(name, value)
-    screener = archive.ArchiveScreener(other, predictor=Predictor.load())
-    todo = [(s, s.path.name) for s in archive.list_sources(source).sources[:2]]
-    (tmp_path / "run").mkdir()
-    with cluster.ray_cluster(None, 1, tmp_path) as ray, pytest.raises(JobError, match="another file or card"):
-        cluster.run_ray(ray, screener, todo, tmp_path / "run", "parquet", 2, 1)
+        dataclasses.replace(pinned, scoring="0" * 64).predictor()
+    # Through Ray (in a process of its own: Ray keeps settings in the environment of the process that
+    # starts it): the actor's refusal reaches the operator as its own words, not Ray's.
+    done = subprocess.run([sys.executable, "-c", WORKER_WITH_ANOTHER_CARD, str(source), str(tmp_path / "run")],
+                          cwd=ROOT, env={**os.environ, **ray_env}, capture_output=True, text=True, timeout=300,
+                          check=False)
+    assert "refused: this worker's" in done.stdout and "another file or card" in done.stdout, done.stderr[-2000:]
 
 
 def test_cluster_addresses_are_read_as_ray_writes_them():

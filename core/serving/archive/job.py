@@ -4,7 +4,6 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import shutil
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -176,11 +175,12 @@ def screen_archive(src: Path, out: Path, spec: JobSpec, fmt: str = "parquet", en
         done = _done(out, set_aside)
         todo = [(source, key) for source, key in ((s, keys(s)) for s in listing.sources) if key not in done]
         already = len(listing.sources) - len(todo)
+        store.remove_scratch(out)  # what a crashed Ray job spilled, even when nothing is left to screen
         if not todo:  # nothing to screen: no cluster, no empty run
             return JobSummary(0, 0, 0, {}, already, 0.0, "", set_aside, listing.not_images)
-        scratch = store.scratch(out)
         try:
-            with cluster.ray_cluster(address, workers, scratch) if engine == "ray" else contextlib.nullcontext() as ray:
+            with (cluster.ray_cluster(address, workers, store.scratch(out)) if engine == "ray"
+                  else contextlib.nullcontext()) as ray:
                 run = store.new_run(out, {"engine": engine, **wanted})
                 started = time.perf_counter()
                 screener = ArchiveScreener(spec, predictor=predictor)
@@ -191,7 +191,8 @@ def screen_archive(src: Path, out: Path, spec: JobSpec, fmt: str = "parquet", en
                     cluster.run_ray(ray, screener, todo, run, fmt, batch_size, workers)
                 seconds = time.perf_counter() - started
         finally:
-            shutil.rmtree(scratch, ignore_errors=True)
+            if engine == "ray":
+                store.remove_scratch(out)
         rows = read_parts(store.visible_parts(run))  # the engine has finished: every part is whole
         _check_rows(rows, todo, run)
         summary = summarise(rows, already, seconds, run, set_aside, listing.not_images)

@@ -19,6 +19,7 @@ import json
 import os
 import shutil
 import socket
+import time
 import uuid
 from pathlib import Path
 
@@ -34,6 +35,7 @@ SEALED = "_SEALED"  # an interrupted run, as the next run found it: its whole pa
 SET_ASIDE = "_incomplete-"  # what an interrupted run left that cannot be trusted
 LOCK = ".lock"  # held by the running job (an OS lock: the kernel frees it when the process dies)
 SCRATCH = ".scratch"  # the job's temporary files (Ray's object spilling): removed at the end and by the next job
+SCRATCH_SETTLE_SECONDS = 10  # the longest a closing Ray instance was seen to write into it after shutdown, and more
 
 
 def _now() -> str:
@@ -72,12 +74,23 @@ def locked(out: Path):
             handle.truncate(0)  # a finished job names no holder; the kernel drops the lock with the file
 
 
-def scratch(out: Path) -> Path:
-    """The job's own temporary folder, emptied of anything a crashed job left."""
+def remove_scratch(out: Path) -> None:
+    """The job's temporary folder gone, whatever a crashed job or a closing Ray instance left: Ray's
+    processes can still write into it for a moment after shutdown, so it is removed until it stays so."""
     folder = out / SCRATCH
-    shutil.rmtree(folder, ignore_errors=True)
-    folder.mkdir()
-    return folder
+    deadline = time.monotonic() + SCRATCH_SETTLE_SECONDS
+    while True:
+        shutil.rmtree(folder, ignore_errors=True)
+        time.sleep(0.2)
+        if not folder.exists() or time.monotonic() > deadline:
+            return
+
+
+def scratch(out: Path) -> Path:
+    """The job's own temporary folder, made empty."""
+    remove_scratch(out)
+    (out / SCRATCH).mkdir()
+    return out / SCRATCH
 
 
 def runs(out: Path) -> list[Path]:
