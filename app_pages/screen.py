@@ -10,6 +10,7 @@ from core.serving.heatmap import overlay
 from core.serving.imaging import ImageError, decode_image, is_dicom
 from core.serving.settings import OPERATING_POINTS
 from core.serving.site import SiteProfileError, shipped_profiles
+from ui import on_device
 from ui.common import (
     DISCLAIMER,
     INPUT_KINDS,
@@ -32,6 +33,8 @@ HEATMAP_CAPTION = ("Heat map: red areas raised the pneumonia score most, blue ar
 COLOUR_SCALE = overlay(np.tile(np.linspace(0, 255, 256, dtype=np.uint8), (10, 1)),
                        np.tile(np.linspace(0, 1, 256, dtype=np.float32), (10, 1)), 1.0)
 CACHE_LIMIT = 200  # screened images kept per session (results only, never the uploads)
+ON_DEVICE = "Screen on this device: nothing is uploaded"
+SERVER = "Upload to the server"
 
 st.title("Screen chest X-rays")
 st.caption(DISCLAIMER)
@@ -82,14 +85,58 @@ else:
 st.caption(f"Model **{model.name}** · {operating_point} threshold "
            f"**{model.operating_points[operating_point]:.3f}** from {source}.")
 
+
+
+def _picked() -> None:
+    st.session_state["screen_where_picked"] = True
+    st.session_state["saved_screen_where"] = st.session_state["screen_where"]
+
+
+def choose_where() -> tuple[str, object]:
+    """On this device where the browser passed its self-test (offered first), else the server; and the
+    mounted component (always mounted, so that its self-test runs and its state lives)."""
+    status = (st.session_state.get(on_device.COMPONENT_KEY) or {}).get("status") or {}
+    options = [ON_DEVICE, SERVER] if status.get("ok") else [SERVER]
+    # Until the user picks one, the first offered is chosen: on this device once the self-test passes.
+    if not st.session_state.get("screen_where_picked") or st.session_state.get("saved_screen_where") not in options:
+        st.session_state["saved_screen_where"] = options[0]
+    st.session_state["screen_where"] = st.session_state["saved_screen_where"]
+    where = st.radio("Where to screen", options, horizontal=True, key="screen_where", on_change=_picked,
+                     help="On this device, the X-rays are read in this browser and only the results reach the "
+                          "server. Uploaded, they are screened on the server, in memory only.")
+    missing = status.get("missing") if status.get("phase") == "need" else None
+    try:
+        mounted = on_device.screen(on_device.component_data(model, missing, where == ON_DEVICE))
+    except (ValueError, FileNotFoundError) as exc:  # a model without an ONNX export, no X-ray check
+        st.caption(f"Screening on this device is not available for this model: {exc}.")
+        return SERVER, None
+    if status.get("phase") == "off":
+        st.caption(f"Screening on this device is not available in this browser: {status.get('reason')}.")
+    elif not status.get("ok"):
+        st.caption("Checking whether this browser can screen on the device…")
+    return where, mounted
+
+
+def on_device_rows(mounted) -> list[screening.ScreeningRow] | None:
+    """The last batch screened in the browser, as rows; None before any."""
+    batch = (mounted.results if mounted is not None else None) or {}
+    if not batch.get("rows"):
+        return None
+    return [on_device.row_from(row, model, operating_point) for row in batch["rows"]]
+
+
+where, mounted = choose_where()
 # The batch summary goes above the upload list, which grows with every file (a phone's whole screen).
 summary_area = st.container()
-uploads = st.file_uploader("Chest X-rays (JPEG, PNG or DICOM)", type=["jpg", "jpeg", "png", "dcm", "dicom"],
-                           accept_multiple_files=True,
-                           help="Processed in memory only: nothing you upload is stored or logged. A phone photo "
-                                "of a film or a screenshot of a viewer works too.")
+uploads = None
+if where == SERVER:
+    uploads = st.file_uploader("Chest X-rays (JPEG, PNG or DICOM)", type=["jpg", "jpeg", "png", "dcm", "dicom"],
+                               accept_multiple_files=True,
+                               help="Processed in memory only: nothing you upload is stored or logged. A phone "
+                                    "photo of a film or a screenshot of a viewer works too.")
 with st.expander("Photographing a film? How to take a photo that can be screened"):
     show_document(PHOTO_GUIDE)
+device_rows = on_device_rows(mounted) if where == ON_DEVICE else None
 
 
 def screen_upload(name: str, data: bytes) -> screening.ScreeningRow:
@@ -104,7 +151,11 @@ def screen_upload(name: str, data: bytes) -> screening.ScreeningRow:
     return replace(cache[key], file=name)  # the same image may come under another name
 
 
-if uploads:
+if device_rows:
+    rows = device_rows
+    st.session_state["last_batch"] = rows
+    st.session_state["last_batch_dicom"] = {}
+elif uploads:
     with st.spinner("Screening…"):
         rows = [screen_upload(upload.name, upload.getvalue()) for upload in uploads]
     # Results (not the uploads) survive a visit to another page.
@@ -113,13 +164,13 @@ if uploads:
 elif st.session_state.get("last_batch"):
     rows = st.session_state["last_batch"]
     left, right = st.columns([3, 1])
-    left.info(f"Your last batch ({len(rows)} images). Upload images to screen a new batch.")
+    left.info(f"Your last batch ({len(rows)} images). Choose images to screen a new batch.")
     if right.button("Clear results"):
         st.session_state.pop("last_batch")
         st.session_state.pop("last_batch_dicom", None)
         st.rerun()
 else:
-    st.info("Upload one or more chest X-rays to screen them.")
+    st.info("Choose one or more chest X-rays to screen them.")
     st.stop()
 
 triage = screening.Triage.of(rows)
@@ -164,6 +215,11 @@ def result_card(row: screening.ScreeningRow, index: int) -> None:
             if dicom:
                 show_patient_tags(dicom, key=f"tags-{index}")
         with picture:
+            if isinstance(row, on_device.OnDeviceRow):  # drawn in the browser, which kept the pixels
+                heat = bool(row.flagged or maps_for_negatives)
+                on_device.picture(row.picture_id, heat, opacity, HEATMAP_CAPTION if heat else
+                                  "The X-ray as screened (heat map: see Settings)", key=f"picture-{row.picture_id}")
+                return
             screened = picture
             if result.picture is not None:  # a photo or a screenshot: what was sent, beside what was screened
                 st.caption(f"**{INPUT_KINDS[result.input_kind].capitalize()}**: as sent (left) and as screened.")

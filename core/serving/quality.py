@@ -284,9 +284,17 @@ def check_chest_xray(decoded: DecodedImage, detector: XrayDetector | None = None
         if detector.looks_upside_down(decoded.pixels, measured.layout_residual):
             raise NotChestXRayError("the X-ray is upside down: save it upright, then upload it again")
     pixels = decoded.pixels.astype(np.float32) / 255.0
-    if pixels.std() < MIN_CONTRAST_STD:
-        warnings.append("low contrast: the result may be unreliable")
     clipped = float(np.mean((decoded.pixels <= 2) | (decoded.pixels >= 253)))
+    return warnings + quality_warnings(float(pixels.std()), clipped, height, width)
+
+
+def quality_warnings(contrast: float, clipped: float, height: int, width: int) -> list[str]:
+    """The warnings of an image screened all the same, from its measures: intensity standard deviation
+    on the [0, 1] scale, share of pixels at the ends of the 8-bit range, size. One source of their words
+    for the server and for the browser (ui/on_device.py), which measures the same things."""
+    warnings = []
+    if contrast < MIN_CONTRAST_STD:
+        warnings.append("low contrast: the result may be unreliable")
     if clipped > MAX_CLIPPED_FRACTION:
         warnings.append(f"{clipped:.0%} of pixels are saturated: check exposure")
     if min(height, width) < SMALL_SIDE:

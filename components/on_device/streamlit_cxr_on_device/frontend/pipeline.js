@@ -1,0 +1,567 @@
+// The screening pipeline in the browser: the same steps, in the same order, as core.serving
+// (imaging.decode_image, quality.check_chest_xray, framing, imaging.contrast_step, tta, network).
+// Resizes, CLAHE, the Laplacian and colour conversion are OpenCV's own (OpenCV.js), so they give the
+// server's pixels; the forward passes are the shipped ONNX files in onnxruntime-web. Every constant
+// comes from Python (ui/on_device.py sends core's), so there is one source for each.
+// Nothing here sends anything anywhere: results are numbers and codes, turned into words in Python.
+
+// Python's round(): halves to even. Margins and frame edges are rounded this way on the server.
+export function pyRound(x) {
+  const floor = Math.floor(x);
+  const diff = x - floor;
+  if (diff > 0.5) return floor + 1;
+  if (diff < 0.5) return floor;
+  return floor % 2 === 0 ? floor : floor + 1;
+}
+
+const f32 = Math.fround;
+
+// --- Headers: what Pillow would learn before decoding (mode, size, EXIF), read from the bytes ---
+
+export function sniff(bytes) {
+  if (bytes[0] === 0xff && bytes[1] === 0xd8 && bytes[2] === 0xff) return "JPEG";
+  const png = [0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a];
+  if (png.every((b, i) => bytes[i] === b)) return "PNG";
+  if (bytes.length >= 132 && String.fromCharCode(...bytes.subarray(128, 132)) === "DICM") return "DICOM";
+  return null;
+}
+
+function u16(bytes, at, little) {
+  return little ? bytes[at] | (bytes[at + 1] << 8) : (bytes[at] << 8) | bytes[at + 1];
+}
+function u32(bytes, at, little) {
+  return little
+    ? (bytes[at] | (bytes[at + 1] << 8) | (bytes[at + 2] << 16) | (bytes[at + 3] << 24)) >>> 0
+    : ((bytes[at] << 24) | (bytes[at + 1] << 16) | (bytes[at + 2] << 8) | bytes[at + 3]) >>> 0;
+}
+
+// The tags of EXIF's first image directory (TIFF layout), as {tag: true}: the server asks only
+// whether a camera's make or model is there (imaging._from_camera).
+function exifTags(bytes, start, end) {
+  if (end - start < 8) return {};
+  const little = bytes[start] === 0x49;
+  const ifd = start + u32(bytes, start + 4, little);
+  if (ifd + 2 > end) return {};
+  const tags = {};
+  const count = u16(bytes, ifd, little);
+  for (let i = 0; i < count && ifd + 2 + 12 * i + 12 <= end; i++) tags[u16(bytes, ifd + 2 + 12 * i, little)] = true;
+  return tags;
+}
+
+// JPEG: size, components, EXIF tags; whether the file ends (Pillow refuses a truncated JPEG).
+export function jpegHeader(bytes) {
+  let at = 2;
+  const header = { exif: {}, components: 0, width: 0, height: 0 };
+  while (at + 4 <= bytes.length) {
+    if (bytes[at] !== 0xff) return null;
+    const marker = bytes[at + 1];
+    if (marker === 0xff) { at += 1; continue; }
+    if (marker === 0xd8 || (marker >= 0xd0 && marker <= 0xd7) || marker === 0x01) { at += 2; continue; }
+    const length = u16(bytes, at + 2, false);
+    if (marker === 0xe1 && String.fromCharCode(...bytes.subarray(at + 4, at + 8)) === "Exif") {
+      header.exif = exifTags(bytes, at + 10, at + 2 + length);
+    }
+    // SOF0-15 except DHT (c4), JPG (c8) and DAC (cc).
+    if (marker >= 0xc0 && marker <= 0xcf && ![0xc4, 0xc8, 0xcc].includes(marker)) {
+      header.height = u16(bytes, at + 5, false);
+      header.width = u16(bytes, at + 7, false);
+      header.components = bytes[at + 9];
+      header.progressive = marker === 0xc2;
+    }
+    if (marker === 0xda) break; // start of scan: the entropy-coded data follows
+    at += 2 + length;
+  }
+  if (!header.width) return null;
+  let end = bytes.length - 1;
+  while (end > 0 && bytes[end] === 0) end--; // some writers pad after the end marker
+  header.complete = bytes[end - 1] === 0xff && bytes[end] === 0xd9;
+  header.mode = { 1: "L", 3: "RGB", 4: "CMYK" }[header.components] || "other";
+  return header;
+}
+
+// PNG: size, bit depth, colour type, transparency, EXIF; whether IEND is there.
+export function pngHeader(bytes) {
+  const header = { width: 0, height: 0, exif: {}, transparency: false, complete: false };
+  let at = 8;
+  while (at + 8 <= bytes.length) {
+    const length = u32(bytes, at, false);
+    const type = String.fromCharCode(...bytes.subarray(at + 4, at + 8));
+    if (type === "IHDR") {
+      header.width = u32(bytes, at + 8, false);
+      header.height = u32(bytes, at + 12, false);
+      header.bitDepth = bytes[at + 16];
+      header.colourType = bytes[at + 17];
+    } else if (type === "tRNS") header.transparency = true;
+    else if (type === "eXIf") header.hasExif = true;
+    else if (type === "IEND") { header.complete = true; break; }
+    at += 12 + length;
+  }
+  if (!header.width) return null;
+  const modes = { 0: "L", 2: "RGB", 3: "P", 4: "LA", 6: "RGBA" };
+  header.mode = header.bitDepth === 8 || (header.colourType === 3 && header.bitDepth <= 8)
+    ? modes[header.colourType] || "other" : `${header.bitDepth}-bit`;
+  return header;
+}
+
+// The decoded picture as Pillow gives it: 8-bit gray (L) or RGB, EXIF orientation applied.
+// colorSpaceConversion "none": the file's own values, as Pillow reads them (no colour management).
+export async function decodePixels(bytes, mode) {
+  const bitmap = await createImageBitmap(new Blob([bytes]), {
+    colorSpaceConversion: "none", premultiplyAlpha: "none", imageOrientation: "from-image",
+  });
+  const canvas = new OffscreenCanvas(bitmap.width, bitmap.height);
+  const context = canvas.getContext("2d", { willReadFrequently: true });
+  context.drawImage(bitmap, 0, 0);
+  const rgba = context.getImageData(0, 0, bitmap.width, bitmap.height).data;
+  bitmap.close();
+  const { width, height } = canvas;
+  const channels = mode === "L" ? 1 : 3;
+  const pixels = new Uint8Array(width * height * channels);
+  for (let i = 0, j = 0; i < rgba.length; i += 4) {
+    pixels[j++] = rgba[i];
+    if (channels === 3) { pixels[j++] = rgba[i + 1]; pixels[j++] = rgba[i + 2]; }
+  }
+  return { pixels, width, height, channels };
+}
+
+// --- OpenCV helpers: Mats made and freed here, plain typed arrays outside ---
+
+export class Cv {
+  constructor(cv) { this.cv = cv; }
+
+  mat(image) {
+    const type = image.channels === 3 ? this.cv.CV_8UC3 : this.cv.CV_8UC1;
+    const mat = new this.cv.Mat(image.height, image.width, type);
+    mat.data.set(image.pixels);
+    return mat;
+  }
+
+  // cv2.resize(gray, (size, size), interpolation=INTER_AREA) of a uint8 image.
+  areaResize(image, width, height) {
+    const src = this.mat(image), dst = new this.cv.Mat();
+    this.cv.resize(src, dst, new this.cv.Size(width, height), 0, 0, this.cv.INTER_AREA);
+    const out = { pixels: dst.data.slice(), width: dst.cols, height: dst.rows, channels: image.channels };
+    src.delete(); dst.delete();
+    return out;
+  }
+
+  // cv2.resize(rgb, None, fx=scale, fy=scale, interpolation=INTER_AREA): OpenCV sizes the result.
+  scaleResize(image, scale) {
+    const src = this.mat(image), dst = new this.cv.Mat();
+    this.cv.resize(src, dst, new this.cv.Size(0, 0), scale, scale, this.cv.INTER_AREA);
+    const out = { pixels: dst.data.slice(), width: dst.cols, height: dst.rows, channels: image.channels };
+    src.delete(); dst.delete();
+    return out;
+  }
+
+  rgbToGray(image) {
+    const src = this.mat(image), dst = new this.cv.Mat();
+    this.cv.cvtColor(src, dst, this.cv.COLOR_RGB2GRAY);
+    const out = { pixels: dst.data.slice(), width: dst.cols, height: dst.rows, channels: 1 };
+    src.delete(); dst.delete();
+    return out;
+  }
+
+  clahe(gray) {
+    const src = this.mat(gray), dst = new this.cv.Mat();
+    const clahe = new this.cv.CLAHE(2.0, new this.cv.Size(8, 8));
+    clahe.apply(src, dst);
+    const out = { ...gray, pixels: dst.data.slice() };
+    clahe.delete(); src.delete(); dst.delete();
+    return out;
+  }
+
+  equalise(gray) {
+    const src = this.mat(gray), dst = new this.cv.Mat();
+    this.cv.equalizeHist(src, dst);
+    const out = { ...gray, pixels: dst.data.slice() };
+    src.delete(); dst.delete();
+    return out;
+  }
+
+  // Mean |Laplacian| of a float32 image (cv2.Laplacian(small, cv2.CV_32F), its default 3x3 aperture).
+  meanAbsLaplacian(values, width, height) {
+    const src = this.cv.matFromArray(height, width, this.cv.CV_32F, values), dst = new this.cv.Mat();
+    this.cv.Laplacian(src, dst, this.cv.CV_32F);
+    const data = dst.data32F;
+    let sum = 0;
+    for (let i = 0; i < data.length; i++) sum += Math.abs(data[i]);
+    src.delete(); dst.delete();
+    return sum / data.length;
+  }
+
+  // core.serving.tta.zoom of one (size, size) float32 plane.
+  zoom(plane, size, factor) {
+    if (factor === 1.0) return plane;
+    const src = this.cv.matFromArray(size, size, this.cv.CV_32F, plane), dst = new this.cv.Mat();
+    if (factor > 1.0) {
+      const margin = pyRound(size * (1.0 - 1.0 / factor) / 2);
+      const roi = src.roi(new this.cv.Rect(margin, margin, size - 2 * margin, size - 2 * margin));
+      this.cv.resize(roi, dst, new this.cv.Size(size, size), 0, 0, this.cv.INTER_LINEAR);
+      roi.delete();
+    } else {
+      const margin = pyRound(size * (1.0 / factor - 1.0) / 2);
+      const padded = new this.cv.Mat();
+      this.cv.copyMakeBorder(src, padded, margin, margin, margin, margin, this.cv.BORDER_REFLECT_101);
+      this.cv.resize(padded, dst, new this.cv.Size(size, size), 0, 0, this.cv.INTER_AREA);
+      padded.delete();
+    }
+    const out = dst.data32F.slice();
+    src.delete(); dst.delete();
+    return out;
+  }
+}
+
+// --- Pictures: photo.as_sent, photo.tinted, photo.drawn_margin, photo.colourfulness ---
+
+function colourfulness(cv, rgb, side) {
+  const scale = side / Math.min(rgb.width, rgb.height);
+  const view = scale < 1 ? cv.scaleResize(rgb, scale) : rgb;
+  const n = view.width * view.height;
+  const rg = new Float64Array(n), yb = new Float64Array(n);
+  for (let i = 0; i < n; i++) {
+    const r = view.pixels[3 * i], g = view.pixels[3 * i + 1], b = view.pixels[3 * i + 2];
+    rg[i] = r - g;
+    yb[i] = 0.5 * (r + g) - b;
+  }
+  const mean = (a) => a.reduce((s, v) => s + v, 0) / a.length;
+  const std = (a, m) => Math.sqrt(a.reduce((s, v) => s + (v - m) * (v - m), 0) / a.length);
+  const mrg = mean(rg), myb = mean(yb);
+  return Math.hypot(std(rg, mrg), std(yb, myb)) + 0.3 * Math.hypot(mrg, myb);
+}
+
+// Grey-world balance (photo.white_balanced), in float32 as NumPy does it.
+function whiteBalanced(rgb, saturated) {
+  const n = rgb.width * rgb.height;
+  const sums = [0, 0, 0];
+  let usable = 0;
+  for (let i = 0; i < n; i++) {
+    const r = rgb.pixels[3 * i], g = rgb.pixels[3 * i + 1], b = rgb.pixels[3 * i + 2];
+    if (r < saturated && g < saturated && b < saturated) { sums[0] += r; sums[1] += g; sums[2] += b; usable++; }
+  }
+  if (usable / n < 0.05) return rgb;
+  const means = sums.map((s) => f32(s / usable));
+  const grey = f32((means[0] + means[1] + means[2]) / 3);
+  const gains = means.map((m) => f32(grey / Math.max(m, 1.0)));
+  const out = new Uint8Array(rgb.pixels.length);
+  for (let i = 0; i < rgb.pixels.length; i++) {
+    const v = f32(rgb.pixels[i] * gains[i % 3]);
+    out[i] = Math.floor(f32(Math.min(Math.max(v, 0), 255) + 0.5));
+  }
+  return { ...rgb, pixels: out };
+}
+
+export function drawnMargin(gray, padding) {
+  const { pixels, width, height } = gray;
+  const lines = [
+    Array.from({ length: width }, (_, x) => pixels[x]),
+    Array.from({ length: width }, (_, x) => pixels[(height - 1) * width + x]),
+    Array.from({ length: height }, (_, y) => pixels[y * width]),
+    Array.from({ length: height }, (_, y) => pixels[y * width + width - 1]),
+  ];
+  return lines.some((line) => Math.min(...line) === Math.max(...line) && line[0] > padding);
+}
+
+// imaging.to_uint8: intensities stretched to the full 8-bit range (NumPy float64, then np.round).
+function toUint8(gray) {
+  let low = 255, high = 0;
+  for (const v of gray.pixels) { if (v < low) low = v; if (v > high) high = v; }
+  if (high - low < 1e-9) return { error: "blank" };
+  const out = new Uint8Array(gray.pixels.length);
+  const scale = 255.0 / (high - low);
+  for (let i = 0; i < out.length; i++) out[i] = roundHalfEven((gray.pixels[i] - low) * scale);
+  return { ...gray, pixels: out };
+}
+
+function roundHalfEven(x) { return pyRound(x); }
+
+// --- The X-ray check (quality.XrayDetector), in float64 like NumPy ---
+
+function standardised(values) {
+  let mean = 0;
+  for (const v of values) mean += v;
+  mean /= values.length;
+  let variance = 0;
+  for (const v of values) variance += (v - mean) * (v - mean);
+  const std = Math.max(Math.sqrt(variance / values.length), 1e-3);
+  return Float64Array.from(values, (v) => (v - mean) / std);
+}
+
+export function layoutResidual(cv, detector, gray) {
+  const small = cv.areaResize(gray, 32, 32);
+  const flat = standardised(Float32Array.from(small.pixels, (v) => v / 255));
+  let best = Infinity;
+  for (let f = 0; f < detector.means.length; f++) {
+    const mean = detector.means[f], components = detector.components[f];
+    const centred = flat.map((v, i) => v - mean[i]);
+    const reconstruction = new Float64Array(centred.length);
+    for (const row of components) {
+      let projection = 0;
+      for (let i = 0; i < row.length; i++) projection += centred[i] * row[i];
+      for (let i = 0; i < row.length; i++) reconstruction[i] += projection * row[i];
+    }
+    let error = 0;
+    for (let i = 0; i < centred.length; i++) error += (centred[i] - reconstruction[i]) ** 2;
+    best = Math.min(best, Math.sqrt(error / centred.length));
+  }
+  return best;
+}
+
+// NumPy's default percentile (linear between the closest ranks).
+function percentile(sorted, q) {
+  const rank = (q / 100) * (sorted.length - 1);
+  const below = Math.floor(rank), above = Math.min(below + 1, sorted.length - 1);
+  return f32(sorted[below] + (sorted[above] - sorted[below]) * (rank - below));
+}
+
+export function profileDistance(cv, detector, constants, gray) {
+  const side = constants.PROFILE_SIDE;
+  const raw = Float32Array.from(cv.areaResize(gray, side, side).pixels);
+  const sorted = Float32Array.from(raw).sort();
+  const [lowQ, highQ] = constants.PROFILE_PERCENTILES;
+  const low = percentile(sorted, lowQ), high = percentile(sorted, highQ);
+  const gain = f32(255.0 / Math.max(high - low, 1.0));
+  const small = raw.map((v) => Math.min(Math.max(f32(f32(v - low) * gain), 0), 255));
+  const bins = new Float64Array(constants.PROFILE_BINS);
+  const width = 256 / constants.PROFILE_BINS;
+  for (const v of small) bins[Math.min(Math.floor(v / width), bins.length - 1)] += 1;
+  let across = 0, down = 0;
+  for (let y = 0; y < side; y++) for (let x = 0; x + 1 < side; x++) across += Math.abs(small[y * side + x + 1] - small[y * side + x]);
+  for (let y = 0; y + 1 < side; y++) for (let x = 0; x < side; x++) down += Math.abs(small[(y + 1) * side + x] - small[y * side + x]);
+  across /= side * (side - 1);
+  down /= side * (side - 1);
+  const laplacian = cv.meanAbsLaplacian(small, side, side);
+  const features = [...Array.from(bins, (c) => Math.sqrt(c / small.length)), Math.log1p(across), Math.log1p(down),
+    Math.log1p(laplacian)];
+  const centred = features.map((v, i) => v - detector.profile_mean[i]);
+  let distance = 0;
+  for (let i = 0; i < centred.length; i++) {
+    for (let j = 0; j < centred.length; j++) distance += centred[i] * detector.profile_precision[i][j] * centred[j];
+  }
+  return distance;
+}
+
+function rotated180(gray) {
+  return { ...gray, pixels: gray.pixels.slice().reverse() };
+}
+
+// --- Framing and the model ---
+
+export async function localiserBox(cv, session, constants, gray, side) {
+  const size = constants.LOCALISER_SIZE;
+  const small = cv.areaResize(gray, size, size);
+  const input = Float32Array.from(small.pixels, (v) => v / 255);
+  const output = await session.run({ [session.inputNames[0]]: new session.ort.Tensor("float32", input, [1, size, size, 1]) });
+  const prediction = Array.from(output[session.outputNames[0]].data);
+  return { prediction, box: frameBox(prediction, gray.height, gray.width, side, constants.LUNG_FIELD_CENTRE) };
+}
+
+// framing.frame_box: the standard frame in the image's pixels, [top, left, bottom, right].
+export function frameBox(prediction, height, width, side, centre) {
+  const [centreRow, centreCol, logHeight, logWidth] = prediction;
+  const frameHeight = Math.exp(logHeight), frameWidth = Math.exp(logWidth);
+  const row = centreRow + (centre[0] - 0.5) * frameHeight;
+  const col = centreCol + (centre[1] - 0.5) * frameWidth;
+  const [top, bottom] = span(row, side * frameHeight, height);
+  const [left, right] = span(col, side * frameWidth, width);
+  return [top, left, bottom, right];
+}
+
+function span(centre, length, pixels) {
+  if (length >= 1.0) return [0, pixels];
+  const start = Math.min(Math.max(centre - length / 2, 0.0), 1.0 - length);
+  const first = pyRound(start * pixels);
+  return [first, Math.max(first + 1, pyRound((start + length) * pixels))];
+}
+
+function crop(gray, [top, left, bottom, right]) {
+  const width = right - left, height = bottom - top;
+  const pixels = new Uint8Array(width * height);
+  for (let y = 0; y < height; y++) pixels.set(gray.pixels.subarray((top + y) * gray.width + left, (top + y) * gray.width + right), y * width);
+  return { pixels, width, height, channels: 1 };
+}
+
+// imaging._to_tensor: the frame shrunk to the model's size, its contrast step, then [0, 1].
+export function modelPlane(cv, gray, spec) {
+  let resized = cv.areaResize(gray, spec.size, spec.size);
+  if (spec.equalise) resized = cv.equalise(resized);
+  if (spec.clahe) resized = cv.clahe(resized);
+  return Float32Array.from(resized.pixels, (v) => v / 255);
+}
+
+const EPSILON = 1e-7; // core.serving.calibration.EPSILON
+function logit(p) {
+  const clipped = Math.min(Math.max(p, EPSILON), 1 - EPSILON);
+  return Math.log(clipped / (1 - clipped));
+}
+
+// Raw probabilities over the test-time zooms, their logit mean (tta.average), the unzoomed view's maps.
+export async function forward(cv, session, plane, spec, zooms) {
+  const size = spec.size;
+  const batch = new Float32Array(zooms.length * size * size);
+  zooms.forEach((factor, i) => batch.set(cv.zoom(plane, size, factor), i * size * size));
+  const output = await session.run({
+    [session.inputNames[0]]: new session.ort.Tensor("float32", batch, [zooms.length, size, size, 1]),
+  });
+  const raws = Array.from(output[session.outputNames[0]].data);
+  const raw = zooms.length > 1 ? 1 / (1 + Math.exp(-raws.reduce((s, p) => s + logit(p), 0) / raws.length)) : raws[0];
+  let cam = null;
+  if (session.outputNames.length > 1 && zooms.includes(1.0)) {
+    const maps = output[session.outputNames[1]];
+    const [, h, w, members] = maps.dims;
+    const first = zooms.indexOf(1.0) * h * w * members;
+    cam = { data: maps.data.slice(first, first + h * w * members), h, w, members };
+  }
+  return { raws, raw, cam };
+}
+
+// --- One file, end to end ---
+
+// What the server needs to say for each outcome is a code and its numbers; ui/on_device.py words it.
+export async function screen(bytes, context) {
+  const { cv, constants, detector, spec, zooms, localiser, model } = context;
+  const timings = {};
+  const started = performance.now();
+  const fail = (status, code, extra = {}) => ({ status, code, ...extra, timings_ms: { total: performance.now() - started } });
+  if (!bytes.length) return fail("error", "empty");
+  if (bytes.length > constants.MAX_FILE_BYTES) return fail("error", "file_too_large");
+  const format = sniff(bytes);
+  if (!format) return fail("error", "unsupported");
+  if (format === "DICOM") return fail("server", "dicom");
+  const header = format === "PNG" ? pngHeader(bytes) : jpegHeader(bytes);
+  if (!header) return fail("error", "corrupt");
+  if (header.width * header.height > constants.MAX_PIXELS) {
+    return fail("error", "too_many_pixels", { width: header.width, height: header.height });
+  }
+  if (!["L", "RGB", "P"].includes(header.mode) || (header.mode === "P" && header.transparency)) {
+    return fail("server", "mode", { mode: header.mode });
+  }
+  if (header.hasExif) return fail("server", "png_exif");
+  // Pillow decodes a large JPEG at 1/2, 1/4 or 1/8 scale in the DCT (Image.draft); a browser decodes
+  // it whole. Until that scaled decoding is reproduced here, such a file goes to the server path.
+  if (format === "JPEG" && Math.min(Math.floor(header.width / constants.DECODE_SIDE),
+    Math.floor(header.height / constants.DECODE_SIDE)) >= 2) {
+    return fail("server", "large_jpeg", { width: header.width, height: header.height });
+  }
+  if (!header.complete) return fail("error", "corrupt");
+  let picture;
+  try {
+    picture = await decodePixels(bytes, header.mode === "L" ? "L" : "RGB");
+  } catch {
+    return fail("error", "corrupt");
+  }
+  if (Math.min(picture.width, picture.height) < constants.MIN_SIDE) {
+    return fail("error", "too_small", { width: picture.width, height: picture.height });
+  }
+  // Digital first (imaging._decode_raster): evidence of a photo or a screenshot sends the file to the
+  // server, whose film and viewport finders are not in the browser yet.
+  const camera = constants.CAMERA_TAGS.some((tag) => header.exif[tag]);
+  let colour = 0, gray = picture;
+  if (picture.channels === 3) {
+    if (colourfulness(cv, picture, constants.CHROMA_SIDE) > constants.TINTED) return fail("server", "tinted");
+    if (drawnMargin(cv.rgbToGray(picture), constants.PADDING)) return fail("server", "drawn_margin");
+    const balanced = whiteBalanced(picture, constants.SATURATED);
+    gray = cv.rgbToGray(balanced);
+    colour = colourfulness(cv, balanced, constants.CHROMA_SIDE);
+  } else if (drawnMargin(picture, constants.PADDING)) return fail("server", "drawn_margin");
+  if (camera) return fail("server", "camera");
+  gray = toUint8(gray);
+  if (gray.error) return fail("error", "blank");
+  const residual = layoutResidual(cv, detector, gray);
+  const profile = profileDistance(cv, detector, constants, gray);
+  const radiograph = profile <= detector.profile_threshold;
+  if (!(radiograph && residual <= constants.DIGITAL_LAYOUT_SHARE * detector.layout_threshold)) {
+    return fail("server", "not_plainly_digital", { layout_residual: residual, profile_distance: profile });
+  }
+  timings.decode_and_preprocess = performance.now() - started;
+  // quality.check_chest_xray, in its order.
+  const checked = performance.now();
+  const base = { input_kind: "digital", layout_residual: residual, profile_distance: profile };
+  if (colour > constants.MAX_COLOURFULNESS) return fail("rejected", "colour", base);
+  const { width, height } = gray;
+  if (Math.max(width, height) / Math.min(width, height) > constants.MAX_ASPECT_RATIO) {
+    return fail("rejected", "elongated", { ...base, width, height });
+  }
+  if (residual - layoutResidual(cv, detector, rotated180(gray)) > constants.UPSIDE_DOWN_MARGIN) {
+    return fail("rejected", "upside_down", base);
+  }
+  let sum = 0, sumSq = 0, clipped = 0;
+  for (const v of gray.pixels) {
+    const x = f32(v / 255);
+    sum += x; sumSq += x * x;
+    if (v <= 2 || v >= 253) clipped++;
+  }
+  const mean = sum / gray.pixels.length;
+  const contrast = Math.sqrt(Math.max(sumSq / gray.pixels.length - mean * mean, 0));
+  const quality = { std: contrast, clipped: clipped / gray.pixels.length, width, height };
+  // The model's input: standard frame, contrast step, zooms (imaging.load_model_input, Predictor._forward).
+  const framed = spec.frame ? await localiserBox(cv, localiser, constants, gray, spec.frame_side) : null;
+  const box = framed ? framed.box : [0, 0, height, width];
+  const plane = modelPlane(cv, crop(gray, box), spec);
+  timings.checks = performance.now() - checked;
+  const inferred = performance.now();
+  const { raws, raw, cam } = await forward(cv, model, plane, spec, zooms);
+  timings.inference = performance.now() - inferred;
+  timings.total = performance.now() - started;
+  return {
+    status: "ok", ...base, raw, raws, frame: box, quality, timings_ms: timings,
+    // Kept in the browser only (index.js strips them before anything is sent): for the pictures.
+    local: { gray, cam, box, size: spec.size },
+  };
+}
+
+// The pieces the self-test compares with Python's, on pixels already decoded.
+export async function probe(gray, context) {
+  const { cv, constants, detector, spec, zooms, localiser, model } = context;
+  const framed = spec.frame ? await localiserBox(cv, localiser, constants, gray, spec.frame_side) : null;
+  const box = framed ? framed.box : [0, 0, gray.height, gray.width];
+  const { raws, raw } = await forward(cv, model, modelPlane(cv, crop(gray, box), spec), spec, zooms);
+  return {
+    layout_residual: layoutResidual(cv, detector, gray),
+    profile_distance: profileDistance(cv, detector, constants, gray),
+    frame: box, raws, raw,
+  };
+}
+
+// --- Pictures, drawn here: the X-ray as screened, its heat map over the part the model read ---
+
+// heatmap.member_mean then FrameBox.place then heatmap.overlay, at the display's size (approximate
+// for display only: the numbers sent to Python never depend on it).
+export function overlayImage(cv, local, opacity, withHeat) {
+  const { gray, cam, box } = local;
+  const base = cv.mat(gray);
+  const rgb = new cv.cv.Mat();
+  cv.cv.cvtColor(base, rgb, cv.cv.COLOR_GRAY2RGB);
+  if (withHeat && cam) {
+    const [top, left, bottom, right] = box;
+    const mean = new Float32Array(local.size * local.size);
+    for (let m = 0; m < cam.members; m++) {
+      const plane = new Float32Array(cam.h * cam.w);
+      for (let i = 0; i < plane.length; i++) plane[i] = cam.data[i * cam.members + m];
+      const src = cv.cv.matFromArray(cam.h, cam.w, cv.cv.CV_32F, plane), up = new cv.cv.Mat();
+      cv.cv.resize(src, up, new cv.cv.Size(local.size, local.size), 0, 0, cv.cv.INTER_LINEAR);
+      const values = up.data32F.map((v) => Math.max(v, 0));
+      const peak = Math.max(...values);
+      values.forEach((v, i) => { mean[i] += (peak > 0 ? v / peak : v) / cam.members; });
+      src.delete(); up.delete();
+    }
+    const peak = Math.max(...mean);
+    const heat = cv.cv.matFromArray(local.size, local.size, cv.cv.CV_32F, mean.map((v) => (peak > 0 ? v / peak : v)));
+    const placed = new cv.cv.Mat();
+    cv.cv.resize(heat, placed, new cv.cv.Size(right - left, bottom - top), 0, 0, cv.cv.INTER_LINEAR);
+    const bytes = new cv.cv.Mat();
+    placed.convertTo(bytes, cv.cv.CV_8U, 255);
+    const coloured = new cv.cv.Mat();
+    cv.cv.applyColorMap(bytes, coloured, cv.cv.COLORMAP_JET); // BGR, as in core.serving.heatmap
+    const region = rgb.roi(new cv.cv.Rect(left, top, right - left, bottom - top));
+    const colouredRgb = new cv.cv.Mat();
+    cv.cv.cvtColor(coloured, colouredRgb, cv.cv.COLOR_BGR2RGB);
+    cv.cv.addWeighted(colouredRgb, opacity, region, 1 - opacity, 0, region);
+    [heat, placed, bytes, coloured, region, colouredRgb].forEach((m) => m.delete());
+  }
+  const rgba = new cv.cv.Mat();
+  cv.cv.cvtColor(rgb, rgba, cv.cv.COLOR_RGB2RGBA);
+  const image = new ImageData(new Uint8ClampedArray(rgba.data), rgba.cols, rgba.rows);
+  [base, rgb, rgba].forEach((m) => m.delete());
+  return image;
+}

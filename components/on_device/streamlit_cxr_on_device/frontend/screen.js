@@ -1,0 +1,261 @@
+// The on-device screening component: the file input, the runtimes, the model files in Cache Storage,
+// the self-test, and the batch loop. Only numbers and words are handed to Python (setStateValue):
+// never a file's bytes, never its pixels.
+import * as P from "./pipeline.js";
+import { pictures, runtime } from "./store.js";
+
+const ORT_URL = new URL("./vendor/onnxruntime-web/ort.wasm.bundle.min.mjs", import.meta.url).href;
+const WASM_URL = new URL("./vendor/onnxruntime-web/ort-wasm-simd-threaded.wasm", import.meta.url).href;
+const OPENCV_URL = new URL("./vendor/opencv-js/opencv.js", import.meta.url).href;
+const PROBE_URL = new URL("./probe.json", import.meta.url).href;
+const CACHE_NAME = "cxr-on-device-v1";
+// The smallest module using a SIMD instruction (v128.const, i8x16.popcnt): validates only where SIMD runs.
+const SIMD_PROBE = new Uint8Array([0, 97, 115, 109, 1, 0, 0, 0, 1, 5, 1, 96, 0, 1, 123, 3, 2, 1, 0, 10, 10, 1, 8, 0,
+  65, 0, 253, 15, 253, 98, 11]);
+// The self-test's tolerances: the same library on another CPU gives float32 sums in another order.
+const PROBE_TOLERANCE = { raw: 1e-4, measures: 1e-6 };
+
+// One state per page load: the libraries and sessions outlive Streamlit's reruns.
+const state = { phase: "starting", data: null, setStateValue: null, chain: Promise.resolve(), context: null,
+  requested: "", report: null, ui: null, batch: 0 };
+
+function browserReason() {
+  if (typeof WebAssembly !== "object" || typeof WebAssembly.validate !== "function") {
+    return "this browser has no WebAssembly";
+  }
+  if (!WebAssembly.validate(SIMD_PROBE)) return "this browser's WebAssembly has no SIMD";
+  if (!window.isSecureContext || !window.crypto?.subtle || !window.caches) {
+    return "the page is not served over HTTPS or from this computer, so the browser cannot check or keep the model";
+  }
+  if (typeof OffscreenCanvas !== "function" || typeof createImageBitmap !== "function") {
+    return "this browser cannot decode images off screen";
+  }
+  return null;
+}
+
+async function sha256Hex(bytes) {
+  const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", bytes));
+  return Array.from(digest, (b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+function fromBase64(text) {
+  const binary = atob(text);
+  const bytes = new Uint8Array(binary.length);
+  for (let i = 0; i < binary.length; i++) bytes[i] = binary.charCodeAt(i);
+  return bytes;
+}
+
+function cacheKey(sha256) {
+  // Cache Storage keys are URLs; nothing is ever fetched from this one.
+  return new Request(new URL(`/cxr-on-device/sha256/${sha256}`, window.location.origin).href);
+}
+
+// A model file by its hash: from Cache Storage, else from what Python sent, checked either way.
+async function assetBytes(asset, payload) {
+  const cache = await caches.open(CACHE_NAME);
+  const hit = await cache.match(cacheKey(asset.sha256));
+  if (hit) {
+    const bytes = new Uint8Array(await hit.arrayBuffer());
+    if ((await sha256Hex(bytes)) === asset.sha256) return { bytes, from: "cache" };
+    await cache.delete(cacheKey(asset.sha256)); // damaged: fetched again below
+  }
+  const encoded = payload?.[asset.sha256];
+  if (!encoded) return null;
+  const bytes = fromBase64(encoded);
+  const digest = await sha256Hex(bytes);
+  if (digest !== asset.sha256) {
+    throw new Error(`the ${asset.role} received has sha256 ${digest}, not the ${asset.sha256} its card names`);
+  }
+  await cache.put(cacheKey(asset.sha256), new Response(bytes));
+  return { bytes, from: "server" };
+}
+
+function loadOpenCv() {
+  if (runtime.cv) return Promise.resolve(runtime.cv);
+  return new Promise((resolve, reject) => {
+    const script = document.createElement("script");
+    script.src = OPENCV_URL;
+    script.async = true;
+    script.onerror = () => reject(new Error("OpenCV.js did not load"));
+    script.onload = async () => {
+      try {
+        let cv = window.cv;
+        if (typeof cv?.then === "function") cv = await cv; // OpenCV 5's build resolves to the module
+        if (!cv?.Mat) await new Promise((done) => { cv.onRuntimeInitialized = done; });
+        runtime.cv = cv;
+        resolve(cv);
+      } catch (error) { reject(error); }
+    };
+    document.head.appendChild(script);
+  });
+}
+
+async function session(ort, bytes) {
+  const created = await ort.InferenceSession.create(bytes, { executionProviders: ["wasm"], graphOptimizationLevel: "all" });
+  created.ort = ort;
+  return created;
+}
+
+function report(update) {
+  state.report = { ...state.report, ...update };
+  state.setStateValue("status", state.report);
+  render();
+}
+
+function fail(reason) {
+  state.phase = "off";
+  report({ phase: "off", ok: false, reason });
+}
+
+function close(a, b, tolerance) { return Math.abs(a - b) <= tolerance * Math.max(1, Math.abs(b)); }
+
+async function selfTest(context) {
+  const probe = await (await fetch(PROBE_URL)).json();
+  const hashes = { model: context.modelSha, localiser: context.localiserSha, detector: context.detectorSha };
+  for (const [role, sha] of Object.entries(hashes)) {
+    if (probe.sha256[role] !== sha) return { ok: false, reason: `the self-test was made for another ${role} file` };
+  }
+  const bytes = fromBase64(probe.png_base64);
+  const decoded = await P.decodePixels(bytes, "L");
+  const got = await P.probe(decoded, context);
+  const want = probe.expected;
+  const frameSame = got.frame.every((v, i) => v === want.frame[i]);
+  const rawsClose = got.raws.every((v, i) => Math.abs(v - want.raws[i]) <= PROBE_TOLERANCE.raw);
+  const ok = frameSame && rawsClose && Math.abs(got.raw - want.raw) <= PROBE_TOLERANCE.raw
+    && close(got.layout_residual, want.layout_residual, PROBE_TOLERANCE.measures)
+    && close(got.profile_distance, want.profile_distance, PROBE_TOLERANCE.measures);
+  return {
+    ok, got, want,
+    reason: ok ? "" : `the self-test gave another answer (probability ${got.raw.toFixed(6)}, expected ${want.raw.toFixed(6)})`,
+  };
+}
+
+// Everything before the first file: libraries, model files, sessions, self-test. Runs again only
+// when Python names other files (another model, a site's thresholds change nothing here).
+async function advance() {
+  const data = state.data;
+  const wanted = data.assets.map((a) => a.sha256).join(",");
+  if ((state.phase === "ready" || state.phase === "off") && state.loaded === wanted) return;
+  if (state.phase === "off" && state.loaded !== wanted) state.phase = "starting";
+  const reason = browserReason();
+  if (reason) { state.loaded = wanted; return fail(reason); }
+  const started = performance.now();
+  try {
+    const [ort, cv] = await Promise.all([import(ORT_URL), loadOpenCv()]);
+    // One thread: Streamlit sends no COOP/COEP headers, so no SharedArrayBuffer. The wasm file is named
+    // by the object form: a plain string makes onnxruntime-web look for a loader that is not shipped.
+    ort.env.wasm.numThreads = 1;
+    ort.env.wasm.proxy = false;
+    ort.env.wasm.wasmPaths = { wasm: WASM_URL };
+    const files = {}, missing = [];
+    let fromServer = 0;
+    for (const asset of data.assets) {
+      const got = await assetBytes(asset, data.payload);
+      if (got) { files[asset.role] = got.bytes; if (got.from === "server") fromServer += got.bytes.length; } else missing.push(asset.sha256);
+    }
+    if (missing.length) {
+      if (state.requested !== missing.join(",")) {
+        state.requested = missing.join(",");
+        state.phase = "fetching";
+        report({ phase: "need", ok: false, missing, reason: "" });
+      }
+      return; // Python's next run sends them
+    }
+    const model = data.assets.find((a) => a.role === "model");
+    const context = {
+      cv: new P.Cv(cv), constants: data.constants, spec: data.spec, zooms: data.zooms,
+      detector: JSON.parse(new TextDecoder().decode(files.detector)),
+      model: await session(ort, files.model),
+      localiser: files.localiser ? await session(ort, files.localiser) : null,
+      modelSha: model.sha256,
+      localiserSha: data.assets.find((a) => a.role === "localiser")?.sha256 || null,
+      detectorSha: data.assets.find((a) => a.role === "detector").sha256,
+    };
+    const loadedAt = performance.now();
+    const test = await selfTest(context);
+    state.loaded = wanted;
+    state.requested = "";
+    if (!test.ok) return fail(test.reason);
+    state.context = context;
+    state.phase = "ready";
+    report({
+      phase: "ready", ok: true, reason: "", missing: [], model_sha256: model.sha256,
+      selftest: { raw: test.got.raw, expected: test.want.raw },
+      timings_ms: { load: loadedAt - started, selftest: performance.now() - loadedAt },
+      downloaded_bytes: fromServer, ort: ort.env.versions?.web || "",
+    });
+  } catch (error) {
+    state.loaded = wanted;
+    fail(`it could not start here (${error?.message || error})`);
+  }
+}
+
+async function screenFiles(files) {
+  const context = state.context;
+  const batch = ++state.batch;
+  const rows = [];
+  for (const [index, file] of files.entries()) {
+    state.progress = `Screening ${index + 1} of ${files.length} on this device…`;
+    render();
+    let result;
+    try {
+      result = await P.screen(new Uint8Array(await file.arrayBuffer()), context);
+    } catch (error) {
+      result = { status: "error", code: "browser_failure", detail: String(error?.message || error), timings_ms: {} };
+    }
+    const { local, ...numbers } = result; // the pixels and maps stay here
+    const id = `${batch}/${index}`;
+    if (local) pictures.set(id, local);
+    rows.push({ file: file.name, id, model_sha256: context.modelSha, ...numbers });
+  }
+  state.progress = `${files.length} file${files.length === 1 ? "" : "s"} screened on this device: nothing was uploaded.`;
+  render();
+  state.setStateValue("results", { batch, rows });
+}
+
+function render() {
+  const ui = state.ui;
+  if (!ui) return;
+  const phase = state.phase;
+  ui.input.disabled = phase !== "ready";
+  ui.chooser.hidden = !(state.data?.show_input);
+  ui.status.textContent = {
+    starting: "Checking this browser for on-device screening…",
+    fetching: "Downloading the model once; it is kept in this browser for later visits…",
+    ready: state.progress || "Ready: X-rays chosen here are screened in this browser and never uploaded.",
+    off: `On-device screening is off: ${state.report?.reason || ""}`,
+  }[phase] || "";
+  ui.status.dataset.phase = phase;
+}
+
+function build(parent) {
+  const root = document.createElement("div");
+  root.className = "on-device";
+  root.innerHTML = `
+    <label class="chooser">
+      <span class="label">Chest X-rays to screen on this device (JPEG or PNG; nothing is uploaded)</span>
+      <input type="file" multiple accept=".jpg,.jpeg,.png,.dcm,.dicom,image/jpeg,image/png,application/dicom"
+             data-testid="on-device-input">
+    </label>
+    <p class="status" data-testid="on-device-status" role="status"></p>`;
+  parent.appendChild(root);
+  const input = root.querySelector("input");
+  input.addEventListener("change", () => {
+    const files = [...input.files];
+    if (files.length && state.phase === "ready") screenFiles(files).finally(() => { input.value = ""; });
+  });
+  return { root, input, chooser: root.querySelector(".chooser"), status: root.querySelector(".status") };
+}
+
+export default function (component) {
+  const { data, parentElement, setStateValue } = component;
+  state.setStateValue = setStateValue;
+  state.data = data;
+  if (!state.ui || !parentElement.contains(state.ui.root)) {
+    state.ui = build(parentElement);
+    // A new mount (the page left and opened again) starts with no state in Python: say it again.
+    if (state.report) setStateValue("status", state.report);
+  }
+  render();
+  state.chain = state.chain.then(advance).catch((error) => fail(String(error?.message || error))).then(render);
+}

@@ -1,0 +1,222 @@
+"""Screening on the device: what the dashboard hands the browser component, and what it makes of the
+numbers that come back (components/on_device; design and status in docs/on-device.md).
+
+The browser gets each model file once, hash-checked against its card, and keeps it in Cache Storage;
+it runs the pipeline of core.serving on its own copy of the file and returns numbers and codes only.
+This module turns them into the same ScreeningRows, words and thresholds as the server path, so that
+one source gives each message, threshold and calibration.
+"""
+from __future__ import annotations
+
+import base64
+import functools
+import hashlib
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from core.serving import framing, imaging, photo, quality, registry, tta
+from core.serving.calibration import apply_calibration
+from core.serving.predictor import Predictor, ScreeningResult
+from core.serving.screening import ScreeningRow
+from core.serving.settings import MAX_FILE_BYTES, MAX_PIXELS, PROJECT_ROOT
+
+PROBE = (PROJECT_ROOT / "components" / "on_device" / "streamlit_cxr_on_device" / "frontend" / "probe.json")
+COMPONENT_KEY = "on_device"
+PROBE_SEED = 11  # the synthetic X-ray the self-test screens (core.analysis.synthetic; no patient's image)
+PROBE_SIDE = 256
+
+# What a refusal or an error says, by the code the browser returns: the server path's words
+# (core.serving.imaging and quality); tests/test_on_device.py checks both paths give the same.
+SERVER_HINT = "to screen it, choose “Upload to the server” above and upload it there"
+NOT_ON_DEVICE = {
+    "dicom": "DICOM files are not read in the browser yet",
+    "mode": "this kind of image ({mode}) is not read in the browser yet",
+    "png_exif": "a PNG carrying EXIF is not read in the browser yet",
+    "large_jpeg": ("a JPEG this large ({width}x{height}) is decoded at reduced scale on the server, "
+                   "which the browser cannot match yet"),
+    "tinted": "it may be a photo of a film or a screenshot (it is tinted): only the server finds the X-ray in those",
+    "drawn_margin": "it may be a screenshot (it has a drawn margin): only the server finds the X-ray in those",
+    "camera": "it is a camera's photo: only the server finds the film in those",
+    "not_plainly_digital": ("it does not read plainly as a digital chest X-ray: the server looks for a film or a "
+                            "viewer in it, which the browser cannot yet"),
+}
+
+
+@dataclass
+class OnDeviceRow(ScreeningRow):
+    """A row screened in the browser: its pictures stay there, under this id (store.js)."""
+
+    picture_id: str = ""
+
+
+def _errors() -> dict[str, str]:
+    return {
+        "empty": "the file is empty",
+        "file_too_large": f"the file is larger than the {MAX_FILE_BYTES // 2**20} MB limit",
+        "unsupported": "not a supported image: expected a JPEG, PNG or DICOM file",
+        "corrupt": "the image is truncated or corrupt",
+        "too_many_pixels": "the image is too large ({width}x{height} pixels)",
+        "too_small": "the image is too small ({width}x{height} pixels)",
+        "blank": "the image is blank (all pixels have the same value)",
+        "colour": "not a chest X-ray: the image is in colour",
+        "elongated": "not a chest X-ray: the image is too elongated ({width}x{height})",
+        "upside_down": "the X-ray is upside down: save it upright, then upload it again",
+        "browser_failure": "could not be screened in this browser ({detail})",
+    }
+
+
+def constants() -> dict:
+    """core's constants that the browser's pipeline reads: one source for each."""
+    return {
+        "MAX_FILE_BYTES": MAX_FILE_BYTES, "MAX_PIXELS": MAX_PIXELS, "MIN_SIDE": imaging.MIN_SIDE,
+        "DECODE_SIDE": imaging.DECODE_SIDE, "DIGITAL_LAYOUT_SHARE": imaging.DIGITAL_LAYOUT_SHARE,
+        "CAMERA_TAGS": [int(tag) for tag in imaging.CAMERA_TAGS],
+        "TINTED": photo.TINTED, "PADDING": photo.PADDING, "CHROMA_SIDE": photo.CHROMA_SIDE,
+        "SATURATED": photo.SATURATED, "MAX_COLOURFULNESS": quality.MAX_COLOURFULNESS,
+        "MAX_ASPECT_RATIO": quality.MAX_ASPECT_RATIO, "UPSIDE_DOWN_MARGIN": quality.UPSIDE_DOWN_MARGIN,
+        "PROFILE_SIDE": quality.PROFILE_SIDE, "PROFILE_BINS": quality.PROFILE_BINS,
+        "PROFILE_PERCENTILES": list(quality.PROFILE_PERCENTILES),
+        "LOCALISER_SIZE": framing.LOCALISER_SIZE, "LUNG_FIELD_CENTRE": list(framing.LUNG_FIELD_CENTRE),
+    }
+
+
+@functools.lru_cache(maxsize=4)
+def detector_json(directory: Path | None = None) -> bytes:
+    """The shipped X-ray check as JSON numbers (float64 exactly: Python's repr round-trips in JS)."""
+    detector = registry.load_detector(directory)
+    if detector is None:
+        raise FileNotFoundError("models/xray_detector.npz is missing: on-device screening needs the X-ray check")
+    fields = {"means": detector.means, "components": detector.components,
+              "layout_threshold": detector.layout_threshold, "profile_mean": detector.profile_mean,
+              "profile_precision": detector.profile_precision, "profile_threshold": detector.profile_threshold}
+    return json.dumps({k: np.asarray(v).tolist() for k, v in fields.items()}, separators=(",", ":")).encode()
+
+
+def assets(predictor: Predictor) -> list[dict]:
+    """The files the browser needs, each named by the hash the browser checks it against."""
+    card = predictor.card
+    if not card.onnx:
+        raise ValueError(f"{card.name} has no ONNX export: it cannot run in the browser")
+    files = [{"role": "model", "sha256": card.onnx["sha256"], "bytes": card.onnx["file_bytes"]}]
+    if predictor.spec.frame:
+        files.append({"role": "localiser", "sha256": predictor.spec.frame,
+                      "bytes": framing.LOCALISER_PATH.stat().st_size})
+    detector = detector_json(predictor.directory)
+    files.append({"role": "detector", "sha256": hashlib.sha256(detector).hexdigest(), "bytes": len(detector)})
+    return files
+
+
+def _asset_bytes(predictor: Predictor, role: str) -> bytes:
+    if role == "model":
+        return registry.verified_path(predictor.card.onnx["file"], predictor.card.onnx["sha256"],
+                                      predictor.directory).read_bytes()
+    if role == "localiser":
+        return registry.verified_path(framing.LOCALISER_PATH.name, predictor.spec.frame,
+                                      framing.LOCALISER_PATH.parent).read_bytes()
+    return detector_json(predictor.directory)
+
+
+def component_data(predictor: Predictor, missing: list[str] | None, show_input: bool) -> dict:
+    """What the component is mounted with. The files' bytes go only while the browser says it lacks
+    them (``missing``, from its state): once kept in its Cache Storage, a visit sends none."""
+    files = assets(predictor)
+    wanted = set(missing or ())
+    spec = predictor.spec
+    return {
+        "assets": files,
+        "payload": {f["sha256"]: base64.b64encode(_asset_bytes(predictor, f["role"])).decode()
+                    for f in files if f["sha256"] in wanted},
+        "constants": constants(),
+        "spec": {"size": spec.size, "clahe": spec.clahe, "equalise": spec.equalise, "frame": bool(spec.frame),
+                 "frame_side": spec.frame_side},
+        "zooms": list(predictor.test_time_zooms),
+        "show_input": show_input,
+    }
+
+
+def screen(data: dict):
+    """Mount the on-device screener (always under one key: streamlit#14710)."""
+    import streamlit_cxr_on_device
+
+    return streamlit_cxr_on_device.screen(data, key=COMPONENT_KEY)
+
+
+def picture(picture_id: str, heat: bool, opacity: float, caption: str, key: str) -> None:
+    import streamlit_cxr_on_device
+
+    streamlit_cxr_on_device.picture(picture_id, heat, opacity, caption, key)
+
+
+def row_from(browser_row: dict, predictor: Predictor, operating_point: str) -> ScreeningRow:
+    """The browser's numbers as the server path's row: calibration, label and threshold applied here."""
+    name = str(browser_row.get("file", ""))
+    status, code = browser_row.get("status"), browser_row.get("code", "")
+    if status == "server":
+        reason = "not screened on this device: " + NOT_ON_DEVICE.get(code, code).format(**browser_row)
+        return OnDeviceRow(name, "error", predictor.name, f"{reason}; {SERVER_HINT}")
+    if status in ("error", "rejected"):
+        template = _errors().get(code, "could not be screened ({code})")
+        return OnDeviceRow(name, status, predictor.name, template.format(**{"code": code, **browser_row}),
+                           refused_kind=browser_row.get("input_kind"))
+    if browser_row.get("model_sha256") != predictor.card.onnx["sha256"]:
+        return OnDeviceRow(name, "error", predictor.name,
+                           "screened in the browser with another model file: screen it again")
+    probability = float(apply_calibration(np.array([browser_row["raw"]]), predictor.calibration)[0])
+    measured = browser_row["quality"]
+    warnings = quality.quality_warnings(measured["std"], measured["clipped"], measured["height"], measured["width"])
+    result = ScreeningResult(
+        probability=probability, label=predictor.label_for(probability, operating_point),
+        operating_point=operating_point, threshold=float(predictor.operating_points[operating_point]),
+        model=predictor.name, model_sha256=predictor.card.sha256,
+        site=predictor.site.name if predictor.site else None, input_kind=browser_row.get("input_kind", "digital"),
+        timings_ms={k: float(v) for k, v in browser_row.get("timings_ms", {}).items()}, warnings=warnings)
+    return OnDeviceRow(name, "ok", predictor.name, "; ".join(warnings), result, picture_id=str(browser_row.get("id", "")))
+
+
+def probe_image() -> np.ndarray:
+    from core.analysis.synthetic import chest_xray
+
+    return chest_xray(PROBE_SEED, True, PROBE_SIDE)
+
+
+def probe_expected(predictor: Predictor, gray: np.ndarray) -> dict:
+    """What the self-test must find for the probe: the server path's own measures of its pixels."""
+    detector = registry.load_detector(predictor.directory)
+    box = imaging.standard_frame(gray, predictor.spec)
+    tensor = imaging._to_tensor(box.crop(gray), predictor.spec)
+    raws = predictor.network.forward(tta.views(tensor[np.newaxis], predictor.test_time_zooms))[0]
+    return {
+        "layout_residual": detector.layout_residual(gray),
+        "profile_distance": float(detector.distances(quality.profile_features(gray)[np.newaxis])[0]),
+        "frame": [box.top, box.left, box.bottom, box.right],
+        "raws": [float(r) for r in raws],
+        "raw": float(tta.average(raws, predictor.test_time_zooms)[0]),
+    }
+
+
+def write_probe(path: Path = PROBE) -> dict:
+    """The self-test's probe for the default model: a synthetic X-ray (gray PNG) and what Python's
+    onnxruntime finds for it. Written again whenever the default model, the localiser or the check changes
+    (tests/test_on_device.py fails until then)."""
+    from core.analysis.synthetic import encode
+
+    predictor = Predictor.load()
+    gray = probe_image()
+    files = {f["role"]: f["sha256"] for f in assets(predictor)}
+    probe = {"about": "on-device self-test: python3 -m ui.on_device --write-probe",
+             "sha256": {"model": files["model"], "localiser": files.get("localiser"), "detector": files["detector"]},
+             "png_base64": base64.b64encode(encode(gray, "PNG")).decode(),
+             "expected": probe_expected(predictor, gray)}
+    path.write_text(json.dumps(probe, indent=1) + "\n")
+    return probe
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] == ["--write-probe"]:
+        print(json.dumps(write_probe()["expected"], indent=1))
+    else:
+        raise SystemExit("usage: python3 -m ui.on_device --write-probe")
