@@ -96,9 +96,13 @@ def choose_where() -> tuple[str, object]:
     """On this device where the browser passed its self-test (offered first), else the server; and the
     mounted component (always mounted, so that its self-test runs and its state lives)."""
     status = (st.session_state.get(on_device.COMPONENT_KEY) or {}).get("status") or {}
-    options = [ON_DEVICE, SERVER] if status.get("ok") else [SERVER]
-    # Until the user picks one, the first offered is chosen: on this device once the self-test passes.
-    if not st.session_state.get("screen_where_picked") or st.session_state.get("saved_screen_where") not in options:
+    # Offered first until the browser's self-test says otherwise (the component's input waits for it);
+    # the options stay the same meanwhile, so that the radio and the component are not drawn anew.
+    options = [SERVER] if status.get("phase") == "off" else [ON_DEVICE, SERVER]
+    # Until the user picks one, the first offered is chosen.
+    # Files already given to the server's uploader keep the server chosen.
+    picked = st.session_state.get("screen_where_picked") or st.session_state.get("server_uploads")
+    if not picked or st.session_state.get("saved_screen_where") not in options:
         st.session_state["saved_screen_where"] = options[0]
     st.session_state["screen_where"] = st.session_state["saved_screen_where"]
     where = st.radio("Where to screen", options, horizontal=True, key="screen_where", on_change=_picked,
@@ -131,7 +135,7 @@ summary_area = st.container()
 uploads = None
 if where == SERVER:
     uploads = st.file_uploader("Chest X-rays (JPEG, PNG or DICOM)", type=["jpg", "jpeg", "png", "dcm", "dicom"],
-                               accept_multiple_files=True,
+                               accept_multiple_files=True, key="server_uploads",
                                help="Processed in memory only: nothing you upload is stored or logged. A phone "
                                     "photo of a film or a screenshot of a viewer works too.")
 with st.expander("Photographing a film? How to take a photo that can be screened"):

@@ -33,7 +33,17 @@ def test_page_renders_without_exception(name):
     page(name)
 
 
+def choose_server(app: AppTest) -> AppTest:
+    """The server path, as a user picks it: screening on the device is offered first, and AppTest has
+    no browser to run it (tests/test_on_device.py drives that in Chromium)."""
+    for radio in app.radio:
+        if radio.label == "Where to screen":
+            radio.set_value("Upload to the server").run()
+    return app
+
+
 def _screened(app: AppTest, files) -> AppTest:
+    choose_server(app)
     app.file_uploader[0].set_value(files)
     app.run()
     assert not app.exception, [e.value for e in app.exception]
@@ -193,6 +203,9 @@ def run(page, upload=None, method=None):
     app = AppTest.from_file(f"app_pages/{page}.py", default_timeout=300)
     app.run()
     if upload:
+        for radio in app.radio:  # the server path (screening on the device needs a browser)
+            if radio.label == "Where to screen":
+                radio.set_value("Upload to the server").run()
         app.file_uploader[0].set_value(("chest.png", encode(chest_xray(3, True, 200), "PNG"), "image/png"))
         app.run()
     if method:

@@ -1,5 +1,6 @@
 """End to end in a real browser: `streamlit run` on loopback, driven by Playwright in headless Chromium."""
 import asyncio
+import re
 
 import pytest
 from conftest import encode, xray_like
@@ -27,6 +28,18 @@ def _photo_png() -> bytes:
     return encode(rgb, "PNG")
 
 
+def server_uploader(page):
+    """The server path's file input. Screening on the device is offered first where the browser passes its
+    self-test (tests/test_on_device.py): wait for that to finish, then choose the server, as a user does."""
+    status = page.get_by_test_id("on-device-status")
+    status.wait_for(state="attached", timeout=120_000)
+    expect(status).to_have_attribute("data-phase", re.compile("^(ready|off)$"), timeout=120_000)
+    page.get_by_text("Upload to the server").click()
+    upload = page.get_by_test_id("stFileUploaderDropzoneInput")
+    upload.wait_for(state="attached", timeout=60_000)
+    return upload
+
+
 def open_page(page, name: str, ready: str) -> None:
     """Navigate inside the app (the session, and so its results, is kept); on a phone the
     navigation sits in a collapsed sidebar that has to be opened first."""
@@ -50,8 +63,7 @@ def test_triage_persistence_and_explain_refusal_in_a_real_browser(server, viewpo
         page.goto(server)
         expect(page.get_by_text("A screening aid, not a diagnosis.").first).to_be_visible(timeout=120_000)
         page.goto(f"{server}/screen")
-        upload = page.locator('input[type="file"]').first
-        upload.wait_for(state="attached", timeout=60_000)
+        upload = server_uploader(page)
         upload.set_input_files(files=[
             {"name": f"chest{i}.jpeg", "mimeType": "image/jpeg", "buffer": encode(xray_like(i, i % 2 == 1, 512))}
             for i in range(3)] + [{"name": "broken.png", "mimeType": "image/png", "buffer": b"\x89PNG\r\n\x1a\nx"}])
@@ -120,8 +132,7 @@ def test_a_photo_of_a_film_is_straightened_and_screened_in_a_real_browser(server
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 390, "height": 844})
         page.goto(f"{server}/screen")
-        upload = page.locator('input[type="file"]').first
-        upload.wait_for(state="attached", timeout=60_000)
+        upload = server_uploader(page)
         upload.set_input_files(files=[{"name": "film.jpeg", "mimeType": "image/jpeg", "buffer": photo}])
         expect(page.get_by_text("Photo of a film, straightened")).to_be_visible(timeout=120_000)
         expect(page.get_by_text("As sent", exact=True)).to_be_visible()

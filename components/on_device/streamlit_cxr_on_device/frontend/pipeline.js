@@ -320,7 +320,7 @@ export function profileDistance(cv, detector, constants, gray) {
   const sorted = Float32Array.from(raw).sort();
   const [lowQ, highQ] = constants.PROFILE_PERCENTILES;
   const low = percentile(sorted, lowQ), high = percentile(sorted, highQ);
-  const gain = f32(255.0 / Math.max(high - low, 1.0));
+  const gain = f32(255.0 / Math.max(f32(high - low), 1.0)); // NumPy: float32 scalars, then np.float32(255 / ...)
   const small = raw.map((v) => Math.min(Math.max(f32(f32(v - low) * gain), 0), 255));
   const bins = new Float64Array(constants.PROFILE_BINS);
   const width = 256 / constants.PROFILE_BINS;
@@ -328,8 +328,8 @@ export function profileDistance(cv, detector, constants, gray) {
   let across = 0, down = 0;
   for (let y = 0; y < side; y++) for (let x = 0; x + 1 < side; x++) across += Math.abs(small[y * side + x + 1] - small[y * side + x]);
   for (let y = 0; y + 1 < side; y++) for (let x = 0; x < side; x++) down += Math.abs(small[(y + 1) * side + x] - small[y * side + x]);
-  across /= side * (side - 1);
-  down /= side * (side - 1);
+  across = f32(across / (side * (side - 1))); // NumPy's mean of a float32 array is a float32
+  down = f32(down / (side * (side - 1)));
   const laplacian = cv.meanAbsLaplacian(small, side, side);
   const features = [...Array.from(bins, (c) => Math.sqrt(c / small.length)), Math.log1p(across), Math.log1p(down),
     Math.log1p(laplacian)];
@@ -450,23 +450,29 @@ export async function screen(bytes, context) {
   } catch {
     return fail("error", "corrupt");
   }
-  if (Math.min(picture.width, picture.height) < constants.MIN_SIDE) {
-    return fail("error", "too_small", { width: picture.width, height: picture.height });
-  }
-  // Digital first (imaging._decode_raster): evidence of a photo or a screenshot sends the file to the
-  // server, whose film and viewport finders are not in the browser yet.
-  const camera = constants.CAMERA_TAGS.some((tag) => header.exif[tag]);
+  // imaging._decode_raster reads the picture as digital first (photo.as_sent, to_uint8): a blank one is
+  // refused there, before anything looks for a film in it.
   let colour = 0, gray = picture;
   if (picture.channels === 3) {
-    if (colourfulness(cv, picture, constants.CHROMA_SIDE) > constants.TINTED) return fail("server", "tinted");
-    if (drawnMargin(cv.rgbToGray(picture), constants.PADDING)) return fail("server", "drawn_margin");
     const balanced = whiteBalanced(picture, constants.SATURATED);
     gray = cv.rgbToGray(balanced);
     colour = colourfulness(cv, balanced, constants.CHROMA_SIDE);
-  } else if (drawnMargin(picture, constants.PADDING)) return fail("server", "drawn_margin");
-  if (camera) return fail("server", "camera");
+  }
   gray = toUint8(gray);
   if (gray.error) return fail("error", "blank");
+  // Whatever the server would find in a picture this small is smaller still (imaging.decode_image).
+  if (Math.min(picture.width, picture.height) < constants.MIN_SIDE) {
+    return fail("error", "too_small", { width: picture.width, height: picture.height });
+  }
+  // Evidence of a photo or a screenshot sends the file to the server, whose film and viewport finders
+  // are not in the browser yet: a camera's EXIF, a tint, a drawn margin, or a layout not plainly digital.
+  if (constants.CAMERA_TAGS.some((tag) => header.exif[tag])) return fail("server", "camera");
+  if (picture.channels === 3 && colourfulness(cv, picture, constants.CHROMA_SIDE) > constants.TINTED) {
+    return fail("server", "tinted");
+  }
+  if (drawnMargin(picture.channels === 3 ? cv.rgbToGray(picture) : picture, constants.PADDING)) {
+    return fail("server", "drawn_margin");
+  }
   const residual = layoutResidual(cv, detector, gray);
   const profile = profileDistance(cv, detector, constants, gray);
   const radiograph = profile <= detector.profile_threshold;

@@ -218,7 +218,6 @@ function render() {
   if (!ui) return;
   const phase = state.phase;
   ui.input.disabled = phase !== "ready";
-  ui.chooser.hidden = !(state.data?.show_input);
   ui.status.textContent = {
     starting: "Checking this browser for on-device screening…",
     fetching: "Downloading the model once; it is kept in this browser for later visits…",
@@ -226,6 +225,11 @@ function render() {
     off: `On-device screening is off: ${state.report?.reason || ""}`,
   }[phase] || "";
   ui.status.dataset.phase = phase;
+  // For tests and benchmarks: bytes of model files sent this visit, and how long starting took.
+  ui.status.dataset.downloaded = String(state.report?.downloaded_bytes ?? 0);
+  ui.status.dataset.loadMs = String(Math.round(state.report?.timings_ms?.load ?? 0));
+  ui.status.dataset.selftestMs = String(Math.round(state.report?.timings_ms?.selftest ?? 0));
+  ui.root.hidden = !(state.data?.show_input); // off: the page says why, above
 }
 
 function build(parent) {

@@ -1,5 +1,6 @@
 // What stays in this browser tab and never goes to Python: the decoded X-rays and their class
-// activation maps, for the pictures. One module instance is shared by the component's entry points
-// (Streamlit loads them by URL, so they import the same module).
-export const pictures = new Map(); // "batch/index" -> {gray, cam, box, size}
-export const runtime = { cv: null, ready: null };
+// activation maps, for the pictures. Streamlit serves each component of the package under its own URL,
+// so screen.js and picture.js get separate instances of this module: the store hangs off the window.
+const shared = (window.__cxrOnDevice ??= { pictures: new Map(), runtime: { cv: null } });
+export const pictures = shared.pictures; // "batch/index" -> {gray, cam, box, size}
+export const runtime = shared.runtime;

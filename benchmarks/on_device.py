@@ -1,0 +1,77 @@
+"""Screening on the device in headless Chromium (issue #39's targets): first visit to ready, second
+visit (the model from Cache Storage), time per X-ray in a batch, and the server's resident memory
+across the batch. Real X-rays where ../shared/data has them, else synthetic ones.
+
+    python3 -m benchmarks.on_device [--files 100]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+from benchmarks.streamlit_server import CHROMIUM, CHROMIUM_ARGS, streamlit_server
+
+
+def _files(count: int) -> tuple[str, list[tuple[str, bytes]]]:
+    from core.analysis import data
+    from core.analysis.synthetic import chest_xray, encode
+
+    folder = data.default_data_dir()
+    if folder and data.available_splits(folder):
+        paths = sorted((data.resolve_root(folder) / "train").glob("*/*.jpeg"))[::13][:count]
+        return "real X-rays (train split, 224 px JPEG)", [(p.name, p.read_bytes()) for p in paths]
+    return "synthetic X-rays (256 px PNG)", [(f"chest{i}.png", encode(chest_xray(i, i % 2 == 1, 256), "PNG"))
+                                             for i in range(count)]
+
+
+def _ready(page, timeout_s: float = 180) -> dict:
+    status = page.get_by_test_id("on-device-status")
+    status.wait_for(state="attached", timeout=timeout_s * 1000)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if status.get_attribute("data-phase") in ("ready", "off"):
+            return {name: status.get_attribute(f"data-{name}") for name in ("phase", "downloaded", "load-ms",
+                                                                             "selftest-ms")}
+        time.sleep(0.05)
+    raise RuntimeError("the self-test did not finish")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--files", type=int, default=100, help="X-rays screened in one batch")
+    args = parser.parse_args()
+    from playwright.sync_api import expect, sync_playwright
+
+    kind, files = _files(args.files)
+    figures: dict = {"files": f"{len(files)} {kind}"}
+    with streamlit_server() as server, sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        context = browser.new_context(viewport={"width": 1400, "height": 1000})
+        for visit in ("first", "second"):
+            page = context.new_page()
+            started = time.monotonic()
+            page.goto(f"{server.url}/screen")
+            report = _ready(page)
+            figures[f"{visit} visit to ready s"] = round(time.monotonic() - started, 2)
+            figures[f"{visit} visit"] = report
+            if visit == "first":
+                page.close()
+        before = server.resident_mb()
+        chooser = page.get_by_test_id("on-device-input")
+        expect(chooser).to_be_enabled(timeout=60_000)
+        started = time.monotonic()
+        chooser.set_input_files(files=[{"name": n, "mimeType": "image/png" if n.endswith(".png") else "image/jpeg",
+                                        "buffer": b} for n, b in files])
+        expect(page.get_by_text(f"of {len(files)} flagged").first).to_be_visible(timeout=600_000)
+        seconds = time.monotonic() - started
+        page.wait_for_timeout(2000)  # the cards' pictures, drawn after the summary
+        figures["batch s"] = round(seconds, 2)
+        figures["per X-ray ms (batch to summary, cards included)"] = round(1000 * seconds / len(files))
+        figures["server resident MB before, after"] = [round(before, 1), round(server.resident_mb(), 1)]
+        browser.close()
+    print(json.dumps(figures, indent=1))
+
+
+if __name__ == "__main__":
+    main()
