@@ -221,6 +221,15 @@ def test_the_ray_engine_starts_and_stops_a_local_instance_of_its_own(source, tmp
     assert "Traceback" not in done.stderr
 
 
+def test_what_a_ray_actor_imports_to_screen_loads_neither_pyarrow_nor_pandas():
+    # About 40 MB of every worker's memory (the worker target is 300 MB): the actor sends rows as lists.
+    probe = ("import sys; from core.serving.archive.screener import ArchiveScreener, JobSpec; "
+             "rows = ArchiveScreener(JobSpec(), threads=1).screen([('missing.jpeg', 'missing.jpeg')]); "
+             "print(rows['error'], 'pyarrow' in sys.modules, 'pandas' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert done.stdout.split() == ["['no", "such", "file']", "False", "False"]
+
+
 def test_an_unreachable_cluster_stops_the_job_before_any_work(source, tmp_path, ray_env):
     done = _core("screen", str(source), "--out", str(tmp_path / "out"), "--engine", "ray",
                  "--address", f"127.0.0.1:{_free_port()}", env=ray_env, timeout=120)

@@ -298,9 +298,9 @@ def test_files_that_fail_midway_become_rows_with_their_reason(tmp_path):
         handle.truncate(60 * 2**20)
     pipe = tmp_path / "pipe.jpeg"
     os.mkfifo(pipe)  # read as a file, it would wait for a writer for ever
-    table = screener({"path": [str(tmp_path / "deleted.jpeg"), str(grown), str(tmp_path), str(pipe)],
-                      "key": ["deleted.jpeg", "grown.jpeg", "a folder", "pipe.jpeg"]})
-    errors = dict(zip(table.column("path").to_pylist(), table.column("error").to_pylist()))
+    rows = screener.screen([(str(tmp_path / "deleted.jpeg"), "deleted.jpeg"), (str(grown), "grown.jpeg"),
+                            (str(tmp_path), "a folder"), (str(pipe), "pipe.jpeg")])
+    errors = dict(zip(rows["path"], rows["error"]))
     assert errors == {"deleted.jpeg": "no such file", "grown.jpeg": "the file is larger than the 50 MB limit",
                       "a folder": "no such file", "pipe.jpeg": "not a regular file"}
 

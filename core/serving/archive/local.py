@@ -5,10 +5,8 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import pyarrow as pa
-
 from core.serving.archive.listing import Source
-from core.serving.archive.parts import write_part
+from core.serving.archive.parts import table, write_part
 from core.serving.archive.screener import ArchiveScreener
 
 ROWS_PER_PART = 1000  # the most work an interruption of the local engine can lose
@@ -45,9 +43,9 @@ def run_local(screener: ArchiveScreener, todo: list[tuple[Source, str]], run: Pa
     with ThreadPoolExecutor(workers) as pool:
         for index, chunk in enumerate(_chunks(todo, ROWS_PER_PART)):
             prepared = pool.map(lambda item: screener.prepare(item[0].path, item[1]), chunk)
-            tables = []
+            batches = []
             for batch in _chunks(list(prepared), batch_size):
-                tables.append(screener.rows(batch))
+                batches.append(screener.rows(batch))
                 if progress:
                     progress(len(batch))
-            write_part(pa.concat_tables(tables), run, index, fmt)
+            write_part(table(batches), run, index, fmt)
