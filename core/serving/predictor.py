@@ -8,10 +8,11 @@ imports it.
 """
 from __future__ import annotations
 
+import hashlib
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -59,6 +60,10 @@ class ScreeningResult:
     model_sha256: str = ""
     site: str | None = None  # the site profile whose operating points are in force, if any
     input_kind: str = "digital"  # digital, dicom, photo (of a film, straightened) or screenshot
+    # What site calibration needs from a result, never pixels: the model's own output before
+    # calibration (averaged over its test-time zooms) and the image file's sha256.
+    raw_output: float | None = None
+    image_sha256: str = ""
     timings_ms: dict[str, float] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     # For display only, never exported: the decoded image and, when asked for, its heat map.
@@ -185,6 +190,17 @@ class Predictor:
     def label_for(self, probability: float, operating_point: str = DEFAULT_OPERATING_POINT) -> str:
         return CLASS_NAMES[int(probability >= self.operating_points[operating_point])]
 
+    def rescore(self, result: ScreeningResult, operating_point: str = DEFAULT_OPERATING_POINT) -> ScreeningResult:
+        """A result of this model file at this predictor's calibration and operating point (a site
+        profile's, say) from its stored raw output: no forward pass. ValueError for another model's."""
+        if result.model_sha256 != self.card.sha256 or result.raw_output is None:
+            raise ValueError(f"this result was screened with another model file than {self.name}'s "
+                             f"({self.card.sha256[:12]}…): screen the image again")
+        probability = float(apply_calibration(np.array([result.raw_output]), self.calibration)[0])
+        return replace(result, probability=probability, label=self.label_for(probability, operating_point),
+                       operating_point=operating_point, threshold=float(self.operating_points[operating_point]),
+                       site=self.site.name if self.site else None)
+
     def screen(self, data: bytes, operating_point: str = DEFAULT_OPERATING_POINT,
                heatmap: bool = False) -> ScreeningResult:
         """Screen one image given as bytes; raises ImageError for input that cannot be screened."""
@@ -210,6 +226,8 @@ class Predictor:
             model_sha256=self.card.sha256,
             site=self.site.name if self.site else None,
             input_kind=loaded.decoded.input_kind,
+            raw_output=float(raw[0]),
+            image_sha256=hashlib.sha256(data).hexdigest(),
             timings_ms={"decode_and_preprocess": 1e3 * (decoded_at - started),
                         "checks": 1e3 * (prepared_at - decoded_at),
                         "inference": 1e3 * (finished - prepared_at), "total": 1e3 * (finished - started)},
