@@ -111,11 +111,12 @@ def test_site_page_calibrates_on_a_zip_and_offers_the_profile(tmp_path):
                 archive.writestr(f"site/{name}/IM-{i:04d}-0001.jpeg", encode(xray_like(50 * label + i, bool(label), 200)))
         archive.writestr("site/NORMAL/readme.png", b"not an image")
     app = page("site")
+    app.radio[0].set_value("Upload a zip").run()
     app.file_uploader[0].set_value(("site.zip", buffer.getvalue(), "application/zip"))
     app.run()
     app.button[0].click().run()
     assert not app.exception, [e.value for e in app.exception]
-    assert any("readme.png" in w.value for w in app.warning)
+    assert any("readme.png" in m.value and "not a supported image" in m.value for m in app.markdown)
     assert any("cannot show a sensitivity of 0.98" in w.value for w in app.warning)
     assert [t.label for t in app.get("download_button")] or app.get("download_button")
 
