@@ -283,8 +283,14 @@ def cmd_rethreshold(args) -> int:
     from core.serving.archive.rethreshold import rethreshold
     from core.serving.site import SiteProfile, SiteProfileError
 
-    if not (args.site and args.out) or args.paths:
-        raise JobError("--rethreshold DIR needs --site SITE.json and --out NEW, and no files to screen")
+    ignored = [name for name, given in (("files to screen", args.paths), ("--model", args.model),
+                                        ("--format", args.format), ("--resume", args.resume),
+                                        ("--manifest", args.manifest), ("--heatmaps", args.heatmaps),
+                                        ("--engine ray", args.engine != "local")) if given]
+    if not (args.site and args.out) or ignored:
+        not_taken = f" (not {', '.join(ignored)})" if ignored else ""
+        raise JobError(f"--rethreshold DIR needs --site SITE.json and --out NEW, and takes only --operating-point "
+                       f"besides{not_taken}: the rows keep their model, format and files")
     content = _read_site_profile(Path(args.site))
     try:
         profile = SiteProfile.from_bytes(content, Path(args.site).stem)
@@ -364,9 +370,11 @@ def cmd_calibrate_site(args) -> int:
     from core.analysis import site_calibration
     from core.serving.predictor import Predictor
 
+    if args.diagnoses and not args.from_results:
+        raise JobError("--diagnoses goes with --from-results: the results whose rows it labels")
     if args.from_results:
         try:
-            rows = site_calibration.read_results(args.from_results)
+            rows = site_calibration.read_results(args.from_results, args.diagnoses)
         except ValueError as exc:
             raise JobError(str(exc)) from None
         # The model the rows were screened with, unless one is named: the guards refuse the others' rows.
@@ -676,6 +684,9 @@ def build_parser() -> argparse.ArgumentParser:
     labelled.add_argument("--from-results", metavar="FILE|DIR",
                           help="screening results with the clinic's diagnoses filled in: the Screen page's CSV, "
                                "`core screen`'s CSV or JSON, or an archive job's --out folder")
+    site.add_argument("--diagnoses", metavar="FILE", help="with --from-results: the diagnoses in a file of their own "
+                      "(CSV or JSON: diagnosis, optional patient, and image_sha256 or the rows' path), as for an "
+                      "archive job's folder, whose rows' diagnosis column stays empty")
     site.add_argument("--model", help="model name (default: the manifest's default)")
     site.add_argument("--sensitivity", type=float, default=0.98, help="sensitivity target of the screening point")
     site.add_argument("--out", required=True, metavar="SITE.json", help="where to write the site profile")

@@ -3,6 +3,7 @@ an archive's rows rethresholded at a site's points without running a model."""
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import shutil
@@ -19,7 +20,8 @@ from core.analysis import evaluation, site_calibration
 from core.analysis.data import patient_id, patient_split
 from core.serving import archive, screening
 from core.serving.predictor import Predictor
-from core.serving.site import SiteProfile, seal
+from core.serving.site import SiteProfile, SiteProfileError, seal
+from ui.common import format_probability
 
 ROOT = Path(__file__).resolve().parent.parent
 TARGET = 0.98
@@ -34,7 +36,7 @@ def site_folder(root: Path, per_class: int, start: int = 0) -> Path:
             seed = 1000 * label + start + i
             (root / name / f"IM-{seed // 2:04d}-{seed % 2 + 1:04d}.jpeg").write_bytes(
                 encode(xray_like(seed, bool(label), 200)))
-    first = sorted((root / "PNEUMONIA").iterdir())[0]
+    first = min((root / "PNEUMONIA").iterdir())
     shutil.copy(first, root / "PNEUMONIA" / "copy-of-the-first.jpeg")
     return root
 
@@ -78,7 +80,7 @@ def test_a_profile_from_results_equals_the_one_from_the_image_folders(tmp_path):
     screened = screening.rows_to_csv(screening.screen_paths(predictor, [folder])).encode()
     rows = with_diagnoses(site_calibration.parse_results(screened, "results.csv"), "file")
     local = site_calibration.from_results(predictor, rows)
-    assert local.source["duplicates"] == 1 and local.resampled_by == "patient"
+    assert local.source["repeated"] == 1 and local.resampled_by == "patient"
     from_results, _ = site_calibration.calibrate(predictor, local, TARGET, "clinic")
     assert_same_profile(from_folders, from_results)
     assert from_results["made_from"]["kind"] == "results" and from_folders["made_from"]["kind"] == "images"
@@ -115,10 +117,20 @@ def test_on_validation_patients_results_equal_folders_and_hold_sensitivity_on_un
     assert at["sensitivity"] >= 0.97, at
 
 
+RECIPE = "r" * 64  # the stub model's raw recipe
+
+
+def stub(sha: str = SHA["a"]):
+    predictor = stub_predictor(sha)
+    predictor.raw_recipe = RECIPE
+    return predictor
+
+
 def row(name: str, diagnosis: str = "PNEUMONIA", sha: str = SHA["a"], image: str | None = None,
-        raw: float | str = 0.8, status: str = "ok", patient: str = "") -> dict:
-    return {"file": name, "status": status, "model_sha256": sha, "raw_output": raw, "diagnosis": diagnosis,
-            "image_sha256": image or f"{abs(hash(name)):064x}"[:64], "patient": patient}
+        raw: float | str = 0.8, status: str = "ok", patient: str = "", recipe: str = RECIPE) -> dict:
+    return {"file": name, "status": status, "model_sha256": sha, "raw_output": raw, "raw_recipe": recipe,
+            "diagnosis": diagnosis, "image_sha256": image or hashlib.sha256(name.encode()).hexdigest(),
+            "patient": patient}
 
 
 def test_rows_of_another_model_unscreened_unlabelled_unreadable_or_repeated_are_counted_and_not_used():
@@ -128,15 +140,15 @@ def test_rows_of_another_model_unscreened_unlabelled_unreadable_or_repeated_are_
             row("refused", status="rejected", raw=""),
             row("blank1", ""), row("blank2", "  "), row("maybe", "perhaps"), row("old", raw=""),
             row("again", raw=0.9, image="1" * 64), row("both1", "NORMAL", image="4" * 64),
-            row("both2", "PNEUMONIA", image="4" * 64)]
-    local = site_calibration.from_results(stub_predictor(SHA["a"]), rows)
+            row("both2", "PNEUMONIA", image="4" * 64), row("zoomed", recipe="z" * 64)]
+    local = site_calibration.from_results(stub(), rows)
     assert sorted(local.raw.tolist()) == [0.2, 0.7, 0.9] and sorted(local.labels.tolist()) == [0, 1, 1]
-    assert local.source == {"kind": "results", "rows": 13, "not_screened": 1, "other_model": 2, "unlabelled": 2,
-                            "unreadable": 2, "duplicates": 3, "used": 3, "patients_given": 1}
+    assert local.source == {"kind": "results", "rows": 14, "not_screened": 1, "other_model": 3, "unlabelled": 2,
+                            "unreadable": 2, "repeated": 1, "conflicting": 2, "used": 3, "patients_given": 1}
     reasons = dict(local.refused)
-    assert set(reasons) == {"other1", "other2", "refused", "blank1", "blank2", "maybe", "old", "again", "both1",
-                            "both2"}
-    assert "another model file" in reasons["other1"] and "good1" in reasons["again"]
+    assert set(reasons) == {"other1", "other2", "zoomed", "refused", "blank1", "blank2", "maybe", "old", "again",
+                            "both1", "both2"}
+    assert "another model file" in reasons["other1"] and "zooms" in reasons["zoomed"] and "good1" in reasons["again"]
     assert "both diagnoses" in reasons["both1"] and "perhaps" in reasons["maybe"]
     assert local.resampled_by == "patient where the patient column is filled, else image"
 
@@ -145,7 +157,7 @@ def test_editing_one_diagnosis_changes_the_set_digest():
     rng = np.random.default_rng(1)
     rows = [row(f"x{i}", "PNEUMONIA" if i % 3 else "NORMAL", raw=float(rng.uniform(0.05, 0.95)), image=f"{i:064x}")
             for i in range(60)]
-    predictor = stub_predictor(SHA["a"])
+    predictor = stub()
     first = site_calibration.from_results(predictor, rows)
     rows[7]["diagnosis"] = "NORMAL" if rows[7]["diagnosis"] == "PNEUMONIA" else "PNEUMONIA"
     edited = site_calibration.from_results(predictor, rows)
@@ -176,6 +188,19 @@ def test_calibrate_site_from_results_then_rethreshold_an_archive_and_resume_it(t
 
     job = run_core("screen", str(src), "--out", str(tmp_path / "out"))
     assert job.returncode == 0, job.stderr[-2000:]
+    # The archive's rows with the diagnoses in a file of their own, keyed by the rows' paths.
+    diagnoses = [{"path": r["path"], "diagnosis": Path(r["path"]).parent.name, "patient": patient_id(r["path"])}
+                 for r in _rows(tmp_path / "out")]
+    (tmp_path / "diagnoses.csv").write_bytes(as_csv(diagnoses))
+    from_archive = run_core("calibrate-site", "--from-results", str(tmp_path / "out"), "--diagnoses",
+                            str(tmp_path / "diagnoses.csv"), "--out", str(tmp_path / "from-archive.json"))
+    assert from_archive.returncode == 0, from_archive.stderr[-2000:]
+    assert_same_profile(content, json.loads((tmp_path / "from-archive.json").read_text()))
+
+    # A run folder without its record (a job killed as it began) vouches for no row: left out, not doubled.
+    (run,) = archive.runs(tmp_path / "out")
+    shutil.copytree(run, tmp_path / "out" / "run-00000000T000000-copy")
+    (tmp_path / "out" / "run-00000000T000000-copy" / "_run.json").unlink()
     done = run_core("screen", "--rethreshold", str(tmp_path / "out"), "--site", str(profile_path),
                     "--out", str(tmp_path / "clinic-out"))
     assert done.returncode == 0, done.stderr[-2000:]
@@ -203,10 +228,45 @@ def test_calibrate_site_from_results_then_rethreshold_an_archive_and_resume_it(t
 
     other = seal({**content, "model_sha256": "0" * 64})
     (tmp_path / "other.json").write_text(json.dumps(other))
-    refused = run_core("screen", "--rethreshold", str(tmp_path / "out"), "--site", str(tmp_path / "other.json"),
-                       "--out", str(tmp_path / "other-out"))
-    assert refused.returncode == 2 and "another file of model" in refused.stderr
-    assert len(refused.stderr.strip().splitlines()) == 1 and not (tmp_path / "other-out").exists()
+    for args, said in [(["--site", str(tmp_path / "other.json")], "another file of model"),
+                       (["--site", str(profile_path), "--format", "csv"], "not --format"),
+                       (["--site", str(profile_path), "--resume"], "not --resume")]:
+        refused = run_core("screen", "--rethreshold", str(tmp_path / "out"), *args, "--out", str(tmp_path / "other"))
+        assert refused.returncode == 2 and said in refused.stderr, (args, refused.stderr)
+        assert len(refused.stderr.strip().splitlines()) == 1 and not (tmp_path / "other").exists()
+    missing = run_core("screen", "--rethreshold", str(tmp_path / "typo"), "--site", str(profile_path),
+                       "--out", str(tmp_path / "other"))
+    assert missing.returncode == 2 and "not a folder" in missing.stderr and not (tmp_path / "typo").exists()
+
+
+def test_a_results_file_saved_otherwise_is_refused_in_one_line_naming_what_is_missing(tmp_path):
+    rows = [row("a.jpeg"), row("b.jpeg", "NORMAL")]
+    semicolons = as_csv(rows).decode().replace(",", ";").encode()
+    with pytest.raises(ValueError, match="no model_sha256, raw_output, raw_recipe, image_sha256, diagnosis, file column"):
+        site_calibration.parse_results(semicolons, "results.csv")
+    with pytest.raises(ValueError, match="expected the CSV or JSON"):
+        site_calibration.parse_results(b"[1, 2]", "results.json")
+    trailing = as_csv(rows) + b",,,,,,,,\n"
+    assert len(site_calibration.parse_results(trailing, "results.csv")) == 2
+    (tmp_path / "r.csv").write_bytes(semicolons)
+    done = run_core("calibrate-site", "--from-results", str(tmp_path / "r.csv"), "--out", str(tmp_path / "s.json"))
+    assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1 and "raw_output" in done.stderr
+
+
+def test_results_of_other_zooms_are_not_rescored_and_a_profile_of_them_is_refused():
+    predictor = Predictor.load()
+    result = predictor.screen(encode(xray_like(3, True, 200)))
+    zoomed = predictor.with_test_time_zooms([1.0])
+    assert zoomed.raw_recipe != predictor.raw_recipe
+    with pytest.raises(ValueError, match="zooms"):
+        zoomed.rescore(result)
+    rows = [row(f"x{i}", "PNEUMONIA" if i % 2 else "NORMAL", predictor.card.sha256, raw=0.1 + 0.01 * i,
+                recipe=predictor.raw_recipe) for i in range(40)]
+    content, _ = site_calibration.calibrate(predictor, site_calibration.from_results(predictor, rows), TARGET, "c")
+    profile = SiteProfile.from_content(content, "c")
+    predictor.with_site(profile)
+    with pytest.raises(SiteProfileError, match="zooms"):
+        zoomed.with_site(profile)
 
 
 def test_rethresholding_runs_no_model(tmp_path, monkeypatch):
@@ -235,9 +295,9 @@ def test_site_page_calibrates_from_a_results_file():
     rows = [row(f"IM-{i:04d}-0001.jpeg", "PNEUMONIA" if i % 2 else "NORMAL",
                 raw=float(np.clip(0.5 + (0.3 if i % 2 else -0.3) + 0.2 * np.sin(i), 0.01, 0.99)), image=f"{i:064x}")
             for i in range(80)]
-    card = Predictor.load().card
+    predictor = Predictor.load()
     for r in rows:
-        r["model_sha256"], r["model"] = card.sha256, card.name
+        r["model_sha256"], r["model"], r["raw_recipe"] = predictor.card.sha256, predictor.name, predictor.raw_recipe
     rows.append(row("other-model.jpeg", sha=SHA["b"]))
     app = AppTest.from_file(str(ROOT / "app_pages" / "site.py"), default_timeout=180)
     app.run()
@@ -258,10 +318,18 @@ def test_screen_page_offers_labellable_results_and_rescores_its_batch_for_a_prof
     assert any("Keep this file" in c.value for c in app.caption)
     shipped = {m.value for m in app.metric}
 
-    rows = [screening.screen_bytes(predictor, n, b).to_dict() for n, b in images.items()]
-    for i, r in enumerate(rows):
-        r["diagnosis"] = "PNEUMONIA" if i % 2 else "NORMAL"
+    # A profile refitted on 60 rows of each class, its calibration far from the shipped one.
+    rng = np.random.default_rng(2)
+    rows = [row(f"x{i}", "PNEUMONIA" if i % 2 else "NORMAL", predictor.card.sha256,
+                raw=float(rng.uniform(0.5, 1.0) if i % 2 else rng.uniform(0.3, 0.9)), recipe=predictor.raw_recipe)
+            for i in range(120)]
     content, _ = site_calibration.calibrate(predictor, site_calibration.from_results(predictor, rows), TARGET, "c")
+    assert content["calibration"]["source"] == "site"
+    slope, intercept = content["calibration"]["slope"], content["calibration"]["intercept"]
+    expected = set()
+    for data in images.values():
+        raw = predictor.screen(data).raw_output
+        expected.add(format_probability(1 / (1 + np.exp(-(slope * np.log(raw / (1 - raw)) + intercept)))))
 
     def no_forward(*_):
         raise AssertionError("screened again")
@@ -272,5 +340,4 @@ def test_screen_page_offers_labellable_results_and_rescores_its_batch_for_a_prof
     assert not app.exception, [e.value for e in app.exception]
     point = content["operating_points"]["screening"]
     assert any(f"threshold {point:.3f}" in c.value and "site c" in c.value for c in app.caption)
-    # Too few to refit: the calibration, so each probability, is as shipped; only the threshold moved.
-    assert content["calibration"]["source"] == "shipped" and {m.value for m in app.metric} == shipped
+    assert {m.value for m in app.metric} == expected != shipped

@@ -167,18 +167,20 @@ def one_per_image(local: LocalSet, names: list[str]) -> LocalSet:
         if digest not in first or preference(i) < preference(first[digest]):
             first[digest] = i
     conflicting = {digest for i, digest in enumerate(local.image_hashes) if local.labels[i] != local.labels[first[digest]]}
-    keep, refused = [], list(local.refused)
+    keep, refused, counts = [], list(local.refused), {"repeated": 0, "conflicting": 0}
     for i, digest in enumerate(local.image_hashes):
         if digest in conflicting:
+            counts["conflicting"] += 1
             refused.append((names[i], "the same image is given both diagnoses elsewhere in the set: not used"))
         elif first[digest] != i:
+            counts["repeated"] += 1
             refused.append((names[i], f"the same image as {names[first[digest]]}: counted once"))
         else:
             keep.append(i)
     chosen = np.asarray(keep, np.int64)
     return replace(local, raw=local.raw[chosen], labels=local.labels[chosen],
                    patients=[local.patients[i] for i in keep], image_hashes=[local.image_hashes[i] for i in keep],
-                   refused=refused)
+                   refused=refused, source={**local.source, **counts})
 
 
 def score(predictor: Predictor, images: LabelledImages, progress=None) -> LocalSet:
@@ -196,35 +198,89 @@ SHA256 = re.compile(r"[0-9a-f]{64}")
 PATIENT_GROUP, IMAGE_GROUP = "patient ", "image "  # a row's bootstrap group: its patient, else its image
 
 
+# What a results file must have, whatever else it holds: a row's name, and what calibration needs.
+NEEDED_COLUMNS = ("model_sha256", "raw_output", "raw_recipe", "image_sha256", "diagnosis")
+NAME_COLUMNS = ("file", "path")  # the Screen page's and `core screen`'s; an archive job's
+
+
+def _rows_of(text: str, suffix: str) -> list:
+    if suffix == ".json":
+        return json.loads(text)
+    # A row that is only separators (a spreadsheet's trailing lines) is no row.
+    return [row for row in csv.DictReader(io.StringIO(text)) if any(_filled(v) for k, v in row.items() if k)]
+
+
 def parse_results(data: bytes, name: str) -> list[dict]:
-    """The rows of a results file (CSV or JSON, by its name's suffix). ValueError for anything else."""
+    """The rows of a results file (CSV or JSON, by its name's suffix). ValueError, in words for the
+    person who made the file, for anything else."""
     suffix = Path(name).suffix.lower()
+    if suffix not in RESULT_SUFFIXES:
+        raise ValueError(f"{name}: expected the CSV or JSON of screening results")
     try:
-        text = data.decode("utf-8-sig")  # a spreadsheet may save the CSV with a byte-order mark
-        rows = json.loads(text) if suffix == ".json" else list(csv.DictReader(io.StringIO(text)))
+        rows = _rows_of(data.decode("utf-8-sig"), suffix)  # a spreadsheet may save a byte-order mark
     except (UnicodeDecodeError, ValueError, csv.Error) as exc:
         raise ValueError(f"{name} is not a readable results file ({type(exc).__name__})") from None
-    if suffix not in RESULT_SUFFIXES or not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+    if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
         raise ValueError(f"{name}: expected the CSV or JSON of screening results (a list of rows)")
+    columns = set().union(*rows) if rows else set()
+    missing = [c for c in NEEDED_COLUMNS if c not in columns] + ([] if columns & set(NAME_COLUMNS) else ["file"])
+    if missing:
+        raise ValueError(f"{name} has no {', '.join(missing)} column: use the results file as downloaded (saved as "
+                         "CSV with commas), from this version; results of an older version cannot be used")
     return rows
 
 
-def read_results(path: str | Path) -> list[dict]:
-    """The rows of a results file, or of an archive job's output folder (every row that counts)."""
+def read_results(path: str | Path, diagnoses: str | Path | None = None) -> list[dict]:
+    """The rows of a results file, or of an archive job's output folder (every row that counts),
+    with the diagnoses of a separate file joined on where one is given (``add_diagnoses``)."""
     path = Path(path)
-    if path.is_dir():
-        from core.serving import archive
-
-        return archive.read_results(path).to_pylist()
     try:
-        return parse_results(path.read_bytes(), path.name)
+        if path.is_dir():
+            from core.serving import archive
+
+            rows = archive.read_results(path).to_pylist()
+        else:
+            rows = parse_results(path.read_bytes(), path.name)
+        labelled = _diagnosis_rows(Path(diagnoses)) if diagnoses else None
     except OSError as exc:
-        raise ValueError(f"cannot read {path}: {exc.strerror or exc}") from None
+        raise ValueError(f"cannot read {exc.filename or path}: {exc.strerror or exc}") from None
+    return add_diagnoses(rows, labelled) if labelled is not None else rows
+
+
+def _diagnosis_rows(path: Path) -> list[dict]:
+    suffix = path.suffix.lower()
+    try:
+        rows = _rows_of(path.read_bytes().decode("utf-8-sig"), suffix) if suffix in RESULT_SUFFIXES else None
+    except (UnicodeDecodeError, ValueError, csv.Error):
+        rows = None
+    keys = set().union(*rows) if isinstance(rows, list) and all(isinstance(r, dict) for r in rows) else set()
+    if "diagnosis" not in keys or not keys & {"image_sha256", *NAME_COLUMNS}:
+        raise ValueError(f"{path.name}: expected a CSV or JSON of diagnoses, with a diagnosis column and an "
+                         "image_sha256, path or file column naming the results' rows")
+    return rows
+
+
+def add_diagnoses(rows: list[dict], labelled: list[dict]) -> list[dict]:
+    """The results' rows with each diagnosis (and patient) of another file: an archive's rows, whose own
+    diagnosis column stays empty, with the clinic's list. Joined by image_sha256 where that list has
+    it, else by the row's name (an archive's path column: relative, as given, or its pseudonym)."""
+    key = "image_sha256" if any(_filled(r.get("image_sha256")) for r in labelled) else None
+
+    def name(row: dict) -> str:
+        return _filled(row.get(key) if key else (row.get("path") or row.get("file")))
+
+    given = {name(r): r for r in labelled if name(r)}
+    return [{**row, **{c: given[name(row)].get(c) for c in ("diagnosis", "patient") if c in given[name(row)]}}
+            if name(row) in given else row for row in rows]
 
 
 def results_model(rows: list[dict]) -> str | None:
-    """The model most of the rows were screened with (by name; from_results then checks each row's file)."""
-    named = Counter(str(row["model"]) for row in rows if row.get("model")).most_common(1)
+    """The shipped model most of the rows were screened with (by name; from_results then checks each
+    row's file); None where they name none of them."""
+    from core.serving import registry
+
+    known = set(registry.model_names())
+    named = Counter(str(row["model"]) for row in rows if str(row.get("model")) in known).most_common(1)
     return named[0][0] if named else None
 
 
@@ -232,14 +288,17 @@ def _filled(value) -> str:
     return "" if value is None else str(value).strip()
 
 
-def _unusable(row: dict, sha256: str) -> tuple[str, str] | None:
-    """Why a results row cannot be used for the model file with this sha256, as (count, reason); None if it can."""
+def _unusable(row: dict, sha256: str, recipe: str) -> tuple[str, str] | None:
+    """Why a results row cannot be used for the model file with this sha256 and raw recipe, as
+    (count, reason); None if it can."""
     screened = (_filled(row.get("status")) == "ok") if "status" in row else not _filled(row.get("error"))
     if not screened:
         return "not_screened", "not screened: no score to calibrate"
     if _filled(row.get("model_sha256")) != sha256:
         return "other_model", (f"screened with another model file (sha256 {_filled(row.get('model_sha256'))[:12]}…, "
                                f"this one's is {sha256[:12]}…)")
+    if _filled(row.get("raw_recipe")) != recipe:
+        return "other_model", "screened with other test-time zooms or decoding of this model file"
     diagnosis = _filled(row.get("diagnosis")).lower()
     if not diagnosis:
         return "unlabelled", "no diagnosis yet"
@@ -261,7 +320,7 @@ def from_results(predictor: Predictor, rows: list[dict]) -> LocalSet:
     counts = dict.fromkeys(("not_screened", "other_model", "unlabelled", "unreadable"), 0)
     for number, row in enumerate(rows, 1):
         name = _filled(row.get("file") or row.get("path")) or f"row {number}"
-        problem = _unusable(row, predictor.card.sha256)
+        problem = _unusable(row, predictor.card.sha256, predictor.raw_recipe)
         if problem:
             counts[problem[0]] += 1
             refused.append((name, problem[1]))
@@ -278,8 +337,7 @@ def from_results(predictor: Predictor, rows: list[dict]) -> LocalSet:
     given = sum(p.startswith(PATIENT_GROUP) for p in local.patients)
     local.resampled_by = ("patient" if given == len(local.patients) else "image" if given == 0
                           else "patient where the patient column is filled, else image")
-    local.source = {"kind": "results", "rows": len(rows), **counts,
-                    "duplicates": len(hashes) - len(local.image_hashes), "used": len(local.image_hashes),
+    local.source = {**local.source, "kind": "results", "rows": len(rows), **counts, "used": len(local.image_hashes),
                     "patients_given": given}
     return local
 
@@ -365,6 +423,8 @@ def calibrate(predictor: Predictor, local: LocalSet, target: float = evaluation.
         "site": site_name,
         "model": predictor.name,
         "model_sha256": predictor.card.sha256,
+        # What the raw outputs were made with: a profile is refused once the card's zooms or the decoding change.
+        "raw_recipe": getattr(predictor, "raw_recipe", None),
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "tool_version": TOOL_VERSION,
         "sensitivity_target": target,
@@ -409,14 +469,15 @@ def table(content: dict) -> str:
     counts = content["counts"]
     lines = [(f"site '{content['site']}', model {content['model']} ({content['model_sha256'][:12]}…): "
               f"{counts['NORMAL']} NORMAL and {counts['PNEUMONIA']} PNEUMONIA images of {counts['patients']} "
-              f"patients, {counts['refused']} refused; calibration {content['calibration']['source']}"),
+              f"patients, {counts['refused']} not used; calibration {content['calibration']['source']}"),
              f"{'points':<9}{'point':<11}{'threshold':>10}  {'sensitivity (95% CI)':<24}{'specificity (95% CI)':<24}"]
     made = content.get("made_from", {})
     if made.get("kind") == "results":
         lines.insert(1, f"made from screening results: {made['used']} of {made['rows']} rows used "
                         f"({made['unlabelled']} without a diagnosis, {made['other_model']} of another model file, "
                         f"{made['not_screened']} not screened, {made['unreadable']} unreadable, "
-                        f"{made['duplicates']} repeated images); resampled by {content['resampled_by']}")
+                        f"{made['repeated']} repeated images, {made['conflicting']} given both diagnoses); "
+                        f"resampled by {content['resampled_by']}")
     for source in ("shipped", "site"):
         for name, point in content["metrics"][source].items():
             lines.append(f"{source:<9}{name:<11}{point['threshold']:>10.4f}  "

@@ -20,7 +20,7 @@ from core.serving.settings import CLASS_NAMES, DEFAULT_OPERATING_POINT, IMAGE_SU
 # left blank for the clinic: the diagnosis when it is known, and the patient (core.analysis.site_calibration).
 LABEL_FIELDS = ("diagnosis", "patient")
 ROW_FIELDS = ("file", "status", "input_kind", "probability", "label", "operating_point", "threshold", "model",
-              "model_sha256", "site", "message", "image_sha256", "raw_output", *LABEL_FIELDS)
+              "model_sha256", "site", "message", "image_sha256", "raw_output", "raw_recipe", *LABEL_FIELDS)
 
 
 def _from_result(name: str) -> property:
@@ -51,6 +51,7 @@ class ScreeningRow:
     site = _from_result("site")
     image_sha256 = _from_result("image_sha256")
     raw_output = _from_result("raw_output")
+    raw_recipe = _from_result("raw_recipe")
     diagnosis = patient = None  # the clinic's to fill in the downloaded file
 
     @property

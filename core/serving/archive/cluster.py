@@ -13,11 +13,12 @@ import json
 import os
 import re
 import socket
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from core.serving.archive.listing import Source
+from core.serving.archive.local import chunks
 from core.serving.archive.parts import table, write_part
 from core.serving.archive.screener import ArchiveScreener
 from core.serving.errors import JobError
@@ -109,8 +110,9 @@ def _job_error_in(exc: BaseException) -> JobError | None:
 def run_ray(ray, screener: ArchiveScreener, todo: list[tuple[Source, str]], run: Path, fmt: str, batch_size: int,
             workers: int, progress: Callable[[int], None] | None = None) -> None:
     """Batches of (path, key) screened by a pool of actors that each hold one Predictor (ONNX
-    Runtime on one thread per actor CPU); their rows come back in order and this driver writes them
-    as part files, each renamed into place whole, BATCHES_PER_PART batches to a part.
+    Runtime on one thread per actor CPU); this driver writes their rows, as they come, as part files,
+    each renamed into place whole, BATCHES_PER_PART batches to a part (every row carries its key, and
+    the job checks the run's rows one per file).
 
     Plain actors rather than Ray Data: a Ray Data actor held 194 MB before its model (ray.data,
     pandas and pyarrow loaded), a plain one 80 MB; with the model and screening, Ray Data's largest
@@ -119,10 +121,12 @@ def run_ray(ray, screener: ArchiveScreener, todo: list[tuple[Source, str]], run:
 
     if not todo:
         return
+    # No more actors than the cluster has CPUs: the pool would wait for ever on one never placed.
+    workers = max(1, min(workers, int(ray.cluster_resources().get("CPU", 1)) // THREADS_PER_ACTOR))
     remote = ray.remote(num_cpus=THREADS_PER_ACTOR, max_restarts=0)(ArchiveScreener)
     actors = [remote.remote(screener.spec, THREADS_PER_ACTOR) for _ in range(workers)]
-    batches = [[(str(source.path), key) for source, key in chunk] for chunk in _chunks(todo, batch_size)]
-    results = ActorPool(actors).map(lambda actor, batch: actor.screen.remote(batch), batches)
+    batches = [[(str(source.path), key) for source, key in chunk] for chunk in chunks(todo, batch_size)]
+    results = ActorPool(actors).map_unordered(lambda actor, batch: actor.screen.remote(batch), batches)
     part: list[dict[str, list]] = []
     index = 0
     try:
@@ -136,8 +140,3 @@ def run_ray(ray, screener: ArchiveScreener, todo: list[tuple[Source, str]], run:
     except Exception as exc:  # noqa: BLE001  a worker's fault ends the job with one line, not Ray's traceback
         cause = _job_error_in(exc)
         raise cause or JobError(f"the Ray job failed: {_first_line(exc)}") from None
-
-
-def _chunks(items: list, size: int) -> Iterator[list]:
-    for start in range(0, len(items), size):
-        yield items[start:start + size]

@@ -15,7 +15,7 @@ import pyarrow as pa
 from core.serving.archive import cluster, local, store
 from core.serving.archive.listing import KEY_NEEDED, PATH_COLUMNS, RowKeys, list_sources, load_key, manifest_digest
 from core.serving.archive.parts import COLUMNS, FORMATS, read_parts
-from core.serving.archive.screener import ArchiveScreener, JobSpec, raw_digest
+from core.serving.archive.screener import ArchiveScreener, JobSpec
 from core.serving.errors import JobError
 from core.serving.predictor import Predictor
 from core.serving.settings import CLASS_NAMES
@@ -27,7 +27,7 @@ BATCH_SIZE = 32
 IDENTITY = {"source": "source folder", "manifest_sha256": "manifest (sha256)", "model": "model",
             "model_sha256": "model file (sha256)", "onnx_sha256": "ONNX file (sha256)",
             "scoring": "model card's calibration, zooms and thresholds, or the decoding (sha256)",
-            "raw_scoring": "model card's zooms or the decoding (sha256)",
+            "raw_recipe": "model card's zooms or the decoding (sha256)",
             "threshold": "threshold", "site": "site profile",
             "site_sha256": "site profile's content (sha256)", "operating_point": "operating point",
             "format": "format", "columns": "columns", "path_column": "path column",
@@ -37,7 +37,7 @@ IDENTITY = {"source": "source folder", "manifest_sha256": "manifest (sha256)", "
 def identity(src: Path, manifest: Path | None, predictor: Predictor, spec: JobSpec, fmt: str, keys: RowKeys) -> dict:
     return {"source": str(src.resolve()), "manifest_sha256": manifest_digest(manifest), "model": predictor.name,
             "model_sha256": spec.model_sha256, "onnx_sha256": spec.onnx_sha256, "scoring": spec.scoring,
-            "raw_scoring": raw_digest(predictor),
+            "raw_recipe": predictor.raw_recipe,
             "threshold": float(predictor.operating_points[spec.operating_point]), "site": spec.site_name or None,
             "site_sha256": spec.site_sha256, "operating_point": spec.operating_point, "format": fmt,
             "columns": list(COLUMNS), **keys.identity}

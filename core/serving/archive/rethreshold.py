@@ -9,6 +9,7 @@ so that no folder ever holds rows at two thresholds; ``core screen SRC --out NEW
 from __future__ import annotations
 
 import hashlib
+import json
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -19,22 +20,31 @@ import pyarrow as pa
 from core.serving import registry
 from core.serving.archive import job, local, store
 from core.serving.archive.parts import write_part
-from core.serving.archive.screener import raw_digest, scoring_digest
-from core.serving.calibration import apply_calibration
+from core.serving.archive.screener import scoring_digest
 from core.serving.errors import JobError
 from core.serving.predictor import Predictor
-from core.serving.settings import CLASS_NAMES
 from core.serving.site import SiteProfile, SiteProfileError
 
 ENGINE = "rethreshold"  # the run record's engine: rows rescored, not screened
 
 
-def _job_record(src: Path) -> dict:
-    """The job's identity as its runs recorded it (every run of one folder is the same job)."""
-    records = [store.info(run) for run in store.runs(src)]
-    if not records:
-        raise JobError(f"{src} holds no archive job's rows: give the --out DIR of an earlier `core screen` job")
-    return {key: records[0].get(key) for key in job.IDENTITY}
+def _job_rows(src: Path) -> tuple[dict, pa.Table]:
+    """(the job's identity as its runs recorded it, its rows that count), refused unless every run
+    with a record is of one job and each file has one row (a run without a record vouches for none
+    of its rows, which are left out: screening into the new folder with --resume adds their files)."""
+    with store.reading(src):  # not while a job still adds rows to it
+        recorded = [run for run in store.runs(src) if store.info(run) is not None]
+        if not recorded:
+            raise JobError(f"{src} holds no archive job's rows: give the --out DIR of an earlier `core screen` job")
+        identities = {json.dumps({key: store.info(run).get(key) for key in job.IDENTITY}, sort_keys=True)
+                      for run in recorded}
+        rows = store.read_results(src)
+    if len(identities) > 1:
+        raise JobError(f"{src} holds runs of more than one job: rethreshold only a folder of one job")
+    if len(set(rows.column("path").to_pylist())) != rows.num_rows:
+        raise JobError(f"{src} holds more than one row for some files (an interrupted run not yet sealed): "
+                       "resume its job first (`core screen SRC --out DIR --resume`)")
+    return json.loads(identities.pop()), rows
 
 
 def rethreshold(src: Path, out: Path, site: SiteProfile, site_bytes: bytes, operating_point: str) -> job.JobSummary:
@@ -43,20 +53,21 @@ def rethreshold(src: Path, out: Path, site: SiteProfile, site_bytes: bytes, oper
     if src == out:
         raise JobError("--out must be another folder than the rethresholded one: one folder never holds rows at "
                        "two thresholds")
-    with store.locked(src):  # not while a job still adds rows to it
-        record = _job_record(src)
-        rows = store.read_results(src)
+    record, rows = _job_rows(src)
+    if not record.get("raw_recipe"):
+        raise JobError(f"the rows in {src} were written by an older version without the model's raw outputs: "
+                       "screen SRC again with --site")
     try:
         card = registry.load_card(record["model"])
-        site.check_model(card)
+        # A predictor without a network: its calibration, points and digests only; no model is run.
+        predictor = Predictor(None, card).with_site(site)
     except (FileNotFoundError, SiteProfileError, ValueError) as exc:
         raise JobError(str(exc)) from None
-    # A predictor without a network: its calibration, points and digests only; no model is run.
-    predictor = Predictor(None, card, site=site)
     if operating_point not in predictor.operating_points:
         raise JobError(f"unknown operating point '{operating_point}'; choose from {', '.join(predictor.operating_points)}")
     held = set(rows.column("model_sha256").drop_null().to_pylist()) | {record["model_sha256"]}
-    if held != {card.sha256} or record["raw_scoring"] != raw_digest(predictor):
+    recipes = set(rows.column("raw_recipe").drop_null().to_pylist()) | {record["raw_recipe"]}
+    if held != {card.sha256} or recipes != {predictor.raw_recipe}:
         raise JobError(f"the rows in {src} were screened with another file, zooms or decoding of {card.name} than "
                        f"site profile '{site.name}' was made for (sha256 {card.sha256[:12]}…): screen SRC again with "
                        "--site")
@@ -82,11 +93,11 @@ def rescore(rows: pa.Table, predictor: Predictor, operating_point: str) -> pa.Ta
     raw = rows.column("raw_output").to_numpy(zero_copy_only=False).astype(np.float64)  # null -> nan
     screened = ~np.isnan(raw)
     probability = np.full(len(raw), np.nan)
-    probability[screened] = apply_calibration(raw[screened], predictor.calibration)
+    probability[screened] = predictor.calibrated(raw[screened])
     threshold = float(predictor.operating_points[operating_point])
-    label = np.where(probability >= threshold, CLASS_NAMES[1], CLASS_NAMES[0])
+    label = [predictor.label_for(p, operating_point) if ok else None for p, ok in zip(probability, screened)]
     replaced = {"probability": pa.array(probability, mask=~screened),
-                "label": pa.array(label, mask=~screened),
+                "label": pa.array(label, pa.string()),
                 "threshold": pa.array(np.full(len(raw), threshold)),
                 "operating_point": pa.array([operating_point] * len(raw), pa.string()),
                 "site": pa.array([predictor.site.name if predictor.site else None] * len(raw), pa.string())}

@@ -9,11 +9,10 @@ from pathlib import Path
 import numpy as np
 
 from core.serving.archive.rows import COLUMNS
-from core.serving.calibration import apply_calibration
 from core.serving.errors import JobError
 from core.serving.predictor import Predictor
 from core.serving.screening import read_file, refusal
-from core.serving.settings import CLASS_NAMES, DEFAULT_OPERATING_POINT, PIPELINE_VERSION
+from core.serving.settings import DEFAULT_OPERATING_POINT
 from core.serving.site import SiteProfile, SiteProfileError
 
 # Images per forward pass, each at every test-time zoom. A pass's activations scale with it: 32
@@ -67,20 +66,12 @@ class JobSpec:
                        predictor.card.sha256, (predictor.card.onnx or {}).get("sha256"), scoring_digest(predictor))
 
 
-def _digest(content: dict) -> str:
-    return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
-
-
-def raw_digest(predictor: Predictor) -> str:
-    """What turns a file into the model file's raw output: the decoding, the preprocessing and the
-    test-time zooms (`core calibrate` may rewrite these in the card, leaving the file and its hash alone)."""
-    return _digest({"zooms": predictor.test_time_zooms, "spec": predictor.spec.to_dict(), "decoding": PIPELINE_VERSION})
-
-
 def scoring_digest(predictor: Predictor) -> str:
-    """What turns a file into a row: the raw output's recipe, then the calibration and thresholds."""
-    return _digest({"raw": raw_digest(predictor), "calibration": predictor.calibration,
-                    "operating_points": predictor.operating_points})
+    """What turns a file into a row: the raw output's recipe, then the calibration and thresholds
+    (`core calibrate` rewrites them in the card, leaving the file and its hash alone)."""
+    scoring = {"raw": predictor.raw_recipe, "calibration": predictor.calibration,
+               "operating_points": predictor.operating_points}
+    return hashlib.sha256(json.dumps(scoring, sort_keys=True).encode()).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -128,7 +119,7 @@ class ArchiveScreener:
         for start in range(0, len(good), FORWARD_CHUNK):
             chunk = good[start:start + FORWARD_CHUNK]
             raw.update(zip(chunk, predictor.raw_probabilities(np.stack([prepared[i].tensor for i in chunk]))))
-        probabilities = dict(zip(raw, apply_calibration(np.array(list(raw.values())), predictor.calibration)))
+        probabilities = dict(zip(raw, predictor.calibrated(np.array(list(raw.values())))))
         threshold = float(predictor.operating_points[self.spec.operating_point])
         site = predictor.site.name if predictor.site else None
         columns: dict[str, list] = {name: [] for name in COLUMNS}
@@ -136,10 +127,12 @@ class ArchiveScreener:
             probability = float(probabilities[i]) if i in probabilities else None
             values = {"path": item.key, "input_kind": item.input_kind, "probability": probability,
                       "operating_point": self.spec.operating_point,
-                      "label": CLASS_NAMES[int(probability >= threshold)] if probability is not None else None,
+                      "label": predictor.label_for(probability, self.spec.operating_point) if probability is not None
+                      else None,
                       "threshold": threshold, "model": predictor.name, "model_sha256": predictor.card.sha256,
                       "site": site, "warnings": item.warnings or None, "error": item.error or None,
                       "image_sha256": item.image_sha256, "raw_output": float(raw[i]) if i in raw else None,
+                      "raw_recipe": predictor.raw_recipe,
                       "diagnosis": None, "patient": None}
             for name in COLUMNS:
                 columns[name].append(values[name])
