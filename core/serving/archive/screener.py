@@ -122,6 +122,7 @@ class ArchiveScreener:
         probabilities = dict(zip(raw, predictor.calibrated(np.array(list(raw.values())))))
         threshold = float(predictor.operating_points[self.spec.operating_point])
         site = predictor.site.name if predictor.site else None
+        recipe = predictor.raw_recipe  # a digest: made once a batch, not once a row
         columns: dict[str, list] = {name: [] for name in COLUMNS}
         for i, item in enumerate(prepared):
             probability = float(probabilities[i]) if i in probabilities else None
@@ -132,7 +133,7 @@ class ArchiveScreener:
                       "threshold": threshold, "model": predictor.name, "model_sha256": predictor.card.sha256,
                       "site": site, "warnings": item.warnings or None, "error": item.error or None,
                       "image_sha256": item.image_sha256, "raw_output": float(raw[i]) if i in raw else None,
-                      "raw_recipe": predictor.raw_recipe,
+                      "raw_recipe": recipe,
                       "diagnosis": None, "patient": None}
             for name in COLUMNS:
                 columns[name].append(values[name])
