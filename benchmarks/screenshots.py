@@ -1,17 +1,13 @@
 """Screenshots of every page for the README, on a desktop and the Screen page on a phone:
 python -m benchmarks.screenshots [PAGE...] (needs Chromium). Every image shown is synthetic."""
 import argparse
-import csv
-import io
 from pathlib import Path
 
 from playwright.sync_api import expect, sync_playwright
 
+from benchmarks.site_results import results_csv
 from benchmarks.streamlit_server import CHROMIUM, CHROMIUM_ARGS, ROOT, streamlit_server
 from core.analysis.synthetic import chest_jpeg
-from core.serving import screening
-from core.serving.predictor import Predictor
-from core.serving.settings import CLASS_NAMES
 
 OUT = ROOT / "docs" / "screenshots"
 # page -> (navigation title, text that shows the page has finished)
@@ -20,23 +16,9 @@ PAGES = {"home": ("Home", "Model in use"), "screen": ("Screen", "Probability of 
          "explain": ("Explain", "Activation maps")}
 
 
+SITE_ROWS = 120  # screened synthetic X-rays with their diagnoses, for the Site calibration page
 BATCH = [{"name": f"synthetic_{i}.jpeg", "mimeType": "image/jpeg", "buffer": chest_jpeg(i, i % 3 == 0, 512)}
          for i in range(5)] + [{"name": "scan_of_a_letter.png", "mimeType": "image/png", "buffer": b"\x89PNG\r\n\x1a\n"}]
-
-
-def site_results() -> bytes:
-    """The Screen page's results CSV for labelled synthetic X-rays, the diagnosis column filled in
-    as a clinic fills it: what the Site calibration page takes."""
-    predictor = Predictor.load()
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=screening.ROW_FIELDS)
-    writer.writeheader()
-    for label, name in enumerate(CLASS_NAMES):
-        for i in range(60):
-            row = screening.screen_bytes(predictor, f"IM-{i:04d}-0001.jpeg", chest_jpeg(100 * label + i, bool(label),
-                                                                                         320)).to_dict()
-            writer.writerow({**row, "diagnosis": name})
-    return buffer.getvalue().encode()
 
 
 def phone_screen(browser, url: str) -> None:
@@ -58,7 +40,7 @@ def phone_screen(browser, url: str) -> None:
 def site_page(page) -> None:
     page.get_by_role("link", name="Site calibration").click()
     page.locator('input[type="file"]').first.set_input_files(
-        files=[{"name": "screening_results.csv", "mimeType": "text/csv", "buffer": site_results()}])
+        files=[{"name": "screening_results.csv", "mimeType": "text/csv", "buffer": results_csv(SITE_ROWS)}])
     page.get_by_role("button", name="Calibrate").click()
     expect(page.get_by_text("Download the site profile")).to_be_visible(timeout=180_000)
     page.wait_for_timeout(3000)

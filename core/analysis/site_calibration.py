@@ -203,26 +203,33 @@ NEEDED_COLUMNS = ("model_sha256", "raw_output", "raw_recipe", "image_sha256", "d
 NAME_COLUMNS = ("file", "path")  # the Screen page's and `core screen`'s; an archive job's
 
 
-def _rows_of(text: str, suffix: str) -> list:
-    if suffix == ".json":
-        return json.loads(text)
-    # A row that is only separators (a spreadsheet's trailing lines) is no row.
-    return [row for row in csv.DictReader(io.StringIO(text)) if any(_filled(v) for k, v in row.items() if k)]
+def _table(data: bytes, name: str, what: str) -> list[dict]:
+    """The rows of a CSV or JSON file (by its name's suffix); ValueError, in words for the person who
+    made the file, for anything else. what: what the file should hold, for those words."""
+    suffix = Path(name).suffix.lower()
+    if suffix not in RESULT_SUFFIXES:
+        raise ValueError(f"{name}: expected the CSV or JSON of {what}")
+    try:
+        text = data.decode("utf-8-sig")  # a spreadsheet may save a byte-order mark
+        # A CSV row that is only separators (a spreadsheet's trailing lines) is no row.
+        rows = json.loads(text) if suffix == ".json" else [
+            row for row in csv.DictReader(io.StringIO(text)) if any(_filled(v) for k, v in row.items() if k)]
+    except (UnicodeDecodeError, ValueError, csv.Error) as exc:
+        raise ValueError(f"{name} is not a readable file of {what} ({type(exc).__name__})") from None
+    if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+        raise ValueError(f"{name}: expected the CSV or JSON of {what} (a list of rows)")
+    return rows
+
+
+def _columns(rows: list[dict]) -> set[str]:
+    return set().union(*rows) if rows else set()
 
 
 def parse_results(data: bytes, name: str) -> list[dict]:
     """The rows of a results file (CSV or JSON, by its name's suffix). ValueError, in words for the
     person who made the file, for anything else."""
-    suffix = Path(name).suffix.lower()
-    if suffix not in RESULT_SUFFIXES:
-        raise ValueError(f"{name}: expected the CSV or JSON of screening results")
-    try:
-        rows = _rows_of(data.decode("utf-8-sig"), suffix)  # a spreadsheet may save a byte-order mark
-    except (UnicodeDecodeError, ValueError, csv.Error) as exc:
-        raise ValueError(f"{name} is not a readable results file ({type(exc).__name__})") from None
-    if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
-        raise ValueError(f"{name}: expected the CSV or JSON of screening results (a list of rows)")
-    columns = set().union(*rows) if rows else set()
+    rows = _table(data, name, "screening results")
+    columns = _columns(rows)
     missing = [c for c in NEEDED_COLUMNS if c not in columns] + ([] if columns & set(NAME_COLUMNS) else ["file"])
     if missing:
         raise ValueError(f"{name} has no {', '.join(missing)} column: use the results file as downloaded (saved as "
@@ -248,13 +255,9 @@ def read_results(path: str | Path, diagnoses: str | Path | None = None) -> list[
 
 
 def _diagnosis_rows(path: Path) -> list[dict]:
-    suffix = path.suffix.lower()
-    try:
-        rows = _rows_of(path.read_bytes().decode("utf-8-sig"), suffix) if suffix in RESULT_SUFFIXES else None
-    except (UnicodeDecodeError, ValueError, csv.Error):
-        rows = None
-    keys = set().union(*rows) if isinstance(rows, list) and all(isinstance(r, dict) for r in rows) else set()
-    if "diagnosis" not in keys or not keys & {"image_sha256", *NAME_COLUMNS}:
+    rows = _table(path.read_bytes(), path.name, "diagnoses")
+    columns = _columns(rows)
+    if "diagnosis" not in columns or not columns & {"image_sha256", *NAME_COLUMNS}:
         raise ValueError(f"{path.name}: expected a CSV or JSON of diagnoses, with a diagnosis column and an "
                          "image_sha256, path or file column naming the results' rows")
     return rows
