@@ -196,15 +196,21 @@ def test_a_run_folder_without_its_record_or_with_a_corrupt_one_is_set_aside_not_
 
 # --- Real kills ----------------------------------------------------------------------------------
 
-def kill_at(command: list[str], out: Path, delay: float, env: dict | None = None) -> None:
+def kill_at(command: list[str], out: Path, delay: float, env: dict | None = None, after_part: bool = False) -> None:
     """Start a job in its own process group and SIGKILL its process delay seconds after it started
-    a new run in out (a negative delay: that long after it started, in its start-up), or let it end
-    first; then whatever it started (a local Ray instance's agents): as an operator's kill -9."""
+    a new run in out (after_part: after that run's first part appeared; a negative delay: that long
+    after it started, in its start-up), or let it end first; then whatever it started (a local Ray
+    instance's agents): as an operator's kill -9."""
     before = set(archive.runs(out))
     job = subprocess.Popen(command, cwd=ROOT, env={**os.environ, **(env or {})}, start_new_session=True,
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + (-delay if delay < 0 else 300)
-    while delay >= 0 and set(archive.runs(out)) == before and job.poll() is None and time.monotonic() < deadline:
+
+    def waiting() -> bool:
+        new = set(archive.runs(out)) - before
+        return not new or (after_part and not any(run.glob("part-*") for run in new))
+
+    while delay >= 0 and waiting() and job.poll() is None and time.monotonic() < deadline:
         time.sleep(0.02)
     try:
         job.wait(timeout=max(0.0, deadline - time.monotonic()) if delay < 0 else delay)
@@ -246,12 +252,13 @@ def test_a_ray_job_killed_at_random_points_then_resumed_screens_every_file_once(
     command = [sys.executable, "-m", "core", "screen", str(src), "--out", str(out), "--engine", "ray", "--workers",
                "1", "--batch-size", "2", "--resume"]
     rng = random.Random(38)
-    # In the start-up; then after the run folder appears, while the actor loads its model (about 2 s
-    # on 2 cores) and while it screens: a plain actor's job of 96 files can end 5 s after its run began.
-    for delay in [-rng.uniform(2.0, 8.0), rng.uniform(0.2, 1.5), rng.uniform(1.5, 4.0)]:
-        kill_at(command, out, delay, ray_env)
+    # In the start-up; then twice while it screens, soon after a run's first part (of 12: a plain
+    # actor's job of 96 files can end a second later, before a kill timed from the run's start).
+    kill_at(command, out, -rng.uniform(2.0, 8.0), ray_env)
+    for _ in range(2):
+        kill_at(command, out, rng.uniform(0.0, 0.3), ray_env, after_part=True)
     killed = [run for run in archive.runs(out) if not (run / archive.COMPLETE).exists()]
-    assert killed, "no Ray job was killed midway: the kill points are too late"
+    assert killed, ("no Ray job was killed midway: the kill points are too late", sorted(p.name for p in out.iterdir()))
     spilled = out / archive.store.SCRATCH / "spill" / "left-by-a-crash"  # what a killed job's instance spilled
     spilled.parent.mkdir(parents=True, exist_ok=True)
     spilled.write_bytes(b"spilled rows")
