@@ -5,9 +5,14 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import streamlit as st
 
+from core.serving.memory import memory_budget_mb, return_freed_memory
 from ui.common import default_model, predictor, warm_analyst_pages
 
 st.set_page_config(page_title="Chest X-ray pneumonia screening", page_icon=":material/pulmonology:", layout="wide")
+
+# Under a memory budget (a public demo), before the model loads; setting it again at each run is harmless.
+if memory_budget_mb() is not None:
+    return_freed_memory()
 
 # Warm start: the default model (ONNX Runtime, no TensorFlow) is loaded by the first request
 # of the server, whatever page it asks for, and then shared by every session.

@@ -6,14 +6,18 @@ import streamlit as st
 from core.analysis import data, explain
 from core.serving.heatmap import overlay
 from core.serving.imaging import ImageError, load_model_input
+from core.serving.memory import TENSORFLOW_MB, tensorflow_refusal
 from core.serving.quality import check_chest_xray
 from ui.common import format_probability, gray_image, layer_activations, model_picker, predictor
 
 METHOD_LABELS = {"cam": "Class activation map (last layer)", "occlusion": "Occlusion sensitivity",
                  "gradcam": "Grad-CAM at a chosen layer"}
-TENSORFLOW_NOTE = ("Grad-CAM at an inner layer needs gradients, so the Keras model and TensorFlow: about 600 MB "
-                   "more server memory and several seconds to load, for every user of this server until it "
-                   "restarts. The class activation map is Grad-CAM at the last layer, without it.")
+TENSORFLOW_NOTE = ("Grad-CAM at an inner layer needs gradients, so the Keras model and TensorFlow: about "
+                   f"{TENSORFLOW_MB:.0f} MB more server memory and several seconds to load, for every user of this "
+                   "server until it restarts. The class activation map is Grad-CAM at the last layer, without it.")
+# Where the server's memory budget refuses TensorFlow (a public demo): what the visitor can do instead.
+GRADCAM_INSTEAD = ("Without TensorFlow, choose {methods} under Method above. For Grad-CAM at an inner layer, run "
+                   "your own copy of this dashboard (see the README).")
 
 st.title("Explain a prediction")
 st.caption("Heat maps show where the model finds evidence of pneumonia. A model that looks at borders, "
@@ -67,6 +71,12 @@ method = st.radio("Method", methods, horizontal=True, format_func=METHOD_LABELS.
 if method == "gradcam":
     st.info(TENSORFLOW_NOTE)
     if not st.toggle("Load TensorFlow for Grad-CAM", key="load_tensorflow"):
+        st.stop()
+    # Asked at each request, not once: the server's memory grows with its visitors.
+    refusal = tensorflow_refusal()
+    if refusal:
+        without = " or ".join(f'"{METHOD_LABELS[m]}"' for m in methods if m != "gradcam")
+        st.warning(f"{refusal} {GRADCAM_INSTEAD.format(methods=without)}")
         st.stop()
     with st.spinner("Loading TensorFlow and the Keras model…"):
         from core.learning import gradcam

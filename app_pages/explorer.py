@@ -6,6 +6,7 @@ import streamlit as st
 
 from core.analysis import data
 from core.learning.download import DEFAULT_BASE_URL, DownloadError, download
+from core.serving.memory import tensorflow_refusal
 from ui.common import shipped_profile
 
 st.title("Dataset explorer")
@@ -50,6 +51,13 @@ else:
     destination = st.text_input("Download into", "data")
     base_url = st.text_input("Source", DEFAULT_BASE_URL)
     if st.button("Download"):
+        # Checked before fetching: unpacking the TFRecords loads TensorFlow.
+        refusal = tensorflow_refusal()
+        if refusal:
+            st.warning(f"{refusal} The profile shipped with the models needs no TensorFlow. To download the "
+                       "public data set, run `python -m core download --dest data` on your own copy of this "
+                       "dashboard.")
+            st.stop()
         bar = st.progress(0.0, text="Starting…")
 
         def show(done: int, total: int, label: str) -> None:

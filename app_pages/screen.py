@@ -144,15 +144,30 @@ device_rows = on_device_rows(mounted) if where == ON_DEVICE else None
 
 
 def screen_upload(name: str, data: bytes) -> screening.ScreeningRow:
-    """Screened once per image, model file, operating point and site: display controls only redraw."""
-    key = (hashlib.sha256(data).hexdigest(), model.card.sha256, operating_point,
-           model.site.content["profile_sha256"] if model.site else None)
+    """Screened once per image and model file: another operating point or site profile rescores the
+    stored raw output, and display controls only redraw."""
+    key = (hashlib.sha256(data).hexdigest(), model.card.sha256)
     cache = st.session_state.setdefault("screen_cache", {})
     if key not in cache:
         if len(cache) >= CACHE_LIMIT:
             cache.pop(next(iter(cache)))
         cache[key] = screening.screen_bytes(model, name, data, operating_point, heatmap=True)
-    return replace(cache[key], file=name)  # the same image may come under another name
+    return replace(cache[key], file=name).rescored(model, operating_point)  # one image may come under two names
+
+
+def rescored_batch(rows: list[screening.ScreeningRow]) -> list[screening.ScreeningRow]:
+    """The last batch at the points now chosen, without screening it again; rows of another model
+    file (chosen since) are kept as they were, and the page says so."""
+    kept = []
+    for row in rows:
+        try:
+            kept.append(row.rescored(model, operating_point))
+        except ValueError:
+            kept.append(row)
+    if any(row.result and row.result.model_sha256 != model.card.sha256 for row in kept):
+        st.warning(f"Part of your last batch was screened with another model than {model.name}: its results keep "
+                   "their own thresholds. Upload the images again to screen them with this model.")
+    return kept
 
 
 if device_rows:
@@ -166,7 +181,7 @@ elif uploads:
     st.session_state["last_batch"] = rows
     st.session_state["last_batch_dicom"] = {u.name: u.getvalue() for u in uploads if is_dicom(u.getvalue())}
 elif st.session_state.get("last_batch"):
-    rows = st.session_state["last_batch"]
+    rows = rescored_batch(st.session_state["last_batch"])
     left, right = st.columns([3, 1])
     left.info(f"Your last batch ({len(rows)} images). Choose images to screen a new batch.")
     if right.button("Clear results"):
@@ -246,3 +261,6 @@ with st.expander("Table and CSV download"):
               "Note": r.message} for r in rows]
     st.dataframe(table, hide_index=True, width="stretch")
     st.download_button("Download results (CSV)", screening.rows_to_csv(rows), "screening_results.csv", "text/csv")
+    st.caption("Keep this file: add each child's diagnosis (NORMAL or PNEUMONIA) in its **diagnosis** column when it "
+               "is known, and bring it back to **Site calibration** for your clinic's own thresholds. It holds no "
+               "image, only each image's fingerprint (sha256) and scores.")

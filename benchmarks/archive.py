@@ -114,7 +114,7 @@ class WorkerMemory:
             for pid in filter(str.isdigit, os.listdir("/proc")):
                 try:
                     title = Path(f"/proc/{pid}/cmdline").read_bytes()
-                    if b"ArchiveScreener" in title or b"MapWorker" in title:
+                    if b"ArchiveScreener" in title:
                         fields = dict(line.split(":", 1) for line in
                                       Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line)
                         kb = {name: int(fields[name].split()[0]) for name in ("VmRSS", "RssShmem")}

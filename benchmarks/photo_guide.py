@@ -24,6 +24,8 @@ PICTURES = {
     "slant.png": RENDERINGS["strong perspective"],
     "too-far.png": replace(PHOTO, film_side=150),
     "screen.png": RENDERINGS["photo of a screen (moire)"],
+    "larger-lightbox.png": RENDERINGS["larger lightbox, a thumb on a corner"],
+    "uneven-light.png": RENDERINGS["uneven light"],
 }
 
 

@@ -1,11 +1,11 @@
 """Screenshots of every page for the README, on a desktop and the Screen page on a phone:
-python -m benchmarks.screenshots (needs Chromium). Every image shown is synthetic."""
-import io
-import zipfile
+python -m benchmarks.screenshots [PAGE...] (needs Chromium). Every image shown is synthetic."""
+import argparse
 from pathlib import Path
 
 from playwright.sync_api import expect, sync_playwright
 
+from benchmarks.site_results import results_csv
 from benchmarks.streamlit_server import CHROMIUM, CHROMIUM_ARGS, ROOT, streamlit_server
 from core.analysis.synthetic import chest_jpeg
 
@@ -16,18 +16,9 @@ PAGES = {"home": ("Home", "Model in use"), "screen": ("Screen", "Probability of 
          "explain": ("Explain", "Activation maps")}
 
 
+SITE_ROWS = 120  # screened synthetic X-rays with their diagnoses, for the Site calibration page
 BATCH = [{"name": f"synthetic_{i}.jpeg", "mimeType": "image/jpeg", "buffer": chest_jpeg(i, i % 3 == 0, 512)}
          for i in range(5)] + [{"name": "scan_of_a_letter.png", "mimeType": "image/png", "buffer": b"\x89PNG\r\n\x1a\n"}]
-
-
-def site_zip() -> bytes:
-    """Labelled synthetic X-rays in the layout the Site calibration page takes."""
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as archive:
-        for label, name in enumerate(("NORMAL", "PNEUMONIA")):
-            for i in range(40):
-                archive.writestr(f"site/{name}/IM-{i:04d}-0001.jpeg", chest_jpeg(100 * label + i, bool(label), 320))
-    return buffer.getvalue()
 
 
 def phone_screen(browser, url: str) -> None:
@@ -49,7 +40,7 @@ def phone_screen(browser, url: str) -> None:
 def site_page(page) -> None:
     page.get_by_role("link", name="Site calibration").click()
     page.locator('input[type="file"]').first.set_input_files(
-        files=[{"name": "clinic.zip", "mimeType": "application/zip", "buffer": site_zip()}])
+        files=[{"name": "screening_results.csv", "mimeType": "text/csv", "buffer": results_csv(SITE_ROWS)}])
     page.get_by_role("button", name="Calibrate").click()
     expect(page.get_by_text("Download the site profile")).to_be_visible(timeout=180_000)
     page.wait_for_timeout(3000)
@@ -57,16 +48,22 @@ def site_page(page) -> None:
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("pages", nargs="*", choices=[*PAGES, "phone", "site"], help="only these (default: all)")
+    wanted = set(parser.parse_args().pages or [*PAGES, "phone", "site"])
     OUT.mkdir(parents=True, exist_ok=True)
     upload = {"name": "synthetic_chest.jpeg", "mimeType": "image/jpeg", "buffer": chest_jpeg(3, True, 512)}
     with streamlit_server() as server, sync_playwright() as playwright:
         url = server.url
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        phone_screen(browser, url)
+        if "phone" in wanted:
+            phone_screen(browser, url)
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         page.set_default_timeout(120_000)
         page.goto(url)
         for name, (title, ready) in PAGES.items():
+            if name not in wanted:
+                continue
             page.get_by_role("link", name=title).click()
             if name == "screen":
                 page.locator('input[type="file"]').first.set_input_files(files=BATCH)
@@ -81,7 +78,8 @@ def main() -> None:
                 page.mouse.wheel(0, 560)  # the page scrolls inside Streamlit's main block, not the window
                 page.wait_for_timeout(3000)
                 page.screenshot(path=str(OUT / "shift.png"))
-        site_page(page)
+        if "site" in wanted:
+            site_page(page)
         browser.close()
 
 

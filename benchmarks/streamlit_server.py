@@ -33,22 +33,30 @@ class Server:
 
     def resident_mb(self) -> float:
         """The server process's resident memory (VmRSS) now, in MB."""
+        return self._status_mb("VmRSS")
+
+    def peak_mb(self) -> float:
+        """The server process's peak resident memory since it started (VmHWM), in MB: what a box's
+        memory limit meets, including the moments between two samples of resident_mb."""
+        return self._status_mb("VmHWM")
+
+    def _status_mb(self, field: str) -> float:
         for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
+            if line.startswith(f"{field}:"):
                 return int(line.split()[1]) / 1024
-        raise RuntimeError("no VmRSS for the server process")
+        raise RuntimeError(f"no {field} for the server process")
 
 
 @contextlib.contextmanager
-def streamlit_server(timeout_s: float = 90, app: Path = ROOT / "streamlit_app.py"):
+def streamlit_server(timeout_s: float = 90, app: Path = ROOT / "streamlit_app.py", env: dict[str, str] | None = None):
     """Yields the running dashboard, or another Streamlit script (URL, process id, launch time);
-    stops it afterwards."""
+    stops it afterwards. env: variables set for the server on top of this process's (a deployment's settings)."""
     started = time.monotonic()
     port = free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", str(app), "--server.port", str(port),
          "--server.address", "127.0.0.1", "--server.headless", "true"],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        cwd=ROOT, env={**os.environ, **(env or {})}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + timeout_s
     try:

@@ -278,6 +278,30 @@ def cmd_screen_archive(args) -> int:
     return 0
 
 
+def cmd_rethreshold(args) -> int:
+    """`screen --rethreshold DIR --site SITE.json --out NEW`: an archive job's rows at a site's points."""
+    from core.serving.archive.rethreshold import rethreshold
+    from core.serving.site import SiteProfile, SiteProfileError
+
+    ignored = [name for name, given in (("files to screen", args.paths), ("--model", args.model),
+                                        ("--format", args.format), ("--resume", args.resume),
+                                        ("--manifest", args.manifest), ("--heatmaps", args.heatmaps),
+                                        ("--engine ray", args.engine != "local")) if given]
+    if not (args.site and args.out) or ignored:
+        not_taken = f" (not {', '.join(ignored)})" if ignored else ""
+        raise JobError(f"--rethreshold DIR needs --site SITE.json and --out NEW, and takes only --operating-point "
+                       f"besides{not_taken}: the rows keep their model, format and files")
+    content = _read_site_profile(Path(args.site))
+    try:
+        profile = SiteProfile.from_bytes(content, Path(args.site).stem)
+    except SiteProfileError as exc:
+        raise JobError(str(exc)) from None
+    summary = rethreshold(Path(args.rethreshold), Path(args.out), profile, content, args.operating_point)
+    print("\n".join(summary.lines()), file=sys.stderr)
+    print(f"rows written to {Path(args.out) / summary.run}, no model run", file=sys.stderr)
+    return 0
+
+
 def _read_site_profile(path: Path) -> bytes:
     from core.serving.site import SiteProfileError
 
@@ -306,8 +330,12 @@ def cmd_screen(args) -> int:
     from core.serving import screening
     from core.serving.heatmap import overlay, to_png
 
+    if args.rethreshold:
+        return cmd_rethreshold(args)
     if args.out:
         return cmd_screen_archive(args)
+    if not args.paths:
+        raise JobError("give the files or folders to screen")
     if args.format == "parquet":
         raise SystemExit("--format parquet writes part files: give --out DIR")
 
@@ -342,25 +370,36 @@ def cmd_calibrate_site(args) -> int:
     from core.analysis import site_calibration
     from core.serving.predictor import Predictor
 
-    predictor = Predictor.load(args.model)
-    with _bar(None, "scoring local X-rays") as bar:
-        def progress(done, total):
-            bar.total = total
-            bar.n = done
-            bar.refresh()
-
+    if args.diagnoses and not args.from_results:
+        raise JobError("--diagnoses goes with --from-results: the results whose rows it labels")
+    if args.from_results:
         try:
-            images = site_calibration.read_folder(args.data)
-        except FileNotFoundError as exc:
-            raise SystemExit(str(exc)) from None
-        local = site_calibration.score(predictor, images, progress)
+            rows = site_calibration.read_results(args.from_results, args.diagnoses)
+        except ValueError as exc:
+            raise JobError(str(exc)) from None
+        # The model the rows were screened with, unless one is named: the guards refuse the others' rows.
+        predictor = Predictor.load(args.model or site_calibration.results_model(rows))
+        local = site_calibration.from_results(predictor, rows)
+    else:
+        predictor = Predictor.load(args.model)
+        with _bar(None, "scoring local X-rays") as bar:
+            def progress(done, total):
+                bar.total = total
+                bar.n = done
+                bar.refresh()
+
+            try:
+                images = site_calibration.read_folder(args.data)
+            except FileNotFoundError as exc:
+                raise JobError(str(exc)) from None
+            local = site_calibration.score(predictor, images, progress)
     for name, reason in local.refused:
-        print(f"refused: {name}: {reason}", file=sys.stderr)
+        print(f"not used: {name}: {reason}", file=sys.stderr)
     try:
         content, advice = site_calibration.calibrate(predictor, local, args.sensitivity,
                                                      args.site_name or Path(args.out).stem)
     except ValueError as exc:
-        raise SystemExit(str(exc)) from None
+        raise JobError(str(exc)) from None
     print(site_calibration.table(content))
     for line in advice:
         print(f"note: {line}")
@@ -561,7 +600,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "screened, 1 when any was refused (the others are still screened), 2 for usage errors. "
                     "With --out DIR, a batched, resumable job writes part files under DIR; exit code 0 when "
                     "the job finished, whatever its files held, and non-zero for a fault of the job itself.")
-    screen.add_argument("paths", nargs="+", metavar="PATH", help="files or folders; with --out, one folder SRC")
+    screen.add_argument("paths", nargs="*", metavar="PATH", help="files or folders; with --out, one folder SRC")
     screen.add_argument("--model", help="model name (default: the manifest's default)")
     screen.add_argument("--operating-point", default=DEFAULT_OPERATING_POINT, choices=OPERATING_POINTS,
                         help="the threshold each label is given at")
@@ -574,7 +613,7 @@ def build_parser() -> argparse.ArgumentParser:
     screen.add_argument("--manifest", metavar="FILE", help="with --out: the files to screen, one path a line "
                                                           "(relative to SRC or absolute), instead of walking SRC")
     screen.add_argument("--engine", choices=("local", "ray"), default="local",
-                        help="with --out: this machine's cores, or Ray Data (pip install -r requirements-scale.txt)")
+                        help="with --out: this machine's cores, or a Ray cluster (pip install -r requirements-scale.txt)")
     screen.add_argument("--address", help="with --engine ray: an existing cluster (default: a local instance)")
     screen.add_argument("--workers", type=_positive, help="decoding threads (local; default: the cores less a quarter "
                         "for the forward pass) or Ray actors (default: one per core)")
@@ -583,6 +622,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="with --out: each row's path relative to SRC, as given, or a keyed pseudonym")
     screen.add_argument("--key-file", metavar="KEY", help="with --path-column pseudonym: the key (made when "
                         "absent); keep it to join results back (`core pseudonyms`)")
+    screen.add_argument("--rethreshold", metavar="DIR", help="an archive job's rows (its --out DIR) at the --site "
+                        "profile's points, from their stored raw outputs, written to --out NEW: no model is run")
     screen.set_defaults(run=cmd_screen)
 
     pseudonyms = commands.add_parser("pseudonyms", help="each file's pseudonym beside its path (CSV), "
@@ -638,7 +679,14 @@ def build_parser() -> argparse.ArgumentParser:
     export.set_defaults(run=cmd_export)
 
     site = commands.add_parser("calibrate-site", help="a clinic's own operating points from its labelled X-rays")
-    site.add_argument("--data", required=True, help="a folder with NORMAL/ and PNEUMONIA/ folders of local X-rays")
+    labelled = site.add_mutually_exclusive_group(required=True)
+    labelled.add_argument("--data", help="a folder with NORMAL/ and PNEUMONIA/ folders of local X-rays")
+    labelled.add_argument("--from-results", metavar="FILE|DIR",
+                          help="screening results with the clinic's diagnoses filled in: the Screen page's CSV, "
+                               "`core screen`'s CSV or JSON, or an archive job's --out folder")
+    site.add_argument("--diagnoses", metavar="FILE", help="with --from-results: the diagnoses in a file of their own "
+                      "(CSV or JSON: diagnosis, optional patient, and image_sha256 or the rows' path), as for an "
+                      "archive job's folder, whose rows' diagnosis column stays empty")
     site.add_argument("--model", help="model name (default: the manifest's default)")
     site.add_argument("--sensitivity", type=float, default=0.98, help="sensitivity target of the screening point")
     site.add_argument("--out", required=True, metavar="SITE.json", help="where to write the site profile")

@@ -193,11 +193,13 @@ def ray_head(ray_env):
 def test_the_ray_engine_on_a_cluster_writes_the_same_rows_and_resumes_after_an_interrupted_run(
         source, tmp_path, ray_env, ray_head):
     out = tmp_path / "out"
+    # More workers asked for than the cluster's 2 CPUs: as many actors as it can place, not a wait for ever.
     done = _core("screen", str(source), "--out", str(out), "--engine", "ray", "--address", ray_head,
-                 "--workers", "1", "--batch-size", "8", env=ray_env)
+                 "--workers", "4", "--batch-size", "8", env=ray_env)
     assert done.returncode == 0, done.stderr[-3000:]
     check_rows(archive.read_results(out), source)
-    # An interrupted Ray run: not marked complete, one part cut short while it was written.
+    # An interrupted Ray run, not marked complete, one of whose parts was since damaged (the driver
+    # renames whole parts into place, so only the disk can do that): set aside whole, screened again.
     (run,) = archive.runs(out)
     (run / archive.COMPLETE).unlink()
     parts = sorted(run.glob("*.parquet"), key=lambda p: p.stat().st_size)
@@ -205,7 +207,7 @@ def test_the_ray_engine_on_a_cluster_writes_the_same_rows_and_resumes_after_an_i
     cut.write_bytes(cut.read_bytes()[: cut.stat().st_size // 2])
     resumed = _core("screen", str(source), "--out", str(out), "--resume", env=ray_env)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
-    assert (run / f"{archive.SET_ASIDE}{cut.name}").exists() and not cut.exists()
+    assert (out / f"{archive.SET_ASIDE}{run.name}").exists() and "set aside 1 run folder" in resumed.stderr
     check_rows(archive.read_results(out), source)
 
 
@@ -219,6 +221,30 @@ def test_the_ray_engine_starts_and_stops_a_local_instance_of_its_own(source, tmp
     assert sorted(rows) == ["ward_a/chest01.jpeg", "ward_a/gone.jpeg", "ward_b/ct.dcm"]
     assert "modality CT" in rows["ward_b/ct.dcm"]["error"] and rows["ward_a/gone.jpeg"]["error"] == "no such file"
     assert "Traceback" not in done.stderr
+
+
+def test_parts_renamed_into_place_count_whole_on_an_interrupted_run_and_in_place_csv_parts_do_not(tmp_path):
+    from core.serving.archive import parts, store
+
+    rows = [{name: [None] for name in archive.COLUMNS} | {"path": ["a.jpeg"]}]
+    (tmp_path / "new").mkdir()
+    renamed = store.new_run(tmp_path / "new", {"engine": "ray"})
+    part = parts.write_part(parts.table(rows), renamed, 0, "csv")
+    assert store.whole_parts(renamed) == ([part], [])
+    older = tmp_path / "old" / "run-20261201T000000-abcdef"  # Ray Data's workers wrote in place
+    older.mkdir(parents=True)
+    (older / store.RUN_INFO).write_text('{"engine": "ray"}')
+    shutil.copy(part, older / part.name)
+    assert store.whole_parts(older) == ([], [older / part.name])
+
+
+def test_what_a_ray_actor_imports_to_screen_loads_neither_pyarrow_nor_pandas():
+    # About 40 MB of every worker's memory (the worker target is 300 MB): the actor sends rows as lists.
+    probe = ("import sys; from core.serving.archive.screener import ArchiveScreener, JobSpec; "
+             "rows = ArchiveScreener(JobSpec(), threads=1).screen([('missing.jpeg', 'missing.jpeg')]); "
+             "print(rows['error'], 'pyarrow' in sys.modules, 'pandas' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert done.stdout.split() == ["['no", "such", "file']", "False", "False"]
 
 
 def test_an_unreachable_cluster_stops_the_job_before_any_work(source, tmp_path, ray_env):

@@ -196,15 +196,21 @@ def test_a_run_folder_without_its_record_or_with_a_corrupt_one_is_set_aside_not_
 
 # --- Real kills ----------------------------------------------------------------------------------
 
-def kill_at(command: list[str], out: Path, delay: float, env: dict | None = None) -> None:
+def kill_at(command: list[str], out: Path, delay: float, env: dict | None = None, after_part: bool = False) -> None:
     """Start a job in its own process group and SIGKILL its process delay seconds after it started
-    a new run in out (a negative delay: that long after it started, in its start-up), or let it end
-    first; then whatever it started (a local Ray instance's agents): as an operator's kill -9."""
+    a new run in out (after_part: after that run's first part appeared; a negative delay: that long
+    after it started, in its start-up), or let it end first; then whatever it started (a local Ray
+    instance's agents): as an operator's kill -9."""
     before = set(archive.runs(out))
     job = subprocess.Popen(command, cwd=ROOT, env={**os.environ, **(env or {})}, start_new_session=True,
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + (-delay if delay < 0 else 300)
-    while delay >= 0 and set(archive.runs(out)) == before and job.poll() is None and time.monotonic() < deadline:
+
+    def waiting() -> bool:
+        new = set(archive.runs(out)) - before
+        return not new or (after_part and not any(run.glob("part-*") for run in new))
+
+    while delay >= 0 and waiting() and job.poll() is None and time.monotonic() < deadline:
         time.sleep(0.02)
     try:
         job.wait(timeout=max(0.0, deadline - time.monotonic()) if delay < 0 else delay)
@@ -246,10 +252,13 @@ def test_a_ray_job_killed_at_random_points_then_resumed_screens_every_file_once(
     command = [sys.executable, "-m", "core", "screen", str(src), "--out", str(out), "--engine", "ray", "--workers",
                "1", "--batch-size", "2", "--resume"]
     rng = random.Random(38)
-    for delay in [-rng.uniform(2.0, 8.0)] + [rng.uniform(0.0, 6.0) for _ in range(2)]:
-        kill_at(command, out, delay, ray_env)
+    # In the start-up; then twice while it screens, soon after a run's first part (of 12: a plain
+    # actor's job of 96 files can end a second later, before a kill timed from the run's start).
+    kill_at(command, out, -rng.uniform(2.0, 8.0), ray_env)
+    for _ in range(2):
+        kill_at(command, out, rng.uniform(0.0, 0.3), ray_env, after_part=True)
     killed = [run for run in archive.runs(out) if not (run / archive.COMPLETE).exists()]
-    assert killed, "no Ray job was killed midway: the kill points are too late"
+    assert killed, ("no Ray job was killed midway: the kill points are too late", sorted(p.name for p in out.iterdir()))
     spilled = out / archive.store.SCRATCH / "spill" / "left-by-a-crash"  # what a killed job's instance spilled
     spilled.parent.mkdir(parents=True, exist_ok=True)
     spilled.write_bytes(b"spilled rows")
@@ -298,9 +307,9 @@ def test_files_that_fail_midway_become_rows_with_their_reason(tmp_path):
         handle.truncate(60 * 2**20)
     pipe = tmp_path / "pipe.jpeg"
     os.mkfifo(pipe)  # read as a file, it would wait for a writer for ever
-    table = screener({"path": [str(tmp_path / "deleted.jpeg"), str(grown), str(tmp_path), str(pipe)],
-                      "key": ["deleted.jpeg", "grown.jpeg", "a folder", "pipe.jpeg"]})
-    errors = dict(zip(table.column("path").to_pylist(), table.column("error").to_pylist()))
+    rows = screener.screen([(str(tmp_path / "deleted.jpeg"), "deleted.jpeg"), (str(grown), "grown.jpeg"),
+                            (str(tmp_path), "a folder"), (str(pipe), "pipe.jpeg")])
+    errors = dict(zip(rows["path"], rows["error"]))
     assert errors == {"deleted.jpeg": "no such file", "grown.jpeg": "the file is larger than the 50 MB limit",
                       "a folder": "no such file", "pipe.jpeg": "not a regular file"}
 

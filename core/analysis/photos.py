@@ -44,6 +44,16 @@ SOFT_LIGHT = (0.7, 0.7, 0.7)  # a dim lightbox or a shaded window: every level l
 # share of white at its centre and falling off over a quarter of the film's side: unsaturated.
 UNEVEN_LIGHT = 0.25
 SCREEN_SUBPIXELS = 3  # an LCD's red, green and blue stripes per displayed pixel
+# A lightbox larger than the film, its own edges in the picture: it reaches this share of the film's side
+# beyond each of the film's edges, in a room this dim; photographed at this slant (corners moved).
+LIGHTBOX_MARGIN = 0.12
+ROOM = 0.22
+LARGER_LIGHTBOX_SLANT = 0.07
+# What may lie over one of the film's top corners: a thumb holding it (skin in room light) or the
+# lightbox's clip, which holds the film from beyond the lightbox's edge.
+THUMB = (0.55, 0.4, 0.32)
+CLIP = (0.18, 0.18, 0.2)
+OCCLUDER_SIZE = 0.09  # of the film's shorter side
 
 
 @dataclass(frozen=True)
@@ -59,6 +69,8 @@ class Rendering:
     jpeg_quality: int = PHONE_JPEG_QUALITY
     noise: float = SENSOR_NOISE
     film_side: int = FILM_SIDE
+    lightbox_margin: float = 0.0  # > 0: a lightbox this much larger than the film, its edges in the picture
+    occluder: str = ""  # "thumb" or "clip" over a corner of the film; "" for none
 
 
 # Each rendering is the plain photo with one thing changed, so its effect can be read alone.
@@ -75,7 +87,13 @@ RENDERINGS: dict[str, Rendering | str] = {
     "phone JPEG, small": replace(PHOTO, jpeg_quality=50, film_side=360),
     "film against a window": replace(PHOTO, background="window"),
     "uneven light": replace(PHOTO, uneven=UNEVEN_LIGHT),
+    "film on a larger lightbox at a slant": replace(PHOTO, lightbox_margin=LIGHTBOX_MARGIN,
+                                                    keystone=LARGER_LIGHTBOX_SLANT),
+    "larger lightbox, a thumb on a corner": replace(PHOTO, lightbox_margin=LIGHTBOX_MARGIN,
+                                                    keystone=LARGER_LIGHTBOX_SLANT, occluder="thumb"),
+    "larger lightbox, a clip on a corner": replace(PHOTO, lightbox_margin=LIGHTBOX_MARGIN, occluder="clip"),
     "square on a flat lightbox": SQUARE,
+    "square on a larger lightbox": replace(SQUARE, lightbox_margin=LIGHTBOX_MARGIN),
     "square, warm light": replace(SQUARE, light=WARM_LIGHT),
     "square, soft blur": replace(SQUARE, blur=2.5),
     "square, soft light": replace(SQUARE, light=SOFT_LIGHT),
@@ -108,12 +126,16 @@ def film_photo(pixels: np.ndarray, rendering: Rendering, rng: np.random.Generato
     from the front). Gray or RGB: an X-ray, or for the not-a-chest-X-ray check anything else."""
     film = _film(pixels, rendering)
     height, width = film.shape[:2]
-    fill = rng.uniform(*FILM_FILL)
-    canvas_h, canvas_w = round(height / fill), round(width / rng.uniform(*FILM_FILL))
+    # What fills FILM_FILL of the picture: the film, or the lightbox around it where its edges show.
+    outer = 1 + 2 * rendering.lightbox_margin
+    canvas_h = round(height * outer / rng.uniform(*FILM_FILL))
+    canvas_w = round(width * outer / rng.uniform(*FILM_FILL))
     light = _background(rendering.background, canvas_h, canvas_w, rng)
     corners = _placed_corners(height, width, canvas_h, canvas_w, rendering.keystone, rng)
     source = np.float32([[0, 0], [width, 0], [width, height], [0, height]])
     warp = cv2.getPerspectiveTransform(source, corners)
+    if rendering.lightbox_margin:
+        light = _in_room(light, warp, rendering.lightbox_margin, width, height)
     transmitted = cv2.warpPerspective(film, warp, (canvas_w, canvas_h), flags=cv2.INTER_LINEAR,
                                       borderValue=(-1.0, -1.0, -1.0, 0.0))
     if transmitted.ndim == 2:
@@ -124,6 +146,8 @@ def film_photo(pixels: np.ndarray, rendering: Rendering, rng: np.random.Generato
     if rendering.background == "screen":  # a monitor lights itself: no lightbox shows through the picture
         scene = np.where(inside, _screen_moire(transmitted[..., 0], inside[..., 0], rng), light)
     scene = scene * np.float32(rendering.light)
+    if rendering.occluder:
+        scene = _occluded(scene, corners, rendering.occluder, rendering.lightbox_margin, rng)
     if rendering.uneven:
         scene = scene + _brightening(corners, canvas_h, canvas_w, rendering.uneven, rng)[..., np.newaxis]
     if rendering.glare:
@@ -174,6 +198,42 @@ def _background(kind: str, height: int, width: int, rng: np.random.Generator) ->
         return sky
     # A monitor: a dark bezel in a lit room.
     return np.full((height, width, 3), rng.uniform(0.55, 0.7), np.float32)
+
+
+def _in_room(light: np.ndarray, warp: np.ndarray, margin: float, width: int, height: int) -> np.ndarray:
+    """The lightbox cut to its own outline, `margin` of the film's side beyond the film on the film's
+    plane (seen through the same perspective), in a dim room."""
+    left, top, right, bottom = -margin * width, -margin * height, (1 + margin) * width, (1 + margin) * height
+    box = np.float32([[[left, top], [right, top], [right, bottom], [left, bottom]]])
+    outline = cv2.perspectiveTransform(box, warp)[0]
+    inside = np.zeros(light.shape[:2], np.uint8)
+    cv2.fillConvexPoly(inside, outline.round().astype(np.int32), 1)
+    return np.where(inside[..., np.newaxis] > 0, light, np.float32(ROOM))
+
+
+def _occluded(scene: np.ndarray, corners: np.ndarray, occluder: str, margin: float,
+              rng: np.random.Generator) -> np.ndarray:
+    """Drawn over the film, opaque: a thumb (an ellipse reaching in over the film's edge beside a corner),
+    or a lightbox's clip holding the film's top edge near a corner, from beyond the lightbox's edge."""
+    index = int(rng.integers(0, 2))  # the top-left or the top-right corner
+    corner, beside = corners[index], corners[1 - index]
+    down = corners[3 - index] - corner  # along the film's side from that corner
+    film_side = float(min(np.linalg.norm(beside - corner), np.linalg.norm(down)))
+    along, into = (beside - corner) / np.linalg.norm(beside - corner), down / np.linalg.norm(down)
+    at = corner + 0.15 * film_side * along
+    side = OCCLUDER_SIZE * film_side
+    covered = np.zeros(scene.shape[:2], np.uint8)
+    if occluder == "clip":
+        reach = (margin + OCCLUDER_SIZE) * film_side  # out past the lightbox's edge, where it is held
+        clip = np.float32([at - side / 2 * along - reach * into, at + side / 2 * along - reach * into,
+                           at + side / 2 * along + side / 2 * into, at - side / 2 * along + side / 2 * into])
+        cv2.fillConvexPoly(covered, clip.round().astype(np.int32), 1)
+        colour = CLIP
+    else:
+        angle = float(np.degrees(np.arctan2(into[1], into[0])))
+        cv2.ellipse(covered, tuple(int(v) for v in at.round()), (round(side), round(side * 0.6)), angle, 0, 360, 1, -1)
+        colour = THUMB
+    return np.where(covered[..., np.newaxis] > 0, np.float32(colour)[:scene.shape[2]], scene)
 
 
 def _screen_moire(transmitted: np.ndarray, inside: np.ndarray, rng: np.random.Generator) -> np.ndarray:

@@ -14,13 +14,17 @@ worst of 50 draws on the withheld set; the bound held it.
 """
 from __future__ import annotations
 
+import csv
 import datetime as dt
 import hashlib
 import io
+import json
 import math
+import re
 import zipfile
+from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 
 import numpy as np
@@ -51,6 +55,27 @@ class LocalSet:
     patients: list[str]
     image_hashes: list[str]
     refused: list[tuple[str, str]] = field(default_factory=list)  # (file, reason): shown, never stored
+    # What the bootstrap resamples: patients named by the files (a folder of images), by the
+    # clinic's patient column, or images where that is blank (results); see RESAMPLED_BY.
+    resampled_by: str = "patient, from file names"
+    source: dict = field(default_factory=lambda: {"kind": "images"})  # what the set was made from, with counts
+
+    def canonical(self) -> LocalSet:
+        """The same set in an order and with patient names that depend only on its images, labels
+        and grouping: the bootstrap then draws the same resamples however the set was gathered
+        (from folders or from results, in any order, whatever the patients are called)."""
+        order = (np.argsort(np.asarray(self.image_hashes), kind="stable") if len(self.image_hashes) == len(self.labels)
+                 else np.arange(len(self.labels)))
+        renamed: dict[str, str] = {}
+        patients = [renamed.setdefault(self.patients[i], f"p{len(renamed)}") for i in order]
+        return LocalSet(self.raw[order], self.labels[order], patients, [self.image_hashes[i] for i in order]
+                        if len(self.image_hashes) == len(self.labels) else [], self.refused, self.resampled_by,
+                        self.source)
+
+    def set_digest(self) -> str:
+        """sha256 of the sorted (image sha256, label) pairs: names nothing, and changes with any diagnosis."""
+        pairs = sorted(f"{digest}:{CLASS_NAMES[label]}" for digest, label in zip(self.image_hashes, self.labels))
+        return hashlib.sha256("\n".join(pairs).encode()).hexdigest()
 
 
 def images_needed(target: float, confidence: float = CONFIDENCE) -> int:
@@ -107,8 +132,9 @@ def read_zip(data: bytes) -> LabelledImages:
 def score_files(predictor: Predictor, files: list[tuple[str, bytes, int]],
                 progress: Callable[[int, int], None] | None = None) -> LocalSet:
     """Raw (uncalibrated, zoom-averaged) outputs for (name, bytes, label) files that pass the input checks."""
-    inputs, labels, patients, hashes, refused = [], [], [], [], []
+    inputs, labels, patients, hashes, names, refused = [], [], [], [], [], []
     for done, (name, data, label) in enumerate(files, 1):
+        digest = hashlib.sha256(data).hexdigest()
         try:
             loaded = load_model_input(data, predictor.spec)
             check_chest_xray(loaded.decoded, predictor.detector)
@@ -119,17 +145,203 @@ def score_files(predictor: Predictor, files: list[tuple[str, bytes, int]],
             labels.append(label)
             # A patient's images are resampled together; unknown names count as their own patient.
             patients.append(f"{CLASS_NAMES[label]}/{patient_id(Path(name).name)}")
-            hashes.append(hashlib.sha256(data).hexdigest())
+            hashes.append(digest)
+            names.append(name)
         if progress:
             progress(done, len(files))
     raw = in_batches(predictor.raw_probabilities, np.stack(inputs)) if inputs else np.zeros(0)
-    return LocalSet(raw, np.asarray(labels, np.int64), patients, hashes, refused)
+    local = LocalSet(raw, np.asarray(labels, np.int64), patients, hashes, refused)
+    return one_per_image(local, names)
+
+
+def one_per_image(local: LocalSet, names: list[str]) -> LocalSet:
+    """Each image (by sha256) counted once: a copy with the same label is listed and dropped, and
+    an image given both labels is listed and not used at all. The copy kept is one with a named patient
+    where there is one, the first of them by name, so that neither the order of the files nor of the
+    rows changes the set. names: each image's file or row, for the list."""
+    def preference(i: int) -> tuple[bool, str]:
+        return local.patients[i].startswith(IMAGE_GROUP), local.patients[i]
+
+    first: dict[str, int] = {}
+    for i, digest in enumerate(local.image_hashes):
+        if digest not in first or preference(i) < preference(first[digest]):
+            first[digest] = i
+    conflicting = {digest for i, digest in enumerate(local.image_hashes) if local.labels[i] != local.labels[first[digest]]}
+    keep, refused, counts = [], list(local.refused), {"repeated": 0, "conflicting": 0}
+    for i, digest in enumerate(local.image_hashes):
+        if digest in conflicting:
+            counts["conflicting"] += 1
+            refused.append((names[i], "the same image is given both diagnoses elsewhere in the set: not used"))
+        elif first[digest] != i:
+            counts["repeated"] += 1
+            refused.append((names[i], f"the same image as {names[first[digest]]}: counted once"))
+        else:
+            keep.append(i)
+    chosen = np.asarray(keep, np.int64)
+    return replace(local, raw=local.raw[chosen], labels=local.labels[chosen],
+                   patients=[local.patients[i] for i in keep], image_hashes=[local.image_hashes[i] for i in keep],
+                   refused=refused, source={**local.source, **counts})
 
 
 def score(predictor: Predictor, images: LabelledImages, progress=None) -> LocalSet:
     """score_files over read images; files that could not be read are listed as refused first."""
     local = score_files(predictor, images.files, progress)
     local.refused = images.refused + local.refused
+    return local
+
+
+# A results file (the Screen page's CSV, `core screen`'s CSV or JSON, an archive job's folder) as a
+# labelled set: the clinic fills in each child's diagnosis as it comes back, and the patient where known.
+DIAGNOSES = {name.lower(): label for label, name in enumerate(CLASS_NAMES)}
+RESULT_SUFFIXES = (".csv", ".json")
+SHA256 = re.compile(r"[0-9a-f]{64}")
+PATIENT_GROUP, IMAGE_GROUP = "patient ", "image "  # a row's bootstrap group: its patient, else its image
+
+
+# What a results file must have, whatever else it holds: a row's name, and what calibration needs.
+NEEDED_COLUMNS = ("model_sha256", "raw_output", "raw_recipe", "image_sha256", "diagnosis")
+NAME_COLUMNS = ("file", "path")  # the Screen page's and `core screen`'s; an archive job's
+
+
+def _table(data: bytes, name: str, what: str) -> list[dict]:
+    """The rows of a CSV or JSON file (by its name's suffix); ValueError, in words for the person who
+    made the file, for anything else. what: what the file should hold, for those words."""
+    suffix = Path(name).suffix.lower()
+    if suffix not in RESULT_SUFFIXES:
+        raise ValueError(f"{name}: expected the CSV or JSON of {what}")
+    try:
+        text = data.decode("utf-8-sig")  # a spreadsheet may save a byte-order mark
+        # A CSV row that is only separators (a spreadsheet's trailing lines) is no row.
+        rows = json.loads(text) if suffix == ".json" else [
+            row for row in csv.DictReader(io.StringIO(text)) if any(_filled(v) for k, v in row.items() if k)]
+    except (UnicodeDecodeError, ValueError, csv.Error) as exc:
+        raise ValueError(f"{name} is not a readable file of {what} ({type(exc).__name__})") from None
+    if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+        raise ValueError(f"{name}: expected the CSV or JSON of {what} (a list of rows)")
+    return rows
+
+
+def _columns(rows: list[dict]) -> set[str]:
+    return set().union(*rows) if rows else set()
+
+
+def parse_results(data: bytes, name: str) -> list[dict]:
+    """The rows of a results file (CSV or JSON, by its name's suffix). ValueError, in words for the
+    person who made the file, for anything else."""
+    rows = _table(data, name, "screening results")
+    columns = _columns(rows)
+    missing = [c for c in NEEDED_COLUMNS if c not in columns] + ([] if columns & set(NAME_COLUMNS) else ["file"])
+    if missing:
+        raise ValueError(f"{name} has no {', '.join(missing)} column: use the results file as downloaded (saved as "
+                         "CSV with commas), from this version; results of an older version cannot be used")
+    return rows
+
+
+def read_results(path: str | Path, diagnoses: str | Path | None = None) -> list[dict]:
+    """The rows of a results file, or of an archive job's output folder (every row that counts),
+    with the diagnoses of a separate file joined on where one is given (``add_diagnoses``)."""
+    path = Path(path)
+    try:
+        if path.is_dir():
+            from core.serving import archive
+
+            rows = archive.read_results(path).to_pylist()
+        else:
+            rows = parse_results(path.read_bytes(), path.name)
+        labelled = _diagnosis_rows(Path(diagnoses)) if diagnoses else None
+    except OSError as exc:
+        raise ValueError(f"cannot read {exc.filename or path}: {exc.strerror or exc}") from None
+    return add_diagnoses(rows, labelled) if labelled is not None else rows
+
+
+def _diagnosis_rows(path: Path) -> list[dict]:
+    rows = _table(path.read_bytes(), path.name, "diagnoses")
+    columns = _columns(rows)
+    if "diagnosis" not in columns or not columns & {"image_sha256", *NAME_COLUMNS}:
+        raise ValueError(f"{path.name}: expected a CSV or JSON of diagnoses, with a diagnosis column and an "
+                         "image_sha256, path or file column naming the results' rows")
+    return rows
+
+
+def add_diagnoses(rows: list[dict], labelled: list[dict]) -> list[dict]:
+    """The results' rows with each diagnosis (and patient) of another file: an archive's rows, whose own
+    diagnosis column stays empty, with the clinic's list. Joined by image_sha256 where that list has
+    it, else by the row's name (an archive's path column: relative, as given, or its pseudonym)."""
+    key = "image_sha256" if any(_filled(r.get("image_sha256")) for r in labelled) else None
+
+    def name(row: dict) -> str:
+        return _filled(row.get(key) if key else (row.get("path") or row.get("file")))
+
+    given = {name(r): r for r in labelled if name(r)}
+    return [{**row, **{c: given[name(row)].get(c) for c in ("diagnosis", "patient") if c in given[name(row)]}}
+            if name(row) in given else row for row in rows]
+
+
+def results_model(rows: list[dict]) -> str | None:
+    """The shipped model most of the rows were screened with (by name; from_results then checks each
+    row's file); None where they name none of them."""
+    from core.serving import registry
+
+    known = set(registry.model_names())
+    named = Counter(str(row["model"]) for row in rows if str(row.get("model")) in known).most_common(1)
+    return named[0][0] if named else None
+
+
+def _filled(value) -> str:
+    return "" if value is None else str(value).strip()
+
+
+def _unusable(row: dict, sha256: str, recipe: str) -> tuple[str, str] | None:
+    """Why a results row cannot be used for the model file with this sha256 and raw recipe, as
+    (count, reason); None if it can."""
+    screened = (_filled(row.get("status")) == "ok") if "status" in row else not _filled(row.get("error"))
+    if not screened:
+        return "not_screened", "not screened: no score to calibrate"
+    if _filled(row.get("model_sha256")) != sha256:
+        return "other_model", (f"screened with another model file (sha256 {_filled(row.get('model_sha256'))[:12]}…, "
+                               f"this one's is {sha256[:12]}…)")
+    if _filled(row.get("raw_recipe")) != recipe:
+        return "other_model", "screened with other test-time zooms or decoding of this model file"
+    diagnosis = _filled(row.get("diagnosis")).lower()
+    if not diagnosis:
+        return "unlabelled", "no diagnosis yet"
+    if diagnosis not in DIAGNOSES:
+        return "unreadable", f"diagnosis '{_filled(row.get('diagnosis'))}' is not NORMAL or PNEUMONIA"
+    try:
+        output = float(_filled(row.get("raw_output")))
+    except ValueError:
+        output = float("nan")
+    if not 0.0 <= output <= 1.0 or not SHA256.fullmatch(_filled(row.get("image_sha256")).lower()):
+        return "unreadable", "no raw output or image sha256 (results of an older version: screen the image again)"
+    return None
+
+
+def from_results(predictor: Predictor, rows: list[dict]) -> LocalSet:
+    """The labelled set in screening results: rows of this model file that were screened and have a
+    diagnosis, each image (by sha256) once. Every other row is counted and listed with why, never used."""
+    raw, labels, patients, hashes, names, refused = [], [], [], [], [], []
+    counts = dict.fromkeys(("not_screened", "other_model", "unlabelled", "unreadable"), 0)
+    for number, row in enumerate(rows, 1):
+        name = _filled(row.get("file") or row.get("path")) or f"row {number}"
+        problem = _unusable(row, predictor.card.sha256, predictor.raw_recipe)
+        if problem:
+            counts[problem[0]] += 1
+            refused.append((name, problem[1]))
+            continue
+        digest, patient = _filled(row["image_sha256"]).lower(), _filled(row.get("patient"))
+        raw.append(float(_filled(row["raw_output"])))
+        labels.append(DIAGNOSES[_filled(row["diagnosis"]).lower()])
+        # Distinct prefixes: a patient called like an image's hash is still another group.
+        patients.append(f"{PATIENT_GROUP}{patient}" if patient else f"{IMAGE_GROUP}{digest}")
+        hashes.append(digest)
+        names.append(name)
+    local = one_per_image(LocalSet(np.asarray(raw, np.float64), np.asarray(labels, np.int64), patients, hashes,
+                                   refused), names)
+    given = sum(p.startswith(PATIENT_GROUP) for p in local.patients)
+    local.resampled_by = ("patient" if given == len(local.patients) else "image" if given == 0
+                          else "patient where the patient column is filled, else image")
+    local.source = {**local.source, "kind": "results", "rows": len(rows), **counts, "used": len(local.image_hashes),
+                    "patients_given": given}
     return local
 
 
@@ -169,6 +381,7 @@ def calibrate(predictor: Predictor, local: LocalSet, target: float = evaluation.
               site_name: str = "site", intervals: bool = True) -> tuple[dict, list[str]]:
     """(the sealed site profile's content, advice for the analyst); intervals=False skips the
     95% intervals of the table (for simulations that calibrate many times)."""
+    local = local.canonical()
     labels, raw = local.labels, local.raw
     counts = {name: int((labels == i).sum()) for i, name in enumerate(CLASS_NAMES)}
     if min(counts.values()) == 0:
@@ -213,13 +426,17 @@ def calibrate(predictor: Predictor, local: LocalSet, target: float = evaluation.
         "site": site_name,
         "model": predictor.name,
         "model_sha256": predictor.card.sha256,
+        # What the raw outputs were made with: a profile is refused once the card's zooms or the decoding change.
+        "raw_recipe": getattr(predictor, "raw_recipe", None),
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "tool_version": TOOL_VERSION,
         "sensitivity_target": target,
         "confidence": CONFIDENCE,
         "counts": {**counts, "patients": len(set(local.patients)), "refused": len(local.refused)},
-        # A digest of the set: the sha256 of the sorted image hashes; no names, pixels or tags.
-        "set_sha256": hashlib.sha256("".join(sorted(local.image_hashes)).encode()).hexdigest(),
+        "resampled_by": local.resampled_by,
+        "made_from": local.source,
+        # A digest of the set: its (image sha256, label) pairs; no names, pixels or tags.
+        "set_sha256": local.set_digest(),
         "calibration": calibration,
         "operating_points": points,
         "metrics": metrics,
@@ -255,8 +472,15 @@ def table(content: dict) -> str:
     counts = content["counts"]
     lines = [(f"site '{content['site']}', model {content['model']} ({content['model_sha256'][:12]}…): "
               f"{counts['NORMAL']} NORMAL and {counts['PNEUMONIA']} PNEUMONIA images of {counts['patients']} "
-              f"patients, {counts['refused']} refused; calibration {content['calibration']['source']}"),
+              f"patients, {counts['refused']} not used; calibration {content['calibration']['source']}"),
              f"{'points':<9}{'point':<11}{'threshold':>10}  {'sensitivity (95% CI)':<24}{'specificity (95% CI)':<24}"]
+    made = content.get("made_from", {})
+    if made.get("kind") == "results":
+        lines.insert(1, f"made from screening results: {made['used']} of {made['rows']} rows used "
+                        f"({made['unlabelled']} without a diagnosis, {made['other_model']} of another model file, "
+                        f"{made['not_screened']} not screened, {made['unreadable']} unreadable, "
+                        f"{made['repeated']} repeated images, {made['conflicting']} given both diagnoses); "
+                        f"resampled by {content['resampled_by']}")
     for source in ("shipped", "site"):
         for name, point in content["metrics"][source].items():
             lines.append(f"{source:<9}{name:<11}{point['threshold']:>10.4f}  "

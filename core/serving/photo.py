@@ -21,11 +21,14 @@ Two finders, tried in turn, both on a small copy of the picture:
 2. An outline: a film's edge is the largest convex quadrilateral of strong edges
    (Canny, then the contour's hull cut to four corners, each side then fitted to
    its edge pixels), supported by edges along most of each side and with few
-   edges around it. It is a photo's, square to the picture or not.
+   edges around it. It is a photo's, square to the picture or not. A lightbox, a
+   window or a sheet of paper larger than the film has such an outline too: the
+   film is then the one inside it that is darker than the light along every side.
 """
 from __future__ import annotations
 
 import itertools
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import cv2
@@ -77,13 +80,22 @@ MIN_STEP = 25
 # hand touching the film adds bumps to its outline that the looser ones cut off.
 QUAD_FITS = (0.02, 0.04, 0.07)
 CANDIDATES = 8  # the largest outlines tried
+# An outline inside another, with at most this share of its area, may be the film on a larger lightbox.
+NESTED = 0.92
+SIDE_ENDS = 0.2  # share of each side at either end left out where a nested film's sides are read
+NESTED_TOLERANCE = 2.0  # pixels of the small copy a nested outline's corner may lie outside (sides it shares)
 CANNY = (0.25, 0.5)  # Canny's thresholds, as shares of the picture's Otsu threshold
 # Failing an outline, the film's sides are sought among straight edges at least MIN_SIDE_LINE of the
 # picture's side long, the LINES_PER_DIRECTION longest across and down.
 MIN_SIDE_LINE = 0.2
 LINES_PER_DIRECTION = 10
 LINE_GAP = 10  # pixels of the small copy a side's edge may be broken by
-LINE_QUADS_CHECKED = 20  # the largest outlines of straight lines checked in full
+# Pieces of straight edges are one side where both ends lie within JOIN_DISTANCE pixels of the longer's
+# line and at most JOIN_GAP pixels beyond its ends (a clip or a thumb over the side), on the small copy.
+JOIN_DISTANCE = 2.0
+JOIN_GAP = 30
+JOINED_PIECES = 60  # the longest pieces joined: a film's sides are among them, an X-ray's ribs add hundreds
+LINE_QUADS_CHECKED = 80  # the largest outlines of straight lines checked in full (a film inside a lightbox among them)
 SPANNING = 0.95  # a straight edge spanning this share of the picture is behind the film, not its side
 DARK_OPENING = 0.06  # a share of the side: a dark region narrower than this is not the film
 REFINE_BAND = 0.02  # edge pixels this share of the side from a rough side give its straight line
@@ -279,20 +291,58 @@ def _film_outline(small: np.ndarray) -> np.ndarray | None:
                                    cv2.CHAIN_APPROX_SIMPLE)
     hulls = sorted((cv2.convexHull(contour) for contour in contours), key=cv2.contourArea, reverse=True)
     # Straight lines last: two sides and where a third meets the fourth make a film's outline too.
-    found = _quadrilateral(hulls[:CANDIDATES] + _dark_region(blurred), edges, small)
-    return found if found is not None else _from_lines(lines[spans < SPANNING], edges, small)
+    # A film on a larger lightbox may be found only by its lines (a clip joins its outline to the
+    # lightbox's), the lightbox by its outline: the innermost film is sought among both.
+    outlines = list(_quadrilaterals(hulls[:CANDIDATES] + _dark_region(blurred), edges, small))
+    return _innermost(outlines + list(_from_lines(lines[spans < SPANNING], edges, small)), small)
 
 
 def _straight_lines(edges: np.ndarray) -> np.ndarray:
-    """Straight edges at least MIN_SIDE_LINE of the picture's side long, as rows of x0, y0, x1, y1."""
+    """Straight edges at least MIN_SIDE_LINE of the picture's side long, as rows of x0, y0, x1, y1: pieces
+    half as long, joined where they lie on one line (a side a little off the picture's axes steps between
+    rows of pixels, which breaks it into pieces; a clip or a thumb over it breaks it too)."""
     length = round(MIN_SIDE_LINE * max(edges.shape))
-    lines = cv2.HoughLinesP(edges, 1, np.pi / 360, threshold=length // 2, minLineLength=length, maxLineGap=LINE_GAP)
-    return np.zeros((0, 4)) if lines is None else lines.reshape(-1, 4).astype(np.float64)  # OpenCV 5: (N, 4)
+    found = cv2.HoughLinesP(edges, 1, np.pi / 360, threshold=length // 4, minLineLength=length // 2,
+                            maxLineGap=LINE_GAP)
+    if found is None:
+        return np.zeros((0, 4))
+    pieces = found.reshape(-1, 4).astype(np.float64)
+    pieces = pieces[np.argsort(-np.hypot(pieces[:, 2] - pieces[:, 0], pieces[:, 3] - pieces[:, 1]))][:JOINED_PIECES]
+    joined = pieces[:1]
+    for piece in pieces[1:]:
+        on_line = np.flatnonzero(_on_one_line(joined, piece))
+        if len(on_line):
+            joined[on_line[0]] = _spanned(joined[on_line[0]], piece)
+        else:
+            joined = np.vstack([joined, piece])
+    return joined[np.hypot(joined[:, 2] - joined[:, 0], joined[:, 3] - joined[:, 1]) >= length]
 
 
-def _from_lines(lines: np.ndarray, edges: np.ndarray, small: np.ndarray) -> np.ndarray | None:
-    """The largest film outline that two near-horizontal and two near-vertical straight edges make:
-    for a film whose side runs along something behind it (a window's bar), which merges their outlines."""
+def _on_one_line(lines: np.ndarray, piece: np.ndarray) -> np.ndarray:
+    """For each line, whether both ends of `piece` lie within JOIN_DISTANCE pixels of its straight line,
+    at most JOIN_GAP pixels beyond its ends along it."""
+    starts, ends = lines[:, :2], lines[:, 2:]
+    reach = np.linalg.norm(ends - starts, axis=1)
+    direction = (ends - starts) / np.maximum(reach, 1e-9)[:, np.newaxis]
+    normal = np.stack([-direction[:, 1], direction[:, 0]], axis=1)
+    offsets = piece.reshape(1, 2, 2) - starts[:, np.newaxis, :]  # (lines, both ends, x and y)
+    along = np.einsum("lek,lk->le", offsets, direction)
+    across = np.abs(np.einsum("lek,lk->le", offsets, normal))
+    return (across.max(axis=1) <= JOIN_DISTANCE) & (along.min(axis=1) <= reach + JOIN_GAP) & (along.max(axis=1) >= -JOIN_GAP)
+
+
+def _spanned(line: np.ndarray, piece: np.ndarray) -> np.ndarray:
+    """The segment of `line`'s straight line spanning both."""
+    start, end = line[:2], line[2:]
+    direction = (end - start) / max(float(np.linalg.norm(end - start)), 1e-9)
+    along = (np.r_[line, piece].reshape(4, 2) - start) @ direction
+    return np.r_[start + along.min() * direction, start + along.max() * direction]
+
+
+def _from_lines(lines: np.ndarray, edges: np.ndarray, small: np.ndarray) -> Iterator[np.ndarray]:
+    """The film outlines that two near-horizontal and two near-vertical straight edges make, the largest
+    first: for a film whose side runs along something behind it (a window's bar) or under a clip, which
+    merges their outlines."""
     lengths = np.hypot(lines[:, 2] - lines[:, 0], lines[:, 3] - lines[:, 1])
     angles = np.degrees(np.arctan2(np.abs(lines[:, 3] - lines[:, 1]), np.abs(lines[:, 2] - lines[:, 0])))
     longest = np.argsort(-lengths)
@@ -303,7 +353,7 @@ def _from_lines(lines: np.ndarray, edges: np.ndarray, small: np.ndarray) -> np.n
     across = lines[sorted(across, key=lambda i: lines[i, 1] + lines[i, 3])]
     down = lines[sorted(down, key=lambda i: lines[i, 0] + lines[i, 2])]
     if len(across) < 2 or len(down) < 2:
-        return None
+        return
     corners = _crossings(across, down)  # (across, down, 2)
     pairs_across = np.array(list(itertools.combinations(range(len(across)), 2)))
     pairs_down = np.array(list(itertools.combinations(range(len(down)), 2)))
@@ -321,8 +371,7 @@ def _from_lines(lines: np.ndarray, edges: np.ndarray, small: np.ndarray) -> np.n
         quad = np.float32(quads[index])
         if (_square_enough(quad) and not _axis_aligned(quad) and _edge_support(quad, support)
                 and _plain_surround(quad, edges) and _stands_out(quad, small)):
-            return quad
-    return None
+            yield quad
 
 
 def _crossings(across: np.ndarray, down: np.ndarray) -> np.ndarray:
@@ -349,8 +398,54 @@ def _dark_region(blurred: np.ndarray) -> list[np.ndarray]:
     return [cv2.convexHull(np.concatenate(inner))] if inner else []
 
 
-def _quadrilateral(hulls: list[np.ndarray], edges: np.ndarray, small: np.ndarray) -> np.ndarray | None:
-    """The first of the hulls (the largest first) that is a film's outline in the small picture."""
+def _innermost(outlines: list[np.ndarray], small: np.ndarray) -> np.ndarray | None:
+    """Of the film outlines found (from the largest hulls first), the first, or the film inside it: a
+    lightbox, a window or a sheet of paper larger than the film has an outline of its own around the
+    film's. Unless the first is a film itself (darker than the light just outside it along every side), the
+    film is the first outline lying within it, clearly smaller, and that dark against its light: an outline
+    mixing the film's sides with the lightbox's has a side with the lightbox inside."""
+    if not outlines:
+        return None
+    first = outlines[0]
+    if _lit_from_behind_all_round(first, small):  # a film already: what lies inside it is its anatomy
+        return first
+    inner = (o for o in outlines if cv2.contourArea(o) <= NESTED * cv2.contourArea(first)
+             and _lies_within(o, first) and _lit_from_behind_all_round(o, small))
+    return next(inner, first)
+
+
+def _lit_from_behind_all_round(corners: np.ndarray, small: np.ndarray) -> bool:
+    """Along each side, away from the corners (a thumb or a clip), the band just inside is darker by
+    MIN_STEP than the band just outside."""
+    depth = max(3.0, BAND * max(small.shape))
+    centre = corners.mean(axis=0)
+    for i in range(4):
+        start, end = corners[i], corners[(i + 1) % 4]
+        start, end = start + SIDE_ENDS * (end - start), end - SIDE_ENDS * (end - start)
+        normal = np.float32([start[1] - end[1], end[0] - start[0]])
+        normal *= depth / max(float(np.linalg.norm(normal)), 1e-9)
+        if normal @ (centre - start) < 0:
+            normal = -normal
+        levels = []
+        for offset in (normal, -normal):
+            strip = np.zeros(small.shape, np.uint8)
+            cv2.fillConvexPoly(strip, np.float32([start, end, end + offset, start + offset]).round().astype(np.int32), 1)
+            if not strip.any():
+                return False
+            levels.append(float(np.median(small[strip > 0])))
+        if levels[0] - levels[1] > -MIN_STEP:
+            return False
+    return True
+
+
+def _lies_within(inner: np.ndarray, outer: np.ndarray) -> bool:
+    """Every corner of `inner` inside `outer`, or within NESTED_TOLERANCE pixels of its sides."""
+    polygon = outer.reshape(-1, 1, 2).astype(np.float32)
+    return all(cv2.pointPolygonTest(polygon, (float(x), float(y)), True) >= -NESTED_TOLERANCE for x, y in inner)
+
+
+def _quadrilaterals(hulls: list[np.ndarray], edges: np.ndarray, small: np.ndarray) -> Iterator[np.ndarray]:
+    """Each hull's film outline in the small picture, where it has one (the largest hulls first)."""
     shape = small.shape
     support = cv2.dilate(edges, np.ones((5, 5), np.uint8)) > 0
     for hull in hulls:
@@ -369,8 +464,8 @@ def _quadrilateral(hulls: list[np.ndarray], edges: np.ndarray, small: np.ndarray
             if (corners is not None and _inside_margin(cv2.contourArea(corners), corners, shape)
                     and _square_enough(corners) and _edge_support(corners, support)
                     and _plain_surround(corners, edges) and _stands_out(corners, small)):
-                return corners
-    return None
+                yield corners
+                break
 
 
 def _refined(corners: np.ndarray, edges: np.ndarray) -> np.ndarray | None:

@@ -8,10 +8,12 @@ imports it.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -24,8 +26,8 @@ from core.serving.heatmap import member_mean, occlusion
 from core.serving.imaging import ImageError, ModelInput, load_model_input
 from core.serving.photo import display_copy
 from core.serving.quality import XrayDetector, check_chest_xray
-from core.serving.settings import CLASS_NAMES, DEFAULT_OPERATING_POINT
-from core.serving.site import SiteProfile
+from core.serving.settings import CLASS_NAMES, DEFAULT_OPERATING_POINT, PIPELINE_VERSION
+from core.serving.site import SiteProfile, SiteProfileError
 
 RUNTIMES = ("onnx", "keras")
 # (name, models folder) -> a network with forward, has_cam and the Keras model as .model; set by
@@ -59,6 +61,12 @@ class ScreeningResult:
     model_sha256: str = ""
     site: str | None = None  # the site profile whose operating points are in force, if any
     input_kind: str = "digital"  # digital, dicom, photo (of a film, straightened) or screenshot
+    # What site calibration needs from a result, never pixels: the model's own output before
+    # calibration (averaged over its test-time zooms), how it was made (Predictor.raw_recipe) and
+    # the image file's sha256.
+    raw_output: float | None = None
+    raw_recipe: str = ""
+    image_sha256: str = ""
     timings_ms: dict[str, float] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     # For display only, never exported: the decoded image and, when asked for, its heat map.
@@ -112,10 +120,22 @@ class Predictor:
         predictor = cls(network, card, registry.load_detector(directory), None, directory, runtime)
         return predictor.with_site(site) if site else predictor
 
+    @property
+    def raw_recipe(self) -> str:
+        """sha256 of what turns a file into this model file's raw output besides the file itself: the
+        preprocessing, the test-time zooms and the decoding (`core calibrate` can rewrite the card's
+        zooms and leave the model file, and its sha256, as they were)."""
+        recipe = {"zooms": self.test_time_zooms, "spec": self.spec.to_dict(), "decoding": PIPELINE_VERSION}
+        return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()
+
     def with_site(self, site: SiteProfile) -> Predictor:
         """The same loaded model at a site profile's operating points and calibration (the network
         is shared, not loaded again); refuses a profile made for another model file."""
         site.check_model(self.card)
+        made_with = site.content.get("raw_recipe")
+        if made_with and made_with != self.raw_recipe:
+            raise SiteProfileError(f"site profile '{site.name}' was fitted on outputs of another preprocessing, test-time "
+                                   f"zooms or decoding of '{self.name}' than it now has: calibrate the site again")
         return Predictor(self.network, self.card, self.detector, site, self.directory, self.runtime)
 
     def with_test_time_zooms(self, zooms: list[float]) -> Predictor:
@@ -149,9 +169,13 @@ class Predictor:
         """The model's sigmoid outputs (averaged over its test-time zooms) for a preprocessed batch."""
         return self._forward(inputs)[0]
 
+    def calibrated(self, raw: np.ndarray) -> np.ndarray:
+        """Pneumonia probabilities from raw outputs, at this predictor's (or its site's) calibration."""
+        return apply_calibration(raw, self.calibration)
+
     def probabilities(self, inputs: np.ndarray) -> np.ndarray:
         """Calibrated pneumonia probabilities for a batch of preprocessed inputs."""
-        return apply_calibration(self.raw_probabilities(inputs), self.calibration)
+        return self.calibrated(self.raw_probabilities(inputs))
 
     def heatmap(self, image: np.ndarray) -> np.ndarray:
         """Where the model sees pneumonia in one (H, W, 1) input: (H, W) in [0, 1]."""
@@ -185,6 +209,17 @@ class Predictor:
     def label_for(self, probability: float, operating_point: str = DEFAULT_OPERATING_POINT) -> str:
         return CLASS_NAMES[int(probability >= self.operating_points[operating_point])]
 
+    def rescore(self, result: ScreeningResult, operating_point: str = DEFAULT_OPERATING_POINT) -> ScreeningResult:
+        """A result of this model file at this predictor's calibration and operating point (a site
+        profile's, say) from its stored raw output: no forward pass. ValueError for another model's."""
+        if (result.model_sha256, result.raw_recipe) != (self.card.sha256, self.raw_recipe) or result.raw_output is None:
+            raise ValueError(f"this result was screened with another file, zooms or decoding of the model than "
+                             f"{self.name}'s ({self.card.sha256[:12]}…): screen the image again")
+        probability = float(self.calibrated(np.array([result.raw_output]))[0])
+        return replace(result, probability=probability, label=self.label_for(probability, operating_point),
+                       operating_point=operating_point, threshold=float(self.operating_points[operating_point]),
+                       site=self.site.name if self.site else None)
+
     def screen(self, data: bytes, operating_point: str = DEFAULT_OPERATING_POINT,
                heatmap: bool = False) -> ScreeningResult:
         """Screen one image given as bytes; raises ImageError for input that cannot be screened."""
@@ -196,7 +231,7 @@ class Predictor:
         inputs = loaded.tensor[np.newaxis]
         prepared_at = time.perf_counter()
         raw, cams = self._forward(inputs)
-        probability = float(apply_calibration(raw, self.calibration)[0])
+        probability = float(self.calibrated(raw)[0])
         finished = time.perf_counter()
         heat = self._heatmap_from(cams, inputs[0]) if heatmap else None
         if heat is not None and self.spec.frame:
@@ -210,6 +245,9 @@ class Predictor:
             model_sha256=self.card.sha256,
             site=self.site.name if self.site else None,
             input_kind=loaded.decoded.input_kind,
+            raw_output=float(raw[0]),
+            raw_recipe=self.raw_recipe,
+            image_sha256=hashlib.sha256(data).hexdigest(),
             timings_ms={"decode_and_preprocess": 1e3 * (decoded_at - started),
                         "checks": 1e3 * (prepared_at - decoded_at),
                         "inference": 1e3 * (finished - prepared_at), "total": 1e3 * (finished - started)},

@@ -7,7 +7,7 @@ import json
 import os
 import stat
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from core.serving.imaging import MAX_FILE_BYTES, ImageError
@@ -15,9 +15,12 @@ from core.serving.predictor import Predictor, ScreeningResult
 from core.serving.quality import NotChestXRayError
 from core.serving.settings import CLASS_NAMES, DEFAULT_OPERATING_POINT, IMAGE_SUFFIXES
 
-# Every row says which threshold, model file and site profile gave its label.
+# Every row says which threshold, model file and site profile gave its label, and carries what site
+# calibration needs (the image's sha256 and the model's raw output, never pixels), with two columns
+# left blank for the clinic: the diagnosis when it is known, and the patient (core.analysis.site_calibration).
+LABEL_FIELDS = ("diagnosis", "patient")
 ROW_FIELDS = ("file", "status", "input_kind", "probability", "label", "operating_point", "threshold", "model",
-              "model_sha256", "site", "message")
+              "model_sha256", "site", "message", "image_sha256", "raw_output", "raw_recipe", *LABEL_FIELDS)
 
 
 def _from_result(name: str) -> property:
@@ -46,6 +49,10 @@ class ScreeningRow:
     threshold = _from_result("threshold")
     model_sha256 = _from_result("model_sha256")
     site = _from_result("site")
+    image_sha256 = _from_result("image_sha256")
+    raw_output = _from_result("raw_output")
+    raw_recipe = _from_result("raw_recipe")
+    diagnosis = patient = None  # the clinic's to fill in the downloaded file
 
     @property
     def input_kind(self) -> str | None:
@@ -57,6 +64,11 @@ class ScreeningRow:
 
     def to_dict(self) -> dict:
         return {name: getattr(self, name) for name in ROW_FIELDS}
+
+    def rescored(self, predictor: Predictor, operating_point: str) -> ScreeningRow:
+        """This row at the predictor's calibration and operating point (a site profile's), from its raw
+        output: no forward pass. ValueError for a row of another model file."""
+        return replace(self, result=predictor.rescore(self.result, operating_point)) if self.result else self
 
 
 @dataclass(frozen=True)

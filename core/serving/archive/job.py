@@ -27,6 +27,7 @@ BATCH_SIZE = 32
 IDENTITY = {"source": "source folder", "manifest_sha256": "manifest (sha256)", "model": "model",
             "model_sha256": "model file (sha256)", "onnx_sha256": "ONNX file (sha256)",
             "scoring": "model card's calibration, zooms and thresholds, or the decoding (sha256)",
+            "raw_recipe": "model card's zooms or the decoding (sha256)",
             "threshold": "threshold", "site": "site profile",
             "site_sha256": "site profile's content (sha256)", "operating_point": "operating point",
             "format": "format", "columns": "columns", "path_column": "path column",
@@ -36,6 +37,7 @@ IDENTITY = {"source": "source folder", "manifest_sha256": "manifest (sha256)", "
 def identity(src: Path, manifest: Path | None, predictor: Predictor, spec: JobSpec, fmt: str, keys: RowKeys) -> dict:
     return {"source": str(src.resolve()), "manifest_sha256": manifest_digest(manifest), "model": predictor.name,
             "model_sha256": spec.model_sha256, "onnx_sha256": spec.onnx_sha256, "scoring": spec.scoring,
+            "raw_recipe": predictor.raw_recipe,
             "threshold": float(predictor.operating_points[spec.operating_point]), "site": spec.site_name or None,
             "site_sha256": spec.site_sha256, "operating_point": spec.operating_point, "format": fmt,
             "columns": list(COLUMNS), **keys.identity}
@@ -148,7 +150,7 @@ def screen_archive(src: Path, out: Path, spec: JobSpec, fmt: str = "parquet", en
                    path_column: str = "relative", key_file: Path | None = None) -> JobSummary:
     """Screen every file of src (or of the manifest) that no earlier run of the same job in out
     holds; raises JobError for a fault of the job, before any work. progress(total, done_before)
-    gives the local engine's callback."""
+    gives a callback told each batch's count of files."""
     if fmt not in FORMATS or engine not in ENGINES or path_column not in PATH_COLUMNS:
         raise JobError(f"format must be one of {', '.join(FORMATS)}, engine one of {', '.join(ENGINES)} "
                        f"and the path column one of {', '.join(PATH_COLUMNS)}")
@@ -184,11 +186,11 @@ def screen_archive(src: Path, out: Path, spec: JobSpec, fmt: str = "parquet", en
                 run = store.new_run(out, {"engine": engine, **wanted})
                 started = time.perf_counter()
                 screener = ArchiveScreener(spec, predictor=predictor)
+                counted = progress(len(todo), already) if progress else None
                 if engine == "local":
-                    local.run_local(screener, todo, run, fmt, batch_size, workers,
-                                    progress(len(todo), already) if progress else None)
+                    local.run_local(screener, todo, run, fmt, batch_size, workers, counted)
                 else:
-                    cluster.run_ray(ray, screener, todo, run, fmt, batch_size, workers)
+                    cluster.run_ray(ray, screener, todo, run, fmt, batch_size, workers, counted)
                 seconds = time.perf_counter() - started
         finally:
             if engine == "ray":

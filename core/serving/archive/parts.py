@@ -9,13 +9,9 @@ import pyarrow.csv as pa_csv
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
-# One row per input file, the same for both engines. Never pixels, never DICOM patient tags; the
-# path column is what --path-column makes of the file's path (core.serving.archive.listing).
-SCHEMA = pa.schema([("path", pa.string()), ("input_kind", pa.string()), ("probability", pa.float64()),
-                    ("label", pa.string()), ("operating_point", pa.string()), ("threshold", pa.float64()),
-                    ("model", pa.string()), ("model_sha256", pa.string()), ("site", pa.string()),
-                    ("warnings", pa.string()), ("error", pa.string())])
-COLUMNS = tuple(SCHEMA.names)
+from core.serving.archive.rows import COLUMNS, FIELDS
+
+SCHEMA = pa.schema([(name, pa.type_for_alias(kind)) for name, kind in FIELDS])
 FORMATS = ("parquet", "csv")
 SUFFIXES = tuple(f".{fmt}" for fmt in FORMATS)
 
@@ -25,6 +21,11 @@ def _file_format(suffix: str) -> ds.FileFormat:
         return ds.ParquetFileFormat()
     # Every column typed by the schema, and an empty field a null: CSV rows read back as Parquet's do.
     return ds.CsvFileFormat(convert_options=pa_csv.ConvertOptions(column_types=SCHEMA, strings_can_be_null=True))
+
+
+def table(batches: list[dict[str, list]]) -> pa.Table:
+    """Batches of rows as a screener gives them (a list per column) as one table of the parts' schema."""
+    return pa.table({name: [value for batch in batches for value in batch[name]] for name in COLUMNS}, schema=SCHEMA)
 
 
 def read_parts(parts: list[Path], columns: list[str] | None = None) -> pa.Table:

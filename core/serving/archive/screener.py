@@ -7,13 +7,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
 
-from core.serving.archive.parts import COLUMNS, SCHEMA
+from core.serving.archive.rows import COLUMNS
 from core.serving.errors import JobError
 from core.serving.predictor import Predictor
 from core.serving.screening import read_file, refusal
-from core.serving.settings import CLASS_NAMES, DEFAULT_OPERATING_POINT, PIPELINE_VERSION
+from core.serving.settings import DEFAULT_OPERATING_POINT
 from core.serving.site import SiteProfile, SiteProfileError
 
 # Images per forward pass, each at every test-time zoom. A pass's activations scale with it: 32
@@ -68,11 +67,10 @@ class JobSpec:
 
 
 def scoring_digest(predictor: Predictor) -> str:
-    """What turns a model file's outputs into a row: its calibration, test-time zooms and thresholds
-    (`core calibrate` rewrites them in the card, leaving the file and its hash alone) and the decoding."""
-    scoring = {"calibration": predictor.calibration, "zooms": predictor.test_time_zooms,
-               "operating_points": predictor.operating_points, "spec": predictor.spec.to_dict(),
-               "decoding": PIPELINE_VERSION}
+    """What turns a file into a row: the raw output's recipe, then the calibration and thresholds
+    (`core calibrate` rewrites them in the card, leaving the file and its hash alone)."""
+    scoring = {"raw": predictor.raw_recipe, "calibration": predictor.calibration,
+               "operating_points": predictor.operating_points}
     return hashlib.sha256(json.dumps(scoring, sort_keys=True).encode()).hexdigest()
 
 
@@ -86,14 +84,15 @@ class Prepared:
     tensor: np.ndarray | None
     warnings: str
     error: str
+    image_sha256: str | None = None  # of the file's bytes, when they were read
 
 
 class ArchiveScreener:
     """Screens batches of files into rows; holds one Predictor, loaded once (per Ray actor).
 
-    Called on a batch ``{"path": [...], "key": [...]}`` (resolved paths and their rows' keys) it
-    reads each file itself, so a file deleted, unreadable or too large becomes a row with its
-    reason, and returns an Arrow table of SCHEMA, one row per file."""
+    ``screen`` reads each file of a batch itself, so a file deleted, unreadable or too large becomes
+    a row with its reason, and gives one row per file as a list per column (plain values, so a
+    Ray actor needs no pyarrow)."""
 
     def __init__(self, spec: JobSpec, threads: int | None = None, predictor: Predictor | None = None):
         self.spec = spec
@@ -102,34 +101,44 @@ class ArchiveScreener:
 
     def prepare(self, path: str | Path, key: str) -> Prepared:
         """One file read and ready for the forward pass, or its reason."""
+        digest = None
         try:
-            loaded, _, warnings = self.predictor.prepare(read_file(Path(path)))
-            return Prepared(key, loaded.decoded.input_kind, loaded.tensor, "; ".join(warnings), "")
+            data = read_file(Path(path))
+            digest = hashlib.sha256(data).hexdigest()
+            loaded, _, warnings = self.predictor.prepare(data)
+            return Prepared(key, loaded.decoded.input_kind, loaded.tensor, "; ".join(warnings), "", digest)
         except Exception as exc:  # noqa: BLE001  one odd file never stops the job; the reason is kept
             refused = refusal(exc)
-            return Prepared(key, refused.input_kind, None, "", refused.reason)
+            return Prepared(key, refused.input_kind, None, "", refused.reason, digest)
 
-    def rows(self, prepared: list[Prepared]) -> pa.Table:
+    def rows(self, prepared: list[Prepared]) -> dict[str, list]:
         """The forward pass over the prepared inputs in one batch, and a row for every file."""
         predictor = self.predictor
         good = [i for i, item in enumerate(prepared) if item.tensor is not None]
-        probabilities = {}
+        raw = {}
         for start in range(0, len(good), FORWARD_CHUNK):
             chunk = good[start:start + FORWARD_CHUNK]
-            probabilities.update(zip(chunk, predictor.probabilities(np.stack([prepared[i].tensor for i in chunk]))))
+            raw.update(zip(chunk, predictor.raw_probabilities(np.stack([prepared[i].tensor for i in chunk]))))
+        probabilities = dict(zip(raw, predictor.calibrated(np.array(list(raw.values())))))
         threshold = float(predictor.operating_points[self.spec.operating_point])
         site = predictor.site.name if predictor.site else None
+        recipe = predictor.raw_recipe  # a digest: made once a batch, not once a row
         columns: dict[str, list] = {name: [] for name in COLUMNS}
         for i, item in enumerate(prepared):
             probability = float(probabilities[i]) if i in probabilities else None
             values = {"path": item.key, "input_kind": item.input_kind, "probability": probability,
                       "operating_point": self.spec.operating_point,
-                      "label": CLASS_NAMES[int(probability >= threshold)] if probability is not None else None,
+                      "label": predictor.label_for(probability, self.spec.operating_point) if probability is not None
+                      else None,
                       "threshold": threshold, "model": predictor.name, "model_sha256": predictor.card.sha256,
-                      "site": site, "warnings": item.warnings or None, "error": item.error or None}
+                      "site": site, "warnings": item.warnings or None, "error": item.error or None,
+                      "image_sha256": item.image_sha256, "raw_output": float(raw[i]) if i in raw else None,
+                      "raw_recipe": recipe,
+                      "diagnosis": None, "patient": None}
             for name in COLUMNS:
                 columns[name].append(values[name])
-        return pa.table(columns, schema=SCHEMA)
+        return columns
 
-    def __call__(self, batch: dict) -> pa.Table:
-        return self.rows([self.prepare(path, key) for path, key in zip(batch["path"], batch["key"])])
+    def screen(self, batch: list[tuple[str, str]]) -> dict[str, list]:
+        """The rows of a batch of (resolved path, row key)."""
+        return self.rows([self.prepare(path, key) for path, key in batch])

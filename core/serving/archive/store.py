@@ -4,10 +4,11 @@ Each run of a job writes into its own ``run-…`` folder, which appears with its
 (``_run.json``) already inside. The rows that count are:
 - a finished run's parts, listed in its ``_COMPLETE`` marker;
 - an interrupted run's whole parts, listed in its ``_SEALED`` marker by the next run of the job.
-  Whole means: every part of the local engine (renamed into place once written), Parquet parts of
-  the Ray engine whose footer reads; the rest are set aside (a leading underscore, which Parquet
-  and Arrow readers skip). A list, not a look at the folder: a straggling worker of a killed
-  cluster job that writes later adds nothing that counts.
+  Whole means: every part of a run whose parts were renamed into place once written (every run
+  since plain Ray actors; the local engine's always), else (Ray Data's workers wrote in place)
+  Parquet parts whose footer reads; the rest are set aside (a leading underscore, which Parquet
+  and Arrow readers skip). A list, not a look at the folder: whatever appears in a run after it
+  was listed adds nothing that counts.
 A run folder without a readable job record cannot vouch for its rows and is set aside whole.
 """
 from __future__ import annotations
@@ -35,6 +36,7 @@ SEALED = "_SEALED"  # an interrupted run, as the next run found it: its whole pa
 SET_ASIDE = "_incomplete-"  # what an interrupted run left that cannot be trusted
 LOCK = ".lock"  # held by the running job (an OS lock: the kernel frees it when the process dies)
 SCRATCH = ".scratch"  # the job's temporary files (Ray's object spilling): removed at the end and by the next job
+RENAMED = "renamed into place"  # a run record's "parts": each part written whole under a hidden name first
 SCRATCH_SETTLE_SECONDS = 10  # the longest a closing Ray instance was seen to write into it after shutdown, and more
 
 
@@ -72,6 +74,23 @@ def locked(out: Path):
             yield
         finally:
             handle.truncate(0)  # a finished job names no holder; the kernel drops the lock with the file
+
+
+@contextlib.contextmanager
+def reading(out: Path):
+    """Read out's rows while no job writes to them: a shared lock, which needs no write access."""
+    if not out.is_dir():
+        raise JobError(f"{out} is not a folder of an archive job's results")
+    if not (out / LOCK).exists():  # no job has ever run here
+        yield
+        return
+    with open(out / LOCK) as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise JobError(f"{out} is being screened by another job ({handle.read().strip() or 'another process'}): "
+                           "wait for it to finish") from None
+        yield
 
 
 def remove_scratch(out: Path) -> None:
@@ -129,15 +148,17 @@ def whole_parts(run: Path) -> tuple[list[Path], list[Path]]:
     if listed is not None:
         return listed, []
     visible = visible_parts(run)
-    if (info(run) or {}).get("engine") == "local":
+    record = info(run) or {}
+    if record.get("engine") == "local" or record.get("parts") == RENAMED:
         return visible, []
     valid = valid_parquet(visible)
     return [p for p in visible if p in valid], [p for p in visible if p not in valid]
 
 
 def read_results(out: Path, columns: list[str] | None = None) -> pa.Table:
-    """Every row the output folder holds in parts that count (only the columns asked for)."""
-    return read_parts([part for run in runs(out) for part in whole_parts(run)[0]], columns)
+    """Every row the output folder holds in parts that count (only the columns asked for); a run
+    without a readable job record vouches for none of its rows."""
+    return read_parts([part for run in runs(out) if info(run) is not None for part in whole_parts(run)[0]], columns)
 
 
 def read_run(run: Path, columns: list[str] | None = None) -> pa.Table | None:
@@ -186,7 +207,7 @@ def new_run(out: Path, record: dict) -> Path:
     staging = out / f".{name}"
     try:
         staging.mkdir()
-        _write_marker(staging / RUN_INFO, {**record, "started": _now()})
+        _write_marker(staging / RUN_INFO, {**record, "parts": RENAMED, "started": _now()})
         staging.rename(out / name)
     except OSError as exc:
         raise JobError(f"cannot write into {out}: {exc.strerror or exc}") from None
