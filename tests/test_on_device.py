@@ -72,11 +72,14 @@ def test_browser_rows_get_the_server_paths_calibration_threshold_and_words(predi
 
     sha = predictor.card.onnx["sha256"]
     ok = on_device.row_from({"file": "a.png", "status": "ok", "raw": 0.3, "model_sha256": sha, "id": "1/0",
+                             "image_sha256": "ab" * 32,
                              "input_kind": "digital",
                              "quality": {"std": 0.05, "clipped": 0.0, "width": 150, "height": 180}}, predictor,
                             "screening")
     probability = float(apply_calibration(np.array([0.3]), predictor.calibration)[0])
     assert ok.status == "ok" and ok.result.probability == pytest.approx(probability)
+    assert (ok.raw_output, ok.raw_recipe, ok.image_sha256) == (0.3, predictor.raw_recipe, "ab" * 32)
+    assert ok.rescored(predictor, "balanced").threshold == predictor.operating_points["balanced"]
     assert ok.label == predictor.label_for(probability) and ok.picture_id == "1/0"
     assert ok.result.warnings == ["low contrast: the result may be unreliable",
                                   "low resolution (150x180): the result may be unreliable"]
@@ -220,6 +223,9 @@ def _assert_parity(browser: list[dict], server: dict[str, object]) -> dict:
         if expected.status == "ok":
             differences.append(abs(float(row["probability"]) - expected.probability))
             assert differences[-1] <= PARITY, (row, expected.probability)
+            # A clinic labels these rows to calibrate its site: they carry what the server's carry.
+            assert (row["image_sha256"], row["raw_recipe"]) == (expected.image_sha256, expected.raw_recipe), row
+            assert abs(float(row["raw_output"]) - expected.raw_output) <= PARITY, (row, expected.raw_output)
     return {"handed_to_server": handed, "max_difference": max(differences, default=0.0), "screened": len(differences)}
 
 

@@ -173,6 +173,10 @@ def row_from(browser_row: dict, predictor: Predictor, operating_point: str) -> S
         operating_point=operating_point, threshold=float(predictor.operating_points[operating_point]),
         model=predictor.name, model_sha256=predictor.card.sha256,
         site=predictor.site.name if predictor.site else None, input_kind=browser_row.get("input_kind", "digital"),
+        # The browser runs the server's recipe on the same model file, so a clinic can label these rows
+        # and calibrate its site from them (docs/site-calibration.md) as from the server's.
+        raw_output=float(browser_row["raw"]), raw_recipe=predictor.raw_recipe,
+        image_sha256=str(browser_row.get("image_sha256", "")),
         timings_ms={k: float(v) for k, v in browser_row.get("timings_ms", {}).items()}, warnings=warnings)
     return OnDeviceRow(name, "ok", predictor.name, "; ".join(warnings), result, picture_id=str(browser_row.get("id", "")))
 

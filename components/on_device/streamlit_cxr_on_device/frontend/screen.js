@@ -197,16 +197,18 @@ async function screenFiles(files) {
   for (const [index, file] of files.entries()) {
     state.progress = `Screening ${index + 1} of ${files.length} on this device…`;
     render();
-    let result;
+    let result, imageSha = "";
     try {
-      result = await P.screen(new Uint8Array(await file.arrayBuffer()), context);
+      const bytes = new Uint8Array(await file.arrayBuffer());
+      imageSha = await sha256Hex(bytes); // the file's own hash, as the server's rows carry it
+      result = await P.screen(bytes, context);
     } catch (error) {
       result = { status: "error", code: "browser_failure", detail: String(error?.message || error), timings_ms: {} };
     }
     const { local, ...numbers } = result; // the pixels and maps stay here
     const id = `${batch}/${index}`;
     if (local) pictures.set(id, local);
-    rows.push({ file: file.name, id, model_sha256: context.modelSha, ...numbers });
+    rows.push({ file: file.name, id, model_sha256: context.modelSha, image_sha256: imageSha, ...numbers });
   }
   state.progress = `${files.length} file${files.length === 1 ? "" : "s"} screened on this device: nothing was uploaded.`;
   render();
