@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import functools
 import hashlib
+import importlib.util
 import json
 import sys
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ from core.serving.predictor import Predictor, ScreeningResult
 from core.serving.screening import ScreeningRow
 from core.serving.settings import MAX_FILE_BYTES, MAX_PIXELS, PROJECT_ROOT
 
+VENDOR_SCRIPT = PROJECT_ROOT / "components" / "on_device" / "vendor.py"  # pins the browser's libraries
 PROBE = (PROJECT_ROOT / "components" / "on_device" / "streamlit_cxr_on_device" / "frontend" / "probe.json")
 COMPONENT_KEY = "on_device"
 PROBE_SEED = 11  # the synthetic X-ray the self-test screens (core.analysis.synthetic; no patient's image)
@@ -96,6 +98,16 @@ def detector_json(directory: Path | None = None) -> bytes:
     return json.dumps({k: np.asarray(v).tolist() for k, v in fields.items()}, separators=(",", ":")).encode()
 
 
+@functools.cache
+def libraries() -> dict[str, str]:
+    """The vendored libraries' pinned sha256, by path under the component's vendor folder: the browser
+    checks each before use and keeps it in Cache Storage."""
+    spec = importlib.util.spec_from_file_location("streamlit_cxr_on_device_vendor", VENDOR_SCRIPT)
+    vendor = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(vendor)
+    return vendor.pinned_files()
+
+
 def assets(predictor: Predictor) -> list[dict]:
     """The files the browser needs, each named by the hash the browser checks it against."""
     card = predictor.card
@@ -131,6 +143,7 @@ def component_data(predictor: Predictor, missing: list[str] | None, show_input: 
         "payload": {f["sha256"]: base64.b64encode(_asset_bytes(predictor, f["role"])).decode()
                     for f in files if f["sha256"] in wanted},
         "constants": constants(),
+        "libraries": libraries(),
         "spec": {"size": spec.size, "clahe": spec.clahe, "equalise": spec.equalise, "frame": bool(spec.frame),
                  "frame_side": spec.frame_side},
         "zooms": list(predictor.test_time_zooms),

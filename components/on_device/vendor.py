@@ -57,6 +57,11 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
+def pinned_files() -> dict[str, str]:
+    """sha256 of each vendored file, by its path under VENDOR: the browser checks what it loads against them."""
+    return {target: expected for files in PINNED.values() for target, expected in files.values()}
+
+
 def mismatches() -> list[str]:
     """Each committed vendor file that is missing or whose hash is not the pinned one."""
     wrong = []

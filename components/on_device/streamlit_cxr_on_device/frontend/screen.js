@@ -5,8 +5,9 @@ import * as P from "./pipeline.js";
 import { pictures, runtime } from "./store.js";
 
 const ORT_URL = new URL("./vendor/onnxruntime-web/ort.wasm.bundle.min.mjs", import.meta.url).href;
-const WASM_URL = new URL("./vendor/onnxruntime-web/ort-wasm-simd-threaded.wasm", import.meta.url).href;
-const OPENCV_URL = new URL("./vendor/opencv-js/opencv.js", import.meta.url).href;
+// The two large libraries, by their path under vendor/ (Python sends their pinned sha256).
+const ORT_WASM = "onnxruntime-web/ort-wasm-simd-threaded.wasm";
+const OPENCV = "opencv-js/opencv.js";
 const PROBE_URL = new URL("./probe.json", import.meta.url).href;
 const CACHE_NAME = "cxr-on-device-v1";
 // The smallest module using a SIMD instruction (v128.const, i8x16.popcnt): validates only where SIMD runs.
@@ -50,31 +51,64 @@ function cacheKey(sha256) {
   return new Request(new URL(`/cxr-on-device/sha256/${sha256}`, window.location.origin).href);
 }
 
-// A model file by its hash: from Cache Storage, else from what Python sent, checked either way.
-async function assetBytes(asset, payload) {
+// A file by its hash: from Cache Storage, else from `fetchBytes` (null: not to be had yet), checked
+// either way and kept. `what` names the file in the error a wrong hash gives.
+async function keptBytes(sha256, fetchBytes, what) {
   const cache = await caches.open(CACHE_NAME);
-  const hit = await cache.match(cacheKey(asset.sha256));
+  const hit = await cache.match(cacheKey(sha256));
   if (hit) {
     const bytes = new Uint8Array(await hit.arrayBuffer());
-    if ((await sha256Hex(bytes)) === asset.sha256) return { bytes, from: "cache" };
-    await cache.delete(cacheKey(asset.sha256)); // damaged: fetched again below
+    if ((await sha256Hex(bytes)) === sha256) return { bytes, from: "cache" };
+    await cache.delete(cacheKey(sha256)); // damaged: fetched again below
   }
-  const encoded = payload?.[asset.sha256];
-  if (!encoded) return null;
-  const bytes = fromBase64(encoded);
+  const bytes = await fetchBytes();
+  if (!bytes) return null;
   const digest = await sha256Hex(bytes);
-  if (digest !== asset.sha256) {
-    throw new Error(`the ${asset.role} received has sha256 ${digest}, not the ${asset.sha256} its card names`);
-  }
-  await cache.put(cacheKey(asset.sha256), new Response(bytes));
+  if (digest !== sha256) throw new Error(`the ${what} received has sha256 ${digest}, not the ${sha256} pinned for it`);
+  await cache.put(cacheKey(sha256), new Response(bytes));
   return { bytes, from: "server" };
 }
 
+// A model file: its bytes come from Python, base64 in the component's data, only when asked for.
+function assetBytes(asset, payload) {
+  const encoded = payload?.[asset.sha256];
+  return keptBytes(asset.sha256, async () => (encoded ? fromBase64(encoded) : null), asset.role);
+}
+
+// A vendored library, kept like the model files: Streamlit serves its assets with no validator or
+// lifetime, so the HTTP cache would fetch (and the server compress) 28 MB again on every visit.
+async function libraryBytes(path) {
+  const url = new URL(`./vendor/${path}`, import.meta.url).href;
+  const got = await keptBytes(state.data.libraries[path], async () => {
+    const response = await fetch(url);
+    if (!response.ok) throw new Error(`${path} did not load (HTTP ${response.status})`);
+    return new Uint8Array(await response.arrayBuffer());
+  }, path);
+  return got.bytes;
+}
+
+// onnxruntime-web with its wasm given as bytes (one thread: Streamlit sends no COOP/COEP headers, so
+// no SharedArrayBuffer), started once per page load.
+function loadOrt() {
+  runtime.ort ??= Promise.all([import(ORT_URL), libraryBytes(ORT_WASM)]).then(([ort, wasm]) => {
+    ort.env.wasm.numThreads = 1;
+    ort.env.wasm.proxy = false;
+    ort.env.wasm.wasmBinary = wasm;
+    return ort;
+  }).catch((error) => { runtime.ort = null; throw error; }); // a later visit tries again
+  return runtime.ort;
+}
+
 function loadOpenCv() {
-  if (runtime.cv) return Promise.resolve(runtime.cv);
+  runtime.opencv ??= libraryBytes(OPENCV).then((bytes) => openCvScript(URL.createObjectURL(
+    new Blob([bytes], { type: "text/javascript" })))).catch((error) => { runtime.opencv = null; throw error; });
+  return runtime.opencv;
+}
+
+function openCvScript(src) {
   return new Promise((resolve, reject) => {
     const script = document.createElement("script");
-    script.src = OPENCV_URL;
+    script.src = src;
     script.async = true;
     script.onerror = () => reject(new Error("OpenCV.js did not load"));
     script.onload = async () => {
@@ -82,7 +116,8 @@ function loadOpenCv() {
         let cv = window.cv;
         if (typeof cv?.then === "function") cv = await cv; // OpenCV 5's build resolves to the module
         if (!cv?.Mat) await new Promise((done) => { cv.onRuntimeInitialized = done; });
-        runtime.cv = cv;
+        URL.revokeObjectURL(src);
+        runtime.cv = cv; // picture.js draws with it
         resolve(cv);
       } catch (error) { reject(error); }
     };
@@ -109,8 +144,8 @@ function fail(reason) {
 
 function close(a, b, tolerance) { return Math.abs(a - b) <= tolerance * Math.max(1, Math.abs(b)); }
 
-async function selfTest(context) {
-  const probe = await (await fetch(PROBE_URL)).json();
+async function selfTest(context, probeReady) {
+  const probe = await probeReady;
   const hashes = { model: context.modelSha, localiser: context.localiserSha, detector: context.detectorSha };
   for (const [role, sha] of Object.entries(hashes)) {
     if (probe.sha256[role] !== sha) return { ok: false, reason: `the self-test was made for another ${role} file` };
@@ -140,19 +175,21 @@ async function advance() {
   const reason = browserReason();
   if (reason) { state.loaded = wanted; return fail(reason); }
   const started = performance.now();
+  const parts = {}; // when each piece was ready, for the benchmark
+  const timed = (name, promise) => promise.then((value) => { parts[name] = performance.now() - started; return value; });
   try {
-    const [ort, cv] = await Promise.all([import(ORT_URL), loadOpenCv()]);
-    // One thread: Streamlit sends no COOP/COEP headers, so no SharedArrayBuffer. The wasm file is named
-    // by the object form: a plain string makes onnxruntime-web look for a loader that is not shipped.
-    ort.env.wasm.numThreads = 1;
-    ort.env.wasm.proxy = false;
-    ort.env.wasm.wasmPaths = { wasm: WASM_URL };
+    // Everything at once: the libraries, the model files and the probe do not wait on each other.
+    const ortReady = timed("ort_ms", loadOrt());
+    const cvReady = timed("opencv_ms", loadOpenCv());
+    const probeReady = fetch(PROBE_URL).then((response) => response.json());
+    const got = await timed("assets_ms", Promise.all(data.assets.map((asset) => assetBytes(asset, data.payload))));
     const files = {}, missing = [];
     let fromServer = 0;
-    for (const asset of data.assets) {
-      const got = await assetBytes(asset, data.payload);
-      if (got) { files[asset.role] = got.bytes; if (got.from === "server") fromServer += got.bytes.length; } else missing.push(asset.sha256);
-    }
+    data.assets.forEach((asset, i) => {
+      if (!got[i]) { missing.push(asset.sha256); return; }
+      files[asset.role] = got[i].bytes;
+      if (got[i].from === "server") fromServer += got[i].bytes.length;
+    });
     if (missing.length) {
       if (state.requested !== missing.join(",")) {
         state.requested = missing.join(",");
@@ -162,17 +199,20 @@ async function advance() {
       return; // Python's next run sends them
     }
     const model = data.assets.find((a) => a.role === "model");
+    const ort = await ortReady;
+    const [modelSession, localiserSession] = await timed("sessions_ms", Promise.all([
+      session(ort, files.model), files.localiser ? session(ort, files.localiser) : null]));
     const context = {
-      cv: new P.Cv(cv), constants: data.constants, spec: data.spec, zooms: data.zooms,
+      cv: new P.Cv(await cvReady), constants: data.constants, spec: data.spec, zooms: data.zooms,
       detector: JSON.parse(new TextDecoder().decode(files.detector)),
-      model: await session(ort, files.model),
-      localiser: files.localiser ? await session(ort, files.localiser) : null,
+      model: modelSession,
+      localiser: localiserSession,
       modelSha: model.sha256,
       localiserSha: data.assets.find((a) => a.role === "localiser")?.sha256 || null,
       detectorSha: data.assets.find((a) => a.role === "detector").sha256,
     };
     const loadedAt = performance.now();
-    const test = await selfTest(context);
+    const test = await selfTest(context, probeReady);
     state.loaded = wanted;
     state.requested = "";
     if (!test.ok) return fail(test.reason);
@@ -181,7 +221,7 @@ async function advance() {
     report({
       phase: "ready", ok: true, reason: "", missing: [], model_sha256: model.sha256,
       selftest: { raw: test.got.raw, expected: test.want.raw },
-      timings_ms: { load: loadedAt - started, selftest: performance.now() - loadedAt },
+      timings_ms: { load: loadedAt - started, selftest: performance.now() - loadedAt, ...parts },
       downloaded_bytes: fromServer, ort: ort.env.versions?.web || "",
     });
   } catch (error) {
@@ -231,6 +271,7 @@ function render() {
   ui.status.dataset.downloaded = String(state.report?.downloaded_bytes ?? 0);
   ui.status.dataset.loadMs = String(Math.round(state.report?.timings_ms?.load ?? 0));
   ui.status.dataset.selftestMs = String(Math.round(state.report?.timings_ms?.selftest ?? 0));
+  ui.status.dataset.timings = JSON.stringify(state.report?.timings_ms ?? {});
   ui.root.hidden = !(state.data?.show_input); // off: the page says why, above
 }
 
