@@ -89,8 +89,10 @@ def test_browser_rows_get_the_server_paths_calibration_threshold_and_words(predi
     elongated = on_device.row_from({"file": "b.png", "status": "rejected", "code": "elongated", "width": 300,
                                     "height": 100, "input_kind": "digital"}, predictor, "screening")
     assert elongated.message == "not a chest X-ray: the image is too elongated (300x100)"
-    dicom = on_device.row_from({"file": "c.dcm", "status": "server", "code": "dicom"}, predictor, "screening")
+    dicom = on_device.row_from({"file": "c.dcm", "status": "server", "code": "dicom_syntax",
+                                "transfer_syntax": "1.2.840.10008.1.2.4.50"}, predictor, "screening")
     assert dicom.status == "error" and "Upload to the server" in dicom.message
+    assert "compressed as JPEG Baseline (Process 1)" in dicom.message
 
 
 @pytest.mark.skipif(shutil.which("node") is None, reason="node not installed")
@@ -244,6 +246,21 @@ def _watch(page) -> dict:
     return sent
 
 
+def _assert_no_slice_sent(files: list[tuple[str, bytes]], watched: dict) -> None:
+    """No upload, and no slice of any file in what the page sent (raw or base64), nor more than a few KB a file."""
+    assert not [url for url in watched["requests"] if "upload_file" in url]
+    frames = b"".join(watched["frames"])
+    for name, data in files:
+        for start in range(0, max(len(data) - 48, 1), max(len(data) // 5, 1)):
+            piece = data[start:start + 48]
+            if len(piece) >= 24 and len(set(piece)) > 4:  # a run of one byte value says nothing
+                assert piece not in frames, name
+                assert base64.b64encode(piece)[8:40] not in frames, name
+    assert watched["frames"], "no websocket frame seen: the watch is blind"
+    assert max(map(len, watched["frames"])) <= 4096 * len(files)
+    assert len(frames) <= 4096 * len(files)
+
+
 @pytest.fixture(scope="module")
 def server():
     with streamlit_server() as running:
@@ -272,18 +289,7 @@ def test_on_device_no_image_byte_leaves_and_the_answers_are_the_servers(server, 
     watched["requests"].clear()
     before = server.resident_mb()
     rows = _screen_on_device(page, files)
-    # No upload, and no slice of any file in what the page sent (raw or base64), nor more than a few KB a file.
-    assert not [url for url in watched["requests"] if "upload_file" in url]
-    frames = b"".join(watched["frames"])
-    for name, data in files:
-        for start in range(0, max(len(data) - 48, 1), max(len(data) // 5, 1)):
-            piece = data[start:start + 48]
-            if len(piece) >= 24 and len(set(piece)) > 4:  # a run of one byte value says nothing
-                assert piece not in frames, name
-                assert base64.b64encode(piece)[8:40] not in frames, name
-    assert watched["frames"], "no websocket frame seen: the watch is blind"
-    assert max(map(len, watched["frames"])) <= 4096 * len(files)
-    assert len(frames) <= 4096 * len(files)
+    _assert_no_slice_sent(files, watched)
     expected = server_rows(predictor, files)
     parity = _assert_parity(rows, expected)
     # An elongated picture is not plainly a digital X-ray: the server looks for a film in it first, which

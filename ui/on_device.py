@@ -35,7 +35,8 @@ PROBE_SIDE = 256
 # (core.serving.imaging and quality); tests/test_on_device.py checks both paths give the same.
 SERVER_HINT = "to screen it, choose “Upload to the server” above and upload it there"
 NOT_ON_DEVICE = {
-    "dicom": "DICOM files are not read in the browser yet",
+    "dicom_syntax": "a DICOM compressed as {syntax_name} is not read in the browser yet",
+    "dicom_pixels": "a DICOM of {samples} sample(s) of {bits} bits a pixel is not read in the browser yet",
     "mode": "this kind of image ({mode}) is not read in the browser yet",
     "png_exif": "a PNG carrying EXIF is not read in the browser yet",
     "large_jpeg": ("a JPEG this large ({width}x{height}) is decoded at reduced scale on the server, "
@@ -68,14 +69,43 @@ def _errors() -> dict[str, str]:
         "elongated": "not a chest X-ray: the image is too elongated ({width}x{height})",
         "upside_down": "the X-ray is upside down: save it upright, then upload it again",
         "browser_failure": "could not be screened in this browser ({detail})",
+        "invalid_values": "the image holds invalid pixel values",
+        # core.serving.dicom's words
+        "dicom_corrupt": "the DICOM file is corrupt",
+        "dicom_modality": "a DICOM of modality {modality} is not a chest radiograph (CR or DX expected)",
+        "dicom_no_image": "the DICOM file holds no image (it may be truncated or corrupt)",
+        "dicom_no_size": "the DICOM file is corrupt (image size missing)",
+        "dicom_frames": "multi-frame DICOM ({frames} frames) is not supported: export a single image",
+        "dicom_colour": "DICOM colour images ({photometric}) are not supported",
+        "dicom_compression": "the DICOM compression ({syntax_name}) cannot be decoded here",
+        "dicom_pixels_corrupt": "the DICOM pixel data is corrupt",
+        # core.serving.quality's, for a DICOM (read as it is, with no film finder)
+        "layout": "not a chest X-ray: the image does not have the layout of a chest radiograph; {hint}",
+        "profile": "not a chest X-ray: its grey levels and texture are not those of a radiograph",
     }
+
+
+def _derived(browser_row: dict) -> dict:
+    """What a code's words need beyond the browser's numbers: a transfer syntax's name (pydicom's, as the
+    server gives it) and the layout refusal's advice (quality.layout_hint's for a DICOM)."""
+    derived = {}
+    if "transfer_syntax" in browser_row:
+        from pydicom.uid import UID  # only for such a DICOM, as on the server
+
+        derived["syntax_name"] = UID(str(browser_row["transfer_syntax"])).name
+    if browser_row.get("code") == "layout":
+        index = browser_row.get("orientation")
+        derived["hint"] = (quality.CHECK_UPRIGHT if index is None
+                           else quality.turned_hint(list(quality._ORIENTATIONS)[int(index)]))
+    return derived
 
 
 def constants() -> dict:
     """core's constants that the browser's pipeline reads: one source for each."""
     return {
         "MAX_FILE_BYTES": MAX_FILE_BYTES, "MAX_PIXELS": MAX_PIXELS, "MIN_SIDE": imaging.MIN_SIDE,
-        "DECODE_SIDE": imaging.DECODE_SIDE, "DIGITAL_LAYOUT_SHARE": imaging.DIGITAL_LAYOUT_SHARE,
+        "DECODE_SIDE": imaging.DECODE_SIDE, "MAX_REDUCTION": imaging.MAX_REDUCTION,
+        "RADIOGRAPH_MODALITIES": list(imaging.RADIOGRAPH_MODALITIES), "DIGITAL_LAYOUT_SHARE": imaging.DIGITAL_LAYOUT_SHARE,
         "CAMERA_TAGS": [int(tag) for tag in imaging.CAMERA_TAGS],
         "TINTED": photo.TINTED, "PADDING": photo.PADDING, "CHROMA_SIDE": photo.CHROMA_SIDE,
         "SATURATED": photo.SATURATED, "MAX_COLOURFULNESS": quality.MAX_COLOURFULNESS,
@@ -168,6 +198,7 @@ def row_from(browser_row: dict, predictor: Predictor, operating_point: str) -> S
     """The browser's numbers as the server path's row: calibration, label and threshold applied here."""
     name = str(browser_row.get("file", ""))
     status, code = browser_row.get("status"), browser_row.get("code", "")
+    browser_row = {**browser_row, **_derived(browser_row)}
     if status == "server":
         reason = "not screened on this device: " + NOT_ON_DEVICE.get(code, code).format(**browser_row)
         return OnDeviceRow(name, "error", predictor.name, f"{reason}; {SERVER_HINT}")

@@ -14,6 +14,15 @@ Why these versions:
 - @techstark/opencv-js 5.0.0-release.1: OpenCV 5.0 compiled to WebAssembly (one file, the wasm
   inlined), the same library as the server's opencv-python-headless, so resizes and CLAHE give the
   same pixels (tested bit for bit in tests/test_on_device.py).
+- dicom-parser 1.8.21 (cornerstonejs, MIT; its bundle's banner says 1.8.12, a stale header) and
+  jpeg-lossless-decoder-js 2.1.2 (rii-mango, MIT): the newest releases when pinned (2026-12-07), loaded
+  only when a DICOM is met (47 KB). The DICOM pixels they give are tested equal to pydicom's in
+  tests/test_on_device_dicom.py. RLE has no small maintained package (cornerstone's decoder, inside its
+  image loader, does not check segment lengths as pydicom does): frontend/dicom.js decodes it.
+- libjpeg-turbo 3.2.0, built here, not fetched from npm (no package exposes its scaled decoding):
+  jpeg_wasm/build.py compiles it to WebAssembly (its source commit and sha256, compiler and flags are
+  there) with decode.c, for frontend/jpeg.js, which decodes a large JPEG as Pillow's draft does;
+  tests/test_on_device_jpeg.py checks it bit for bit. `fetch` leaves these files alone: run build.py.
 """
 from __future__ import annotations
 
@@ -44,6 +53,25 @@ PINNED: dict[str, dict[str, tuple[str, str]]] = {
         "package/LICENSE": (
             "opencv-js/LICENSE", "c71d239df91726fc519c6eb72d318ec65820627232b2f796219e87dcf35d0ab4"),
     },
+    "dicom-parser@1.8.21": {
+        "package/dist/dicomParser.min.js": (
+            "dicom-parser/dicomParser.min.js", "2b990e92de021a9c0d58f7dca693c95fa76be6398648b68441df9423de284a2b"),
+        "package/LICENSE": (
+            "dicom-parser/LICENSE", "01323491c1f1f1f8f738fa558e96ab0b07f1ca9ba70c79675e0a4beb41f156c1"),
+    },
+    "jpeg-lossless-decoder-js@2.1.2": {
+        "package/release/lossless-min.js": (
+            "jpeg-lossless-decoder-js/lossless-min.js",
+            "7a50162e3ce1f1e45c6d45161918281f34079a223cc7329518a2aa89390e9658"),
+        "package/LICENSE": (
+            "jpeg-lossless-decoder-js/LICENSE", "35d89c5827cb1f9685ffc3fb6ebcc9532f75663554ed6efddadad95071bae5c9"),
+    },
+}
+# Built by jpeg_wasm/build.py, not npm-fetched: path under VENDOR -> sha256.
+BUILT: dict[str, str] = {
+    "libjpeg-turbo/jpeg.wasm": "bbf53f37b3b1c449c4755f384daa16023e92901f67b443f5e8b552f89864ac8f",
+    "libjpeg-turbo/LICENSE.md": "ba6bceebcba0fdd35488477c2cca8c4632ce82c74dbfbc87d886ce6fc4433579",
+    "libjpeg-turbo/README.ijg": "75815e3bf6484201a3c3d17a1bbf10f2e8e3237f84df10a2357ea896db2a81d6",
 }
 # onnxruntime-web's npm package names its licence (MIT) in package.json but ships no LICENSE file:
 # vendor/onnxruntime-web/LICENSE is the upstream repository's text, committed by hand.
@@ -59,19 +87,18 @@ def sha256_of(path: Path) -> str:
 
 def pinned_files() -> dict[str, str]:
     """sha256 of each vendored file, by its path under VENDOR: the browser checks what it loads against them."""
-    return {target: expected for files in PINNED.values() for target, expected in files.values()}
+    return {**{target: expected for files in PINNED.values() for target, expected in files.values()}, **BUILT}
 
 
 def mismatches() -> list[str]:
     """Each committed vendor file that is missing or whose hash is not the pinned one."""
     wrong = []
-    for files in PINNED.values():
-        for target, expected in files.values():
-            path = VENDOR / target
-            if not path.exists():
-                wrong.append(f"{target}: missing")
-            elif sha256_of(path) != expected:
-                wrong.append(f"{target}: sha256 {sha256_of(path)}, pinned {expected}")
+    for target, expected in pinned_files().items():
+        path = VENDOR / target
+        if not path.exists():
+            wrong.append(f"{target}: missing")
+        elif sha256_of(path) != expected:
+            wrong.append(f"{target}: sha256 {sha256_of(path)}, pinned {expected}")
     return wrong
 
 

@@ -12,22 +12,13 @@ from pydicom.errors import InvalidDicomError
 from pydicom.pixels import apply_modality_lut, apply_voi_lut
 
 from core.serving.errors import ImageError
-from core.serving.imaging import DECODE_SIDE
+from core.serving.imaging import DECODE_SIDE, MAX_REDUCTION, RADIOGRAPH_MODALITIES
 from core.serving.settings import MAX_PIXELS
-
-# A large DICOM is reduced as a large JPEG is decoded (core.serving.imaging.DECODE_SIDE): by a whole
-# factor of at most MAX_REDUCTION, to no less than DECODE_SIDE pixels a side. The checks, the framing
-# and the model read at most that; at full size a 1024-px DICOM cost 6 ms more CPU in them.
-MAX_REDUCTION = 8
 
 # pydicom's validation warnings quote tag values, which can be a patient's name:
 # nothing of a file may reach a log, so they are silenced.
 pydicom.config.settings.reading_validation_mode = pydicom.config.IGNORE
 logging.getLogger("pydicom").setLevel(logging.CRITICAL)
-
-# Modalities of projection radiographs (computed, digital, radiographic; "other" and secondary
-# capture for exports). A CT or MR slice, an ultrasound frame or a mammogram is not screened.
-RADIOGRAPH_MODALITIES = ("CR", "DX", "DR", "RG", "OT", "SC")
 
 # Tags that can identify a patient or a visit. They are returned separately and
 # are never shown or exported unless a user opens them on purpose.

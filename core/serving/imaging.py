@@ -30,6 +30,14 @@ MIN_SIDE = 32
 # decoding at 256 rather than 512 px moved probabilities by 0.003 on average
 # (0.08 at most) and changed no label, for a quarter of the decoding work.
 DECODE_SIDE = 256
+# A large DICOM is reduced as a large JPEG is decoded (core.serving.dicom.reduced): by a whole factor of
+# at most MAX_REDUCTION, to no less than DECODE_SIDE pixels a side. The checks, the framing and the model
+# read at most that; at full size a 1024-px DICOM cost 6 ms more CPU in them. This constant and the next
+# are here, not in core.serving.dicom, so that the on-device page sends them without importing pydicom.
+MAX_REDUCTION = 8
+# Modalities of projection radiographs (computed, digital, radiographic; "other" and secondary
+# capture for exports). A CT or MR slice, an ultrasound frame or a mammogram is not screened.
+RADIOGRAPH_MODALITIES = ("CR", "DX", "DR", "RG", "OT", "SC")
 
 # A picture is read as digital, the film finder never run, when the X-ray check passes it as it is with
 # its layout residual within this share of the check's threshold. Photos of films on a lightbox lie at

@@ -235,6 +235,7 @@ _ORIENTATIONS = {
 
 
 UPRIGHT = "check that it is upright, not mirrored and not inverted"
+CHECK_UPRIGHT = f"if it is a chest X-ray, {UPRIGHT}"
 NOT_FOUND = f"the film was not found in the photo: {RETAKE['not found']}"
 
 
@@ -242,8 +243,13 @@ def orientation_hint(gray: np.ndarray, detector: XrayDetector) -> str | None:
     """A hint when the image becomes a chest radiograph once turned or inverted, else None."""
     for problem, fix in _ORIENTATIONS.items():
         if detector.has_chest_layout(np.ascontiguousarray(fix(gray))):
-            return f"it looks {problem}: save it upright with bones light, then upload it again"
+            return turned_hint(problem)
     return None
+
+
+def turned_hint(problem: str) -> str:
+    """The hint for an image that is a chest radiograph once ``problem`` (an _ORIENTATIONS key) is undone."""
+    return f"it looks {problem}: save it upright with bones light, then upload it again"
 
 
 def layout_hint(decoded: DecodedImage, detector: XrayDetector) -> str:
@@ -257,7 +263,7 @@ def layout_hint(decoded: DecodedImage, detector: XrayDetector) -> str:
         return turned
     if decoded.not_found == "unsure":
         return f"if it is a photo of a film, {RETAKE['not found']}; if it is a digital file, {UPRIGHT}"
-    return f"if it is a chest X-ray, {UPRIGHT}"
+    return CHECK_UPRIGHT
 
 
 def check_chest_xray(decoded: DecodedImage, detector: XrayDetector | None = None) -> list[str]:

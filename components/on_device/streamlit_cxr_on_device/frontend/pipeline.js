@@ -262,10 +262,15 @@ export function drawnMargin(gray, padding) {
   return lines.some((line) => Math.min(...line) === Math.max(...line) && line[0] > padding);
 }
 
-// imaging.to_uint8: intensities stretched to the full 8-bit range (NumPy float64, then np.round).
+// imaging.to_uint8: intensities stretched to the full 8-bit range (NumPy float64, then np.round), from
+// 8-bit pixels or a DICOM's displayed values.
 function toUint8(gray) {
-  let low = 255, high = 0;
-  for (const v of gray.pixels) { if (v < low) low = v; if (v > high) high = v; }
+  let low = Infinity, high = -Infinity;
+  for (const v of gray.pixels) {
+    if (!Number.isFinite(v)) return { error: "invalid_values" };
+    if (v < low) low = v;
+    if (v > high) high = v;
+  }
   if (high - low < 1e-9) return { error: "blank" };
   const out = new Uint8Array(gray.pixels.length);
   const scale = 255.0 / (high - low);
@@ -274,6 +279,15 @@ function toUint8(gray) {
 }
 
 function roundHalfEven(x) { return pyRound(x); }
+
+// imaging.decode_image's last steps for every format: to_uint8, then the smallest side (whatever the server
+// would find in a picture this small is smaller still).
+export function stretched(gray, constants) {
+  const out = toUint8(gray);
+  if (out.error) return out;
+  const { width, height } = out;
+  return Math.min(width, height) < constants.MIN_SIDE ? { error: "too_small", sizes: { width, height } } : out;
+}
 
 // --- The X-ray check (quality.XrayDetector), in float64 like NumPy ---
 
@@ -343,6 +357,27 @@ export function profileDistance(cv, detector, constants, gray) {
 
 function rotated180(gray) {
   return { ...gray, pixels: gray.pixels.slice().reverse() };
+}
+
+// np.rot90(gray, 1) (a quarter turn anticlockwise) or np.rot90(gray, -1).
+function rotated90(gray, k) {
+  const { width, height } = gray;
+  const pixels = new Uint8Array(width * height);
+  for (let i = 0; i < width; i++) {
+    for (let j = 0; j < height; j++) {
+      pixels[i * height + j] = k === 1 ? gray.pixels[j * width + width - 1 - i] : gray.pixels[(height - 1 - j) * width + i];
+    }
+  }
+  return { ...gray, pixels, width: height, height: width };
+}
+
+// quality.orientation_hint: the index in quality._ORIENTATIONS (in its order) of the first turn or
+// inversion that gives the image a chest radiograph's layout, else null.
+function orientation(cv, detector, gray) {
+  const undone = [() => rotated90(gray, 1), () => rotated90(gray, -1), () => rotated180(gray),
+    () => ({ ...gray, pixels: gray.pixels.map((v) => 255 - v) })];
+  const found = undone.findIndex((fix) => layoutResidual(cv, detector, fix()) <= detector.layout_threshold);
+  return found < 0 ? null : found;
 }
 
 // --- Framing and the model ---
@@ -427,7 +462,20 @@ export async function screen(bytes, context) {
   if (bytes.length > constants.MAX_FILE_BYTES) return fail("error", "file_too_large");
   const format = sniff(bytes);
   if (!format) return fail("error", "unsupported");
-  if (format === "DICOM") return fail("server", "dicom");
+  if (format === "DICOM") {
+    // core.serving.dicom.decode_dicom (dicom.js), its libraries loaded when the first DICOM is met.
+    const dicom = await import("./dicom.js");
+    const decoded = await dicom.decodeDicom(bytes, await dicom.loadLibraries(), cv, constants);
+    if (decoded.refused) return fail(decoded.refused.status, decoded.refused.code, decoded.refused);
+    const gray = stretched(decoded, constants);
+    if (gray.error) return fail("error", gray.error, gray.sizes);
+    // The server reads a DICOM as it is (no film finder): the X-ray check's measures go to its checks.
+    timings.decode_and_preprocess = performance.now() - started;
+    return checkedAndScreened(gray, {
+      input_kind: "dicom", layout_residual: layoutResidual(cv, detector, gray),
+      profile_distance: profileDistance(cv, detector, constants, gray),
+    }, 0, context, fail, timings, started);
+  }
   const header = format === "PNG" ? pngHeader(bytes) : jpegHeader(bytes);
   if (!header) return fail("error", "corrupt");
   if (header.width * header.height > constants.MAX_PIXELS) {
@@ -458,12 +506,8 @@ export async function screen(bytes, context) {
     gray = cv.rgbToGray(balanced);
     colour = colourfulness(cv, balanced, constants.CHROMA_SIDE);
   }
-  gray = toUint8(gray);
-  if (gray.error) return fail("error", "blank");
-  // Whatever the server would find in a picture this small is smaller still (imaging.decode_image).
-  if (Math.min(picture.width, picture.height) < constants.MIN_SIDE) {
-    return fail("error", "too_small", { width: picture.width, height: picture.height });
-  }
+  gray = stretched(gray, constants);
+  if (gray.error) return fail("error", gray.error, gray.sizes);
   // Evidence of a photo or a screenshot sends the file to the server, whose film and viewport finders
   // are not in the browser yet: a camera's EXIF, a tint, a drawn margin, or a layout not plainly digital.
   if (constants.CAMERA_TAGS.some((tag) => header.exif[tag])) return fail("server", "camera");
@@ -480,15 +524,26 @@ export async function screen(bytes, context) {
     return fail("server", "not_plainly_digital", { layout_residual: residual, profile_distance: profile });
   }
   timings.decode_and_preprocess = performance.now() - started;
-  // quality.check_chest_xray, in its order.
+  return checkedAndScreened(gray, { input_kind: "digital", layout_residual: residual, profile_distance: profile },
+    colour, context, fail, timings, started);
+}
+
+// quality.check_chest_xray, in its order, then the model (Predictor.screen), for a picture read as it is.
+// `base`: its input kind and the X-ray check's two measures. The layout and grey-level refusals are met by
+// DICOMs only: a raster picture outside them has been handed to the server's film finder.
+async function checkedAndScreened(gray, base, colour, context, fail, timings, started) {
+  const { cv, constants, detector, spec, zooms, localiser, model } = context;
   const checked = performance.now();
-  const base = { input_kind: "digital", layout_residual: residual, profile_distance: profile };
   if (colour > constants.MAX_COLOURFULNESS) return fail("rejected", "colour", base);
   const { width, height } = gray;
   if (Math.max(width, height) / Math.min(width, height) > constants.MAX_ASPECT_RATIO) {
     return fail("rejected", "elongated", { ...base, width, height });
   }
-  if (residual - layoutResidual(cv, detector, rotated180(gray)) > constants.UPSIDE_DOWN_MARGIN) {
+  if (base.layout_residual > detector.layout_threshold) {
+    return fail("rejected", "layout", { ...base, orientation: orientation(cv, detector, gray) });
+  }
+  if (base.profile_distance > detector.profile_threshold) return fail("rejected", "profile", base);
+  if (base.layout_residual - layoutResidual(cv, detector, rotated180(gray)) > constants.UPSIDE_DOWN_MARGIN) {
     return fail("rejected", "upside_down", base);
   }
   let sum = 0, sumSq = 0, clipped = 0;

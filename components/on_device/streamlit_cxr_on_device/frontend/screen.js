@@ -280,7 +280,7 @@ function build(parent) {
   root.className = "on-device";
   root.innerHTML = `
     <label class="chooser">
-      <span class="label">Chest X-rays to screen on this device (JPEG or PNG; nothing is uploaded)</span>
+      <span class="label">Chest X-rays to screen on this device (JPEG, PNG or DICOM; nothing is uploaded)</span>
       <input type="file" multiple accept=".jpg,.jpeg,.png,.dcm,.dicom,image/jpeg,image/png,application/dicom"
              data-testid="on-device-input">
     </label>
