@@ -12,6 +12,7 @@ import shutil
 import subprocess
 import time
 
+import cv2
 import numpy as np
 import pytest
 from conftest import encode, real_data_dir, requires_real_data, xray_like
@@ -174,6 +175,29 @@ def synthetic_files() -> list[tuple[str, bytes]]:
     return files
 
 
+def large_and_turned_jpegs() -> list[tuple[str, bytes]]:
+    """JPEGs that Pillow decodes at reduced scale (1/2 to 1/8), and ones turned by EXIF or XMP orientation."""
+    from PIL import Image
+
+    files = [(f"large{size}.jpeg", encode(xray_like(30 + i, i % 2 == 0, size), quality=90))
+             for i, size in enumerate((600, 1024, 1500, 2100))]
+    files.append(("large_rgb.jpeg", encode(np.repeat(xray_like(35, True, 1300)[..., np.newaxis], 3, axis=2))))
+    files.append(("large_progressive.jpeg", encode(xray_like(36, False, 1800), progressive=True, quality=85)))
+    # Stored turned the other way, so that Pillow's exif_transpose sets each upright again.
+    undo = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
+            5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_90, 7: Image.Transpose.TRANSVERSE,
+            8: Image.Transpose.ROTATE_270}
+    for orientation, transpose in undo.items():
+        stored = Image.fromarray(xray_like(40 + orientation, orientation % 2 == 0, 700)[:, 20:-20]).transpose(transpose)
+        exif = Image.Exif()
+        exif[0x0112] = orientation
+        files.append((f"exif{orientation}.jpeg", encode(np.asarray(stored), exif=exif.tobytes())))
+    xmp = (b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
+           b'<rdf:Description xmlns:tiff="http://ns.adobe.com/tiff/1.0/" tiff:Orientation="3"/></rdf:RDF></x:xmpmeta>')
+    files.append(("xmp3.jpeg", encode(np.ascontiguousarray(xray_like(49, True, 500)[::-1, ::-1]), xmp=xmp)))
+    return files
+
+
 def server_rows(predictor, files: list[tuple[str, bytes]]) -> dict[str, object]:
     from core.serving import screening
 
@@ -303,6 +327,22 @@ def test_on_device_no_image_byte_leaves_and_the_answers_are_the_servers(server, 
 
 
 @browser_test
+def test_large_and_turned_jpegs_are_screened_on_the_device_as_on_the_server(server, chromium, predictor):
+    files = large_and_turned_jpegs()
+    context = chromium.new_context(viewport={"width": 1400, "height": 1000}, accept_downloads=True)
+    page = context.new_page()
+    page.goto(f"{server.url}/screen")
+    assert _wait_ready(page)["phase"] == "ready"
+    rows = _screen_on_device(page, files)
+    expected = server_rows(predictor, files)
+    parity = _assert_parity(rows, expected)
+    # Every one is screened here, as on the server: none handed over, none refused.
+    assert parity["handed_to_server"] == [] and parity["screened"] == len(files), (parity, rows)
+    print(f"on-device parity (large and turned JPEGs): {parity}")
+    context.close()
+
+
+@browser_test
 @requires_real_data
 def test_on_device_matches_the_server_on_real_xrays(server, chromium, predictor):
     from core.analysis.data import resolve_root
@@ -312,6 +352,11 @@ def test_on_device_matches_the_server_on_real_xrays(server, chromium, predictor)
     paths += sorted(folder.glob("PNEUMONIA/*.jpeg"))[::19][:REAL_PARITY_FILES - len(paths)]
     files = [(path.name, path.read_bytes()) for path in paths]
     assert len(files) == REAL_PARITY_FILES, folder
+    # And some as a clinic's JPEGs come, large: Pillow decodes them at 1/2 to 1/8 scale.
+    for index, path in enumerate(paths[::10]):
+        side = (1024, 1536, 2048)[index % 3]
+        pixels = cv2.resize(cv2.imread(str(path), cv2.IMREAD_GRAYSCALE), (side, side), interpolation=cv2.INTER_CUBIC)
+        files.append((f"large-{side}-{path.name}", encode(pixels, quality=92)))
     context = chromium.new_context(viewport={"width": 1400, "height": 1000}, accept_downloads=True)
     page = context.new_page()
     page.goto(f"{server.url}/screen")

@@ -39,8 +39,6 @@ NOT_ON_DEVICE = {
     "dicom_pixels": "a DICOM of {samples} sample(s) of {bits} bits a pixel is not read in the browser yet",
     "mode": "this kind of image ({mode}) is not read in the browser yet",
     "png_exif": "a PNG carrying EXIF is not read in the browser yet",
-    "large_jpeg": ("a JPEG this large ({width}x{height}) is decoded at reduced scale on the server, "
-                   "which the browser cannot match yet"),
     "tinted": "it may be a photo of a film or a screenshot (it is tinted): only the server finds the X-ray in those",
     "drawn_margin": "it may be a screenshot (it has a drawn margin): only the server finds the X-ray in those",
     "camera": "it is a camera's photo: only the server finds the film in those",

@@ -4,6 +4,7 @@
 // server's pixels; the forward passes are the shipped ONNX files in onnxruntime-web. Every constant
 // comes from Python (ui/on_device.py sends core's), so there is one source for each.
 // Nothing here sends anything anywhere: results are numbers and codes, turned into words in Python.
+import { decodeJpeg } from "./jpeg.js";
 
 // Python's round(): halves to even. Margins and frame edges are rounded this way on the server.
 export function pyRound(x) {
@@ -35,8 +36,13 @@ function u32(bytes, at, little) {
     : ((bytes[at] << 24) | (bytes[at + 1] << 16) | (bytes[at + 2] << 8) | bytes[at + 3]) >>> 0;
 }
 
-// The tags of EXIF's first image directory (TIFF layout), as {tag: true}: the server asks only
-// whether a camera's make or model is there (imaging._from_camera).
+const ORIENTATION = 0x0112;
+// XMP's orientation, which Pillow's getexif reads where EXIF has none (Image.getexif).
+const XMP_ORIENTATION = /tiff:Orientation(="|>)([0-9])/;
+
+// The tags of EXIF's first image directory (TIFF layout), as {tag: first SHORT of its value}: the server
+// asks whether a camera's make or model is there (imaging._from_camera), and turns the picture as the
+// orientation tag says (ImageOps.exif_transpose).
 function exifTags(bytes, start, end) {
   if (end - start < 8) return {};
   const little = bytes[start] === 0x49;
@@ -44,7 +50,10 @@ function exifTags(bytes, start, end) {
   if (ifd + 2 > end) return {};
   const tags = {};
   const count = u16(bytes, ifd, little);
-  for (let i = 0; i < count && ifd + 2 + 12 * i + 12 <= end; i++) tags[u16(bytes, ifd + 2 + 12 * i, little)] = true;
+  for (let i = 0; i < count && ifd + 2 + 12 * i + 12 <= end; i++) {
+    const entry = ifd + 2 + 12 * i;
+    tags[u16(bytes, entry, little)] = u16(bytes, entry + 8, little);
+  }
   return tags;
 }
 
@@ -58,8 +67,14 @@ export function jpegHeader(bytes) {
     if (marker === 0xff) { at += 1; continue; }
     if (marker === 0xd8 || (marker >= 0xd0 && marker <= 0xd7) || marker === 0x01) { at += 2; continue; }
     const length = u16(bytes, at + 2, false);
-    if (marker === 0xe1 && String.fromCharCode(...bytes.subarray(at + 4, at + 8)) === "Exif") {
+    const app1 = marker === 0xe1 ? String.fromCharCode(...bytes.subarray(at + 4, at + 10)) : "";
+    if (app1 === "Exif\0\0" && !header.hasExif) { // Pillow keeps the first
       header.exif = exifTags(bytes, at + 10, at + 2 + length);
+      header.hasExif = true;
+    } else if (app1 === "http:/" && header.xmpOrientation === undefined) {
+      const xmp = new TextDecoder("latin1").decode(bytes.subarray(at + 4, at + 2 + length));
+      const found = XMP_ORIENTATION.exec(xmp);
+      if (found && xmp.startsWith("http://ns.adobe.com/xap/1.0/\0")) header.xmpOrientation = Number(found[2]);
     }
     // SOF0-15 except DHT (c4), JPG (c8) and DAC (cc).
     if (marker >= 0xc0 && marker <= 0xcf && ![0xc4, 0xc8, 0xcc].includes(marker)) {
@@ -76,6 +91,7 @@ export function jpegHeader(bytes) {
   while (end > 0 && bytes[end] === 0) end--; // some writers pad after the end marker
   header.complete = bytes[end - 1] === 0xff && bytes[end] === 0xd9;
   header.mode = { 1: "L", 3: "RGB", 4: "CMYK" }[header.components] || "other";
+  header.orientation = header.exif[ORIENTATION] ?? header.xmpOrientation ?? 1;
   return header;
 }
 
@@ -103,7 +119,28 @@ export function pngHeader(bytes) {
   return header;
 }
 
-// The decoded picture as Pillow gives it: 8-bit gray (L) or RGB, EXIF orientation applied.
+// ImageOps.exif_transpose: the picture turned as its orientation tag (1-8) says.
+export function transposed(picture, orientation) {
+  const { pixels, width, height, channels } = picture;
+  if (!(orientation >= 2 && orientation <= 8)) return picture;
+  const swap = orientation >= 5; // 5-8 exchange rows and columns
+  const [outWidth, outHeight] = swap ? [height, width] : [width, height];
+  const out = new Uint8Array(pixels.length);
+  for (let y = 0; y < outHeight; y++) {
+    for (let x = 0; x < outWidth; x++) {
+      // Where (x, y) of the turned picture comes from, by Pillow's transposition for each value.
+      const [sx, sy] = {
+        2: [width - 1 - x, y], 3: [width - 1 - x, height - 1 - y], 4: [x, height - 1 - y],
+        5: [y, x], 6: [y, height - 1 - x], 7: [width - 1 - y, height - 1 - x], 8: [width - 1 - y, x],
+      }[orientation];
+      const from = (sy * width + sx) * channels, to = (y * outWidth + x) * channels;
+      for (let c = 0; c < channels; c++) out[to + c] = pixels[from + c];
+    }
+  }
+  return { pixels: out, width: outWidth, height: outHeight, channels };
+}
+
+// A PNG as Pillow gives it: 8-bit gray (L) or RGB (a PNG with EXIF goes to the server).
 // colorSpaceConversion "none": the file's own values, as Pillow reads them (no colour management).
 export async function decodePixels(bytes, mode) {
   const bitmap = await createImageBitmap(new Blob([bytes]), {
@@ -484,20 +521,18 @@ export async function screen(bytes, context) {
   if (!["L", "RGB", "P"].includes(header.mode) || (header.mode === "P" && header.transparency)) {
     return fail("server", "mode", { mode: header.mode });
   }
-  if (header.hasExif) return fail("server", "png_exif");
-  // Pillow decodes a large JPEG at 1/2, 1/4 or 1/8 scale in the DCT (Image.draft); a browser decodes
-  // it whole. Until that scaled decoding is reproduced here, such a file goes to the server path.
-  if (format === "JPEG" && Math.min(Math.floor(header.width / constants.DECODE_SIDE),
-    Math.floor(header.height / constants.DECODE_SIDE)) >= 2) {
-    return fail("server", "large_jpeg", { width: header.width, height: header.height });
-  }
-  if (!header.complete) return fail("error", "corrupt");
+  if (format === "PNG" && header.hasExif) return fail("server", "png_exif");
   let picture;
   try {
-    picture = await decodePixels(bytes, header.mode === "L" ? "L" : "RGB");
+    // A JPEG by libjpeg-turbo as Pillow drafts it (1/2 to 1/8 scale in the DCT for a large one), then
+    // turned as its EXIF says (imaging._open_raster); a PNG by the browser, whose decoder gives the same.
+    picture = format === "JPEG"
+      ? transposed(await decodeJpeg(bytes, { mode: header.mode, side: constants.DECODE_SIDE }), header.orientation)
+      : header.complete ? await decodePixels(bytes, header.mode === "L" ? "L" : "RGB") : null;
   } catch {
-    return fail("error", "corrupt");
+    picture = null;
   }
+  if (!picture) return fail("error", "corrupt");
   // imaging._decode_raster reads the picture as digital first (photo.as_sent, to_uint8): a blank one is
   // refused there, before anything looks for a film in it.
   let colour = 0, gray = picture;

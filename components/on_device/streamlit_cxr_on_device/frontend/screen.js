@@ -1,6 +1,7 @@
 // The on-device screening component: the file input, the runtimes, the model files in Cache Storage,
 // the self-test, and the batch loop. Only numbers and words are handed to Python (setStateValue):
 // never a file's bytes, never its pixels.
+import { loadJpeg } from "./jpeg.js";
 import * as P from "./pipeline.js";
 import { pictures, runtime } from "./store.js";
 
@@ -8,6 +9,7 @@ const ORT_URL = new URL("./vendor/onnxruntime-web/ort.wasm.bundle.min.mjs", impo
 // The two large libraries, by their path under vendor/ (Python sends their pinned sha256).
 const ORT_WASM = "onnxruntime-web/ort-wasm-simd-threaded.wasm";
 const OPENCV = "opencv-js/opencv.js";
+const LIBJPEG = "libjpeg-turbo/jpeg.wasm";
 const PROBE_URL = new URL("./probe.json", import.meta.url).href;
 const CACHE_NAME = "cxr-on-device-v1";
 // The smallest module using a SIMD instruction (v128.const, i8x16.popcnt): validates only where SIMD runs.
@@ -99,6 +101,12 @@ function loadOrt() {
   return runtime.ort;
 }
 
+// libjpeg-turbo, for JPEGs decoded as the server's Pillow decodes them (jpeg.js).
+function loadLibjpeg() {
+  runtime.libjpeg ??= libraryBytes(LIBJPEG).then(loadJpeg).catch((error) => { runtime.libjpeg = null; throw error; });
+  return runtime.libjpeg;
+}
+
 function loadOpenCv() {
   runtime.opencv ??= libraryBytes(OPENCV).then((bytes) => openCvScript(URL.createObjectURL(
     new Blob([bytes], { type: "text/javascript" })))).catch((error) => { runtime.opencv = null; throw error; });
@@ -181,6 +189,7 @@ async function advance() {
     // Everything at once: the libraries, the model files and the probe do not wait on each other.
     const ortReady = timed("ort_ms", loadOrt());
     const cvReady = timed("opencv_ms", loadOpenCv());
+    const libjpegReady = timed("libjpeg_ms", loadLibjpeg());
     const probeReady = fetch(PROBE_URL).then((response) => response.json());
     const got = await timed("assets_ms", Promise.all(data.assets.map((asset) => assetBytes(asset, data.payload))));
     const files = {}, missing = [];
@@ -203,7 +212,7 @@ async function advance() {
     const [modelSession, localiserSession] = await timed("sessions_ms", Promise.all([
       session(ort, files.model), files.localiser ? session(ort, files.localiser) : null]));
     const context = {
-      cv: new P.Cv(await cvReady), constants: data.constants, spec: data.spec, zooms: data.zooms,
+      cv: new P.Cv((await Promise.all([cvReady, libjpegReady]))[0]), constants: data.constants, spec: data.spec, zooms: data.zooms,
       detector: JSON.parse(new TextDecoder().decode(files.detector)),
       model: modelSession,
       localiser: localiserSession,
