@@ -202,6 +202,52 @@ def test_white_balance_turns_a_film_in_tinted_light_grey_and_leaves_colour_colou
     blocks = cv2.resize(np.random.default_rng(0).integers(0, 255, (5, 5, 3), np.uint8), (300, 300),
                         interpolation=cv2.INTER_NEAREST)
     assert photo.colourfulness(photo.white_balanced(blocks)) > MAX_COLOURFULNESS
+    assert photo.colourfulness(photo.white_balanced(blocks, across=True)) > MAX_COLOURFULNESS
+
+
+def test_light_whose_colour_changes_across_the_film_is_balanced_region_by_region():
+    """Daylight on one side of a film on a warm lightbox: one set of gains leaves it in colour."""
+    share = np.linspace(0, 1, XRAY.shape[1], dtype=np.float32)[np.newaxis, :, np.newaxis]
+    mixed = np.uint8(XRAY[..., np.newaxis] * (share * np.float32(WARM_LIGHT) + 1 - share))
+    assert photo.colourfulness(photo.white_balanced(mixed)) > MAX_COLOURFULNESS
+    assert photo.colourfulness(photo.white_balanced(mixed, across=True)) < MAX_COLOURFULNESS / 2
+
+
+def _film_64(payload: bytes) -> np.ndarray:
+    return cv2.resize(decode_image(payload).pixels, (64, 64), interpolation=cv2.INTER_AREA).astype(float)
+
+
+def test_uneven_light_is_flattened_towards_the_same_film_in_even_light(monkeypatch):
+    for seed in range(2):
+        uneven = film_photo(XRAY, RENDERINGS["uneven light"], np.random.default_rng(seed)).data
+        even = _film_64(film_photo(XRAY, PHOTO, np.random.default_rng(seed)).data)  # the same film, same place
+        flattened = np.abs(_film_64(uneven) - even).mean()
+        monkeypatch.setattr(photo, "UNEVEN_LIGHT", float("inf"))
+        as_lit = np.abs(_film_64(uneven) - even).mean()
+        monkeypatch.undo()
+        assert flattened < 0.8 * as_lit, (seed, flattened, as_lit)
+
+
+def test_even_light_is_not_flattened(monkeypatch):
+    for name in ("film on a lightbox", "film against a window", "square on a flat lightbox"):
+        payload = render(XRAY, name, 0).data
+        shipped = decode_image(payload).pixels
+        monkeypatch.setattr(photo, "UNEVEN_LIGHT", float("inf"))
+        assert np.array_equal(decode_image(payload).pixels, shipped), name
+        monkeypatch.undo()
+
+
+def test_a_reflections_halo_is_filled_with_it(monkeypatch):
+    """Beyond its saturated patch a reflection still brightens the film: filled with the patch, the film
+    is near the same photo without glare; filled only at the patch's rim, a bright ring is left."""
+    for seed in range(2):
+        glared = film_photo(XRAY, replace(PHOTO, glare=1.0), np.random.default_rng(seed)).data
+        clean = _film_64(film_photo(XRAY, PHOTO, np.random.default_rng(seed)).data)
+        with_halo = np.abs(_film_64(glared) - clean).mean()
+        monkeypatch.setattr(photo, "GLARE_HALO", 0.0)
+        rim_only = np.abs(_film_64(glared) - clean).mean()
+        monkeypatch.undo()
+        assert with_halo < 0.5 * rim_only, (seed, with_halo, rim_only)
 
 
 def test_a_film_under_warm_light_is_screened_and_a_colour_photo_on_a_lightbox_is_refused(detector):

@@ -11,6 +11,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from core.serving import photo
 from core.serving.imaging import DecodedImage, ImageError, PreprocessSpec, preprocess
 
 # A gray X-ray saved as colour JPEG scores about 0-2; photos score 15 and more.
@@ -58,11 +59,10 @@ SMALL_FILM_PIXELS = 400
 BLURRED_BELOW = 0.022
 MOIRE_ABOVE = 20.0  # core.serving.photo.moire: photos of a screen 77-124, films on a lightbox or window 0-4
 KEYSTONE_WARNED = 1.25
-# core.serving.photo.uneven_light, on 40 validation X-rays each (benchmarks/photos.py): films on a lightbox
-# 0-0.031, against a window (its sky graded) 0.030-0.076, the proxy's uneven light 0.071-0.172 (9 in 10
-# over 0.087); benchmarks.photos --count 40 then warns 88% of uneven light and 1 of 40 window photos.
-# Warned, not flattened: the light on the film cannot be told from its anatomy, and no flattening was measured.
-UNEVEN_LIGHT_WARNED = 0.08
+# Uneven light is warned where it is flattened (core.serving.photo.UNEVEN_LIGHT): flattening takes off
+# what the light around the film shows, not what the film's own anatomy hides, so the user is asked to
+# take it again all the same.
+UNEVEN_LIGHT_WARNED = photo.UNEVEN_LIGHT
 RETAKE = {
     "glare": "tilt the phone so the light does not reflect on the film",
     "blur": "hold the phone still and tap the film on the screen to focus",
