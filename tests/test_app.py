@@ -350,8 +350,12 @@ def test_screen_page_shows_a_photographed_film_straightened_beside_the_photo():
     assert list(table["Input"]) == ["photo of a film, straightened"] * 2
 
 
-def test_screen_page_shows_the_photo_guide_with_its_pictures():
+def test_screen_page_shows_the_photo_guide_with_its_pictures_once_opened():
     app = page("screen")
+    guide = next(e for e in app.expander if "Photographing a film" in e.label)
+    assert not guide.get("image") and not guide.markdown  # nothing fetched until it is opened
+    app.session_state["photo_guide"] = True
+    app.run()
     guide = next(e for e in app.expander if "Photographing a film" in e.label)
     assert any("all four edges of the film" in m.value for m in guide.markdown)
     pictures = set(re.findall(r"photo-guide/([\w-]+\.png)", (ROOT / "docs" / "photographing-films.md").read_text()))
