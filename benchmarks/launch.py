@@ -54,9 +54,7 @@ def first_result(browser, app=None, path: str = "") -> tuple[float, float]:
     with streamlit_server(**({"app": app} if app else {})) as server:
         page.goto(f"{server.url}/{path}")
         answered = time.monotonic()
-        upload = page.locator('input[type="file"]').first
-        upload.wait_for(state="attached", timeout=TIMEOUT_MS)
-        upload.set_input_files(files=[{"name": "chest.jpeg", "mimeType": "image/jpeg", "buffer": chest_jpeg()}])
+        _upload(page, [{"name": "chest.jpeg", "mimeType": "image/jpeg", "buffer": chest_jpeg()}])
         expect(page.get_by_text(RESULT).first).to_be_visible(timeout=TIMEOUT_MS)
         shown = time.monotonic()
     page.close()
@@ -93,7 +91,13 @@ def _tensorflow_loaded(server: Server) -> bool:
 
 
 def _upload(page, files: list[dict]) -> None:
+    """Upload to the server: on the Screen page, its path chosen first (the bare app has only the uploader)."""
     upload = page.locator('input[type="file"]').first
+    upload.wait_for(state="attached", timeout=TIMEOUT_MS)
+    server_path = page.get_by_text("Upload to the server", exact=True)
+    if server_path.count():
+        server_path.click()
+    upload = page.get_by_test_id("stFileUploaderDropzoneInput")
     upload.wait_for(state="attached", timeout=TIMEOUT_MS)
     upload.set_input_files(files=files)
 
@@ -126,10 +130,16 @@ def demo_tour(browser) -> tuple[list[dict], float, bool]:
             done(path or "home", marker)
 
         page.goto(f"{server.url}/screen")
-        _upload(page, [{"name": "chest.jpeg", "mimeType": "image/jpeg", "buffer": chest_jpeg(1, True)},
-                       {"name": "chest.dcm", "mimeType": "application/dicom",
-                        "buffer": make_dicom(chest_xray(2, False, 512).astype("uint16") * 16)}])
-        done("screen: a JPEG and a DICOM file screened", "of 2 flagged")
+        batch = [{"name": "chest.jpeg", "mimeType": "image/jpeg", "buffer": chest_jpeg(1, True)},
+                 {"name": "chest.dcm", "mimeType": "application/dicom",
+                  "buffer": make_dicom(chest_xray(2, False, 512).astype("uint16") * 16)}]
+        # On this device first (the model files sent to the browser once), then the same on the server.
+        chooser = page.get_by_test_id("on-device-input")
+        expect(chooser).to_be_enabled(timeout=TIMEOUT_MS)
+        chooser.set_input_files(files=batch)
+        done("screen on this device: a JPEG and a DICOM file", "of 2 flagged")
+        _upload(page, batch)
+        done("screen on the server: the same two files", "of 2 flagged")
         page.get_by_text("Settings", exact=True).click()
         flip("Show heat maps on images not flagged", "screen: heat maps on images not flagged", "of 2 flagged")
         flip("Advanced: screen with another model", "screen: another model offered", "of 2 flagged")
