@@ -14,6 +14,7 @@ import pyarrow.dataset as ds
 import pytest
 from conftest import encode, real_data_dir, requires_real_data, run_core, xray_like
 from streamlit.testing.v1 import AppTest
+from test_app import choose_server
 from test_site import stub_predictor
 
 from core.analysis import evaluation, site_calibration
@@ -312,8 +313,7 @@ def test_site_page_calibrates_from_a_results_file():
 def test_screen_page_offers_labellable_results_and_rescores_its_batch_for_a_profile(tmp_path, monkeypatch):
     predictor = Predictor.load()
     images = {f"chest{i}.jpeg": encode(xray_like(i, bool(i % 2), 256)) for i in range(6)}
-    app = AppTest.from_file(str(ROOT / "app_pages" / "screen.py"), default_timeout=180)
-    app.run()
+    app = choose_server(AppTest.from_file(str(ROOT / "app_pages" / "screen.py"), default_timeout=180).run())
     app.file_uploader[0].set_value([(n, b, "image/jpeg") for n, b in images.items()]).run()
     assert any("Keep this file" in c.value for c in app.caption)
     shipped = {m.value for m in app.metric}
