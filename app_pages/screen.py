@@ -92,10 +92,21 @@ def _picked() -> None:
     st.session_state["saved_screen_where"] = st.session_state["screen_where"]
 
 
+def server_rows(batch: dict) -> dict[int, screening.ScreeningRow]:
+    """The rows of this on-device batch's handed files screened on the server since, by index (results
+    only: nothing of their bytes is kept)."""
+    kept = st.session_state.get("handed_rows")
+    if not kept or kept["batch"] != batch.get("batch"):
+        kept = st.session_state["handed_rows"] = {"batch": batch.get("batch"), "rows": {}}
+    return kept["rows"]
+
+
 def choose_where() -> tuple[str, object]:
     """On this device where the browser passed its self-test (offered first), else the server; and the
     mounted component (always mounted, so that its self-test runs and its state lives)."""
-    status = (st.session_state.get(on_device.COMPONENT_KEY) or {}).get("status") or {}
+    state = st.session_state.get(on_device.COMPONENT_KEY) or {}
+    status = state.get("status") or {}
+    batch = state.get("results") or {}
     # Offered first until the browser's self-test says otherwise (the component's input waits for it);
     # the options stay the same meanwhile, so that the radio and the component are not drawn anew.
     options = [SERVER] if status.get("phase") == "off" else [ON_DEVICE, SERVER]
@@ -110,7 +121,9 @@ def choose_where() -> tuple[str, object]:
                           "server. Uploaded, they are screened on the server, in memory only.")
     missing = status.get("missing") if status.get("phase") == "need" else None
     try:
-        mounted = on_device.screen(on_device.component_data(model, missing, where == ON_DEVICE))
+        handed = {"batch": batch.get("batch"),
+                  "note": on_device.handed_note(batch.get("rows") or [], server_rows(batch))}
+        mounted = on_device.screen(on_device.component_data(model, missing, where == ON_DEVICE, handed))
     except (ValueError, FileNotFoundError) as exc:  # a model without an ONNX export, no X-ray check
         st.caption(f"Screening on this device is not available for this model: {exc}.")
         return SERVER, None
@@ -119,33 +132,6 @@ def choose_where() -> tuple[str, object]:
     elif not status.get("ok"):
         st.caption("Checking whether this browser can screen on the device…")
     return where, mounted
-
-
-def on_device_rows(mounted) -> list[screening.ScreeningRow] | None:
-    """The last batch screened in the browser, as rows; None before any."""
-    batch = (mounted.results if mounted is not None else None) or {}
-    if not batch.get("rows"):
-        return None
-    return [on_device.row_from(row, model, operating_point) for row in batch["rows"]]
-
-
-where, mounted = choose_where()
-# The batch summary goes above the upload list, which grows with every file (a phone's whole screen).
-summary_area = st.container()
-uploads = None
-if where == SERVER:
-    uploads = st.file_uploader("Chest X-rays (JPEG, PNG or DICOM)", type=["jpg", "jpeg", "png", "dcm", "dicom"],
-                               accept_multiple_files=True, key="server_uploads",
-                               help="Processed in memory only: nothing you upload is stored or logged. A phone "
-                                    "photo of a film or a screenshot of a viewer works too.")
-# Drawn only when opened: its seven pictures, fetched on every visit, held the on-device component's
-# files up behind them (a browser opens six connections to a server), 0.4 s of a second visit.
-photo_guide = st.expander("Photographing a film? How to take a photo that can be screened", key="photo_guide",
-                          on_change="rerun")
-if photo_guide.open:
-    with photo_guide:
-        show_document(PHOTO_GUIDE)
-device_rows = on_device_rows(mounted) if where == ON_DEVICE else None
 
 
 def screen_upload(name: str, data: bytes) -> screening.ScreeningRow:
@@ -173,6 +159,57 @@ def rescored_batch(rows: list[screening.ScreeningRow]) -> list[screening.Screeni
         st.warning(f"Part of your last batch was screened with another model than {model.name}: its results keep "
                    "their own thresholds. Upload the images again to screen them with this model.")
     return kept
+
+
+def device_row(browser_row: dict) -> screening.ScreeningRow:
+    """One file's row from the browser's numbers; one that cannot be read back is named, and the batch goes on."""
+    try:
+        return on_device.row_from(browser_row, model, operating_point)
+    except (KeyError, TypeError, ValueError):
+        return on_device.OnDeviceRow(str(browser_row.get("file", "")), "error", model.name,
+                                     "the browser's result for this file could not be read: screen it again")
+
+
+def on_device_rows(mounted) -> list[screening.ScreeningRow] | None:
+    """A batch screened in the browser, as rows, its handed files' from the server once the user has
+    uploaded them there, when it is new since last shown; None otherwise. A batch once shown is the page's
+    last batch: rescored from there at other points, and not put back over a batch screened after it
+    (the component keeps its last results while the server path is used)."""
+    batch = (mounted.results if mounted is not None else None) or {}
+    if not batch.get("rows"):
+        return None
+    screened = server_rows(batch)
+    uploads = on_device.handed_uploads(mounted.upload, batch)
+    if uploads:
+        with st.spinner("Screening on the server…"):
+            for index, name, data in uploads:
+                screened[index] = screen_upload(name, data)
+        st.rerun()  # so that the component's note names only the files still handed
+    shown = [batch.get("batch"), sorted(screened)]
+    if st.session_state.get("device_batch_shown") == shown:
+        return None
+    st.session_state["device_batch_shown"] = shown
+    server = dict(zip(screened, rescored_batch(list(screened.values()))))
+    return [server[index] if index in server else device_row(row) for index, row in enumerate(batch["rows"])]
+
+
+where, mounted = choose_where()
+# The batch summary goes above the upload list, which grows with every file (a phone's whole screen).
+summary_area = st.container()
+uploads = None
+if where == SERVER:
+    uploads = st.file_uploader("Chest X-rays (JPEG, PNG or DICOM)", type=["jpg", "jpeg", "png", "dcm", "dicom"],
+                               accept_multiple_files=True, key="server_uploads",
+                               help="Processed in memory only: nothing you upload is stored or logged. A phone "
+                                    "photo of a film or a screenshot of a viewer works too.")
+# Drawn only when opened: its seven pictures, fetched on every visit, held the on-device component's
+# files up behind them (a browser opens six connections to a server), 0.4 s of a second visit.
+photo_guide = st.expander("Photographing a film? How to take a photo that can be screened", key="photo_guide",
+                          on_change="rerun")
+if photo_guide.open:
+    with photo_guide:
+        show_document(PHOTO_GUIDE)
+device_rows = on_device_rows(mounted) if where == ON_DEVICE else None
 
 
 if device_rows:

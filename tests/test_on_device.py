@@ -8,6 +8,8 @@ import base64
 import csv
 import io
 import json
+import math
+import re
 import shutil
 import subprocess
 import time
@@ -68,25 +70,30 @@ def test_the_self_test_probe_is_made_for_the_shipped_files(predictor):
 
 
 def test_browser_rows_get_the_server_paths_calibration_threshold_and_words(predictor):
-    from core.serving.calibration import apply_calibration
     from ui import on_device
 
     sha = predictor.card.onnx["sha256"]
-    ok = on_device.row_from({"file": "a.png", "status": "ok", "raw": 0.3, "model_sha256": sha, "id": "1/0",
-                             "image_sha256": "ab" * 32,
-                             "input_kind": "digital",
-                             "quality": {"std": 0.05, "clipped": 0.0, "width": 150, "height": 180}}, predictor,
-                            "screening")
-    probability = float(apply_calibration(np.array([0.3]), predictor.calibration)[0])
+    recipe = on_device.browser_recipe(predictor)
+    browser_row = {"file": "a.png", "status": "ok", "raw": 0.3, "model_sha256": sha, "id": "1/0",
+                   "image_sha256": "ab" * 32, "input_kind": "digital", "recipe": recipe,
+                   "quality": {"std": 0.05, "clipped": 0.0, "width": 150, "height": 180}}
+    ok = on_device.row_from(browser_row, predictor, "screening")
+    # The card's Platt scaling, by hand: sigmoid(slope * logit(raw) + intercept).
+    card = predictor.card.calibration
+    probability = 1 / (1 + math.exp(-(card["slope"] * math.log(0.3 / 0.7) + card["intercept"])))
     assert ok.status == "ok" and ok.result.probability == pytest.approx(probability)
     assert (ok.raw_output, ok.raw_recipe, ok.image_sha256) == (0.3, predictor.raw_recipe, "ab" * 32)
     assert ok.rescored(predictor, "balanced").threshold == predictor.operating_points["balanced"]
     assert ok.label == predictor.label_for(probability) and ok.picture_id == "1/0"
     assert ok.result.warnings == ["low contrast: the result may be unreliable",
                                   "low resolution (150x180): the result may be unreliable"]
-    stale = on_device.row_from({"file": "a.png", "status": "ok", "raw": 0.3, "model_sha256": "0" * 64}, predictor,
-                               "screening")
+    stale = on_device.row_from({**browser_row, "model_sha256": "0" * 64}, predictor, "screening")
     assert stale.status == "error" and "another model file" in stale.message
+    zoomed = on_device.row_from({**browser_row, "recipe": {**recipe, "zooms": [1.0]}}, predictor, "screening")
+    assert zoomed.status == "error" and "other test-time zooms" in zoomed.message
+    # A code's word left out by the browser reads "?", rather than failing the batch.
+    small = on_device.row_from({"file": "d.png", "status": "error", "code": "too_small"}, predictor, "screening")
+    assert small.message == "the image is too small (?x? pixels)"
     elongated = on_device.row_from({"file": "b.png", "status": "rejected", "code": "elongated", "width": 300,
                                     "height": 100, "input_kind": "digital"}, predictor, "screening")
     assert elongated.message == "not a chest X-ray: the image is too elongated (300x100)"
@@ -94,6 +101,44 @@ def test_browser_rows_get_the_server_paths_calibration_threshold_and_words(predi
                                 "transfer_syntax": "1.2.840.10008.1.2.4.50"}, predictor, "screening")
     assert dicom.status == "error" and "Upload to the server" in dicom.message
     assert "compressed as JPEG Baseline (Process 1)" in dicom.message
+
+
+def test_every_code_the_browser_returns_has_its_words():
+    """Read from the pipeline's own source, so that a new refusal or hand-over cannot reach a health worker
+    as a bare code."""
+    from ui import on_device
+
+    source = "".join((FRONTEND / name).read_text() for name in ("pipeline.js", "dicom.js"))
+    handed = set(re.findall(r'(?:fail|refused)\("server", "(\w+)"', source))
+    refused = set(re.findall(r'(?:fail|refused)\("(?:error|rejected)", "(\w+)"', source))
+    refused |= set(re.findall(r'error: "(\w+)"', source))  # stretched()'s
+    assert {"camera", "dicom_syntax"} <= handed and {"decompression_bomb", "dicom_modality", "blank"} <= refused
+    assert handed <= set(on_device.NOT_ON_DEVICE), handed - set(on_device.NOT_ON_DEVICE)
+    words = set(on_device._errors())
+    assert refused <= words, refused - words
+
+
+def test_handed_files_are_named_with_their_reasons_and_only_theirs_are_taken_from_an_upload():
+    from ui import on_device
+
+    batch = {"batch": 3, "rows": [
+        {"file": "chest.png", "status": "ok"},
+        {"file": "film.jpeg", "status": "server", "code": "camera"},
+        {"file": "c.dcm", "status": "server", "code": "dicom_syntax", "transfer_syntax": "1.2.840.10008.1.2.4.50"}]}
+    assert on_device.handed_note(batch["rows"]) == (
+        "Not screened on this device: film.jpeg (it is a camera's photo: only the server finds the film in those); "
+        "c.dcm (a DICOM compressed as JPEG Baseline (Process 1) is not read in the browser yet).")
+    assert on_device.handed_note(batch["rows"], {1}).startswith("Not screened on this device: c.dcm (")
+    assert on_device.handed_note(batch["rows"], {1, 2}) == ""
+
+    def sent(index, name, data=b"\xff\xd8bytes"):
+        return {"index": index, "name": name, "data": base64.b64encode(data).decode()}
+
+    upload = {"batch": 3, "files": [sent(1, "film.jpeg"), sent(0, "chest.png"), sent(2, "other.dcm"), sent(7, "x")]}
+    # Only the batch's handed files, under their own names: not one it screened, renamed or out of range.
+    assert on_device.handed_uploads(upload, batch) == [(1, "film.jpeg", b"\xff\xd8bytes")]
+    assert on_device.handed_uploads({**upload, "batch": 2}, batch) == []  # an earlier batch's
+    assert on_device.handed_uploads(None, batch) == []
 
 
 @pytest.mark.skipif(shutil.which("node") is None, reason="node not installed")
@@ -228,9 +273,16 @@ def _screen_on_device(page, files: list[tuple[str, bytes]]) -> list[dict]:
         {"name": name, "mimeType": "image/png" if name.endswith(".png") else "image/jpeg", "buffer": data}
         for name, data in files])
     expect(page.get_by_text(f"of {len(files)} flagged").first).to_be_visible(timeout=600_000)
-    page.get_by_text("Table and CSV download").click()
+    return _results_csv(page)
+
+
+def _results_csv(page) -> list[dict]:
+    """The batch's rows, from its CSV download."""
+    button = page.get_by_role("button", name="Download results (CSV)")
+    if not button.is_visible():
+        page.get_by_text("Table and CSV download").click()
     with page.expect_download(timeout=60_000) as download:
-        page.get_by_role("button", name="Download results (CSV)").click()
+        button.click()
     return list(csv.DictReader(io.StringIO(download.value.path().read_text())))
 
 
@@ -270,16 +322,23 @@ def _watch(page) -> dict:
     return sent
 
 
+def _slices(data: bytes):
+    """48-byte slices across a file, each with its base64 as it reads inside the whole file's (the
+    slices start at multiples of 3 bytes, so that their base64 lines up with the file's)."""
+    for start in range(0, max(len(data) - 48, 1), 3 * max(len(data) // 15, 1)):
+        piece = data[start:start + 48]
+        if len(piece) >= 24 and len(set(piece)) > 4:  # a run of one byte value says nothing
+            yield piece, base64.b64encode(piece)[8:40]
+
+
 def _assert_no_slice_sent(files: list[tuple[str, bytes]], watched: dict) -> None:
     """No upload, and no slice of any file in what the page sent (raw or base64), nor more than a few KB a file."""
     assert not [url for url in watched["requests"] if "upload_file" in url]
     frames = b"".join(watched["frames"])
     for name, data in files:
-        for start in range(0, max(len(data) - 48, 1), max(len(data) // 5, 1)):
-            piece = data[start:start + 48]
-            if len(piece) >= 24 and len(set(piece)) > 4:  # a run of one byte value says nothing
-                assert piece not in frames, name
-                assert base64.b64encode(piece)[8:40] not in frames, name
+        for piece, encoded in _slices(data):
+            assert piece not in frames, name
+            assert encoded not in frames, name
     assert watched["frames"], "no websocket frame seen: the watch is blind"
     assert max(map(len, watched["frames"])) <= 4096 * len(files)
     assert len(frames) <= 4096 * len(files)
@@ -318,11 +377,64 @@ def test_on_device_no_image_byte_leaves_and_the_answers_are_the_servers(server, 
     parity = _assert_parity(rows, expected)
     # An elongated picture is not plainly a digital X-ray: the server looks for a film in it first, which
     # the browser cannot yet, so it is handed over (with its reason) rather than refused differently.
-    assert parity["handed_to_server"] == ["elongated.png"]
+    # A PNG cut short is the server's to read (Pillow reads what of it is there; a canvas may not).
+    assert parity["handed_to_server"] == ["broken.png", "elongated.png"]
     assert parity["screened"] == sum(row.status == "ok" for row in expected.values()) >= 8
     # The pictures are drawn in the browser, from what it kept.
     assert page.locator('canvas[data-testid="on-device-picture"]').count() >= 1
     print(f"on-device parity (synthetic): {parity}; server memory moved {server.resident_mb() - before:+.1f} MB")
+    context.close()
+
+
+@browser_test
+def test_a_handed_file_is_uploaded_only_once_the_user_agrees_and_only_once(server, chromium, predictor):
+    """A digital X-ray is screened on the device; a photo of a film is handed over. Nothing of either
+    leaves before the click; the click sends the photo alone, once, and its row becomes the server's."""
+    from dataclasses import replace
+
+    from playwright.sync_api import expect
+
+    from core.analysis.photos import PHOTO, film_photo
+
+    digital = ("chest.png", encode(xray_like(1, True, 256), "PNG"))
+    photo = ("film.jpeg", film_photo(xray_like(2, True, 512), replace(PHOTO, keystone=0.12),
+                                     np.random.default_rng(0)).data)
+    context = chromium.new_context(viewport={"width": 1400, "height": 1000}, accept_downloads=True)
+    page = context.new_page()
+    watched = _watch(page)
+    page.goto(f"{server.url}/screen")
+    assert _wait_ready(page)["phase"] == "ready"
+    watched["frames"].clear()
+    rows = _screen_on_device(page, [digital, photo])
+    assert rows[1]["message"].startswith("not screened on this device"), rows
+    note = page.get_by_test_id("on-device-handed-note")
+    expect(note).to_contain_text("Not screened on this device: film.jpeg (", timeout=60_000)
+    upload = page.get_by_test_id("on-device-upload-handed")
+    expect(upload).to_have_text("Upload this file to the server to screen it there")
+    _assert_no_slice_sent([digital, photo], watched)
+
+    upload.click()
+    expect(page.get_by_text("Photo of a film, straightened", exact=True)).to_be_visible(timeout=120_000)
+    expect(page.get_by_text("As sent", exact=True)).to_be_visible()
+    expect(upload).to_be_hidden()
+    frames = b"".join(watched["frames"])
+    assert all(encoded in frames for _, encoded in _slices(photo[1]))
+    assert not any(piece in frames or encoded in frames for piece, encoded in _slices(digital[1]))
+    after = {row["file"]: row for row in _results_csv(page)}
+    expected = server_rows(predictor, [photo])["film.jpeg"]
+    assert (after["film.jpeg"]["status"], after["film.jpeg"]["input_kind"]) == ("ok", "photo") == (
+        expected.status, expected.input_kind)
+    assert abs(float(after["film.jpeg"]["probability"]) - expected.probability) <= 1e-6
+    assert after["chest.png"]["status"] == rows[0]["status"] == "ok"
+
+    # A trigger is not kept in the widget state: a later run sends no slice of the photo again.
+    watched["frames"].clear()
+    watched["requests"].clear()
+    page.get_by_text("Settings").first.click()
+    page.get_by_text("balanced", exact=True).click()
+    expect(page.get_by_text("balanced threshold").first).to_be_visible(timeout=60_000)
+    expect(page.get_by_text("Photo of a film, straightened", exact=True)).to_be_visible()
+    _assert_no_slice_sent([digital, photo], watched)
     context.close()
 
 

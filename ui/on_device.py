@@ -14,13 +14,14 @@ import hashlib
 import importlib.util
 import json
 import sys
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from PIL import features
 
 from core.serving import framing, imaging, photo, quality, registry, tta
-from core.serving.calibration import apply_calibration
 from core.serving.predictor import Predictor, ScreeningResult
 from core.serving.screening import ScreeningRow
 from core.serving.settings import MAX_FILE_BYTES, MAX_PIXELS, PROJECT_ROOT
@@ -33,18 +34,31 @@ PROBE_SIDE = 256
 
 # What a refusal or an error says, by the code the browser returns: the server path's words
 # (core.serving.imaging and quality); tests/test_on_device.py checks both paths give the same.
-SERVER_HINT = "to screen it, choose “Upload to the server” above and upload it there"
+SERVER_HINT = ("to screen it on the server, use the upload button above, or choose “Upload to the server” "
+               "and the file again")
 NOT_ON_DEVICE = {
     "dicom_syntax": "a DICOM compressed as {syntax_name} is not read in the browser yet",
     "dicom_pixels": "a DICOM of {samples} sample(s) of {bits} bits a pixel is not read in the browser yet",
     "mode": "this kind of image ({mode}) is not read in the browser yet",
-    "png_exif": "a PNG carrying EXIF is not read in the browser yet",
+    "png_exif": "a PNG carrying EXIF or an XMP orientation is not read in the browser yet",
+    "png_transparency": "a PNG with a transparent colour is not read in the browser yet",
+    "png_cut_short": "the PNG is cut short: the server reads what of it is there",
+    "jpeg_decoder": "the browser's JPEG decoder could not read it ({detail}); the server's may",
+    "jpeg_version": ("the server decodes JPEGs with libjpeg-turbo {server} and the browser with {browser}, "
+                     "whose pixels may differ"),
     "tinted": "it may be a photo of a film or a screenshot (it is tinted): only the server finds the X-ray in those",
     "drawn_margin": "it may be a screenshot (it has a drawn margin): only the server finds the X-ray in those",
     "camera": "it is a camera's photo: only the server finds the film in those",
     "not_plainly_digital": ("it does not read plainly as a digital chest X-ray: the server looks for a film or a "
                             "viewer in it, which the browser cannot yet"),
 }
+
+
+class _Fields(dict):
+    """A row's fields for its words: one the browser left out reads "?" rather than failing the batch."""
+
+    def __missing__(self, key: str) -> str:
+        return "?"
 
 
 @dataclass
@@ -61,6 +75,7 @@ def _errors() -> dict[str, str]:
         "unsupported": "not a supported image: expected a JPEG, PNG or DICOM file",
         "corrupt": "the image is truncated or corrupt",
         "too_many_pixels": "the image is too large ({width}x{height} pixels)",
+        "decompression_bomb": "the image is too large (decompression bomb)",
         "too_small": "the image is too small ({width}x{height} pixels)",
         "blank": "the image is blank (all pixels have the same value)",
         "colour": "not a chest X-ray: the image is in colour",
@@ -98,11 +113,43 @@ def _derived(browser_row: dict) -> dict:
     return derived
 
 
+def _handed_reason(browser_row: dict) -> str:
+    """Why the browser handed this file to the server, in the server path's words."""
+    code = browser_row.get("code", "")
+    return NOT_ON_DEVICE.get(code, code).format_map(_Fields({**browser_row, **_derived(browser_row)}))
+
+
+def handed_note(browser_rows: list[dict], screened: Collection[int] = ()) -> str:
+    """One sentence naming the batch's files handed to the server and not yet screened there (by index),
+    each with its reason; "" if none."""
+    named = [f"{row.get('file', '')} ({_handed_reason(row)})" for index, row in enumerate(browser_rows)
+             if row.get("status") == "server" and index not in screened]
+    return f"Not screened on this device: {'; '.join(named)}." if named else ""
+
+
+def handed_uploads(upload: dict | None, batch: dict) -> list[tuple[int, str, bytes]]:
+    """The files the user agreed to upload (the component's one-shot ``upload`` trigger), as (index in the
+    batch, name, bytes). Only this batch's handed files are taken, so that nothing else is screened
+    under their rows."""
+    if not upload or upload.get("batch") != batch.get("batch"):
+        return []
+    rows = batch.get("rows") or []
+    taken = []
+    for sent in upload.get("files") or []:
+        index = sent.get("index")
+        if (isinstance(index, int) and 0 <= index < len(rows) and rows[index].get("status") == "server"
+                and rows[index].get("file") == sent.get("name")):
+            taken.append((index, sent["name"], base64.b64decode(sent.get("data", ""))))
+    return taken
+
+
 def constants() -> dict:
     """core's constants that the browser's pipeline reads: one source for each."""
     return {
         "MAX_FILE_BYTES": MAX_FILE_BYTES, "MAX_PIXELS": MAX_PIXELS, "MIN_SIDE": imaging.MIN_SIDE,
         "DECODE_SIDE": imaging.DECODE_SIDE, "MAX_REDUCTION": imaging.MAX_REDUCTION,
+        # The browser decodes JPEGs with the libjpeg-turbo Pillow 13 bundles; another gives other pixels.
+        "LIBJPEG_TURBO": features.version("libjpeg_turbo"),
         "RADIOGRAPH_MODALITIES": list(imaging.RADIOGRAPH_MODALITIES), "DIGITAL_LAYOUT_SHARE": imaging.DIGITAL_LAYOUT_SHARE,
         "CAMERA_TAGS": [int(tag) for tag in imaging.CAMERA_TAGS],
         "TINTED": photo.TINTED, "PADDING": photo.PADDING, "CHROMA_SIDE": photo.CHROMA_SIDE,
@@ -160,22 +207,27 @@ def _asset_bytes(predictor: Predictor, role: str) -> bytes:
     return detector_json(predictor.directory)
 
 
-def component_data(predictor: Predictor, missing: list[str] | None, show_input: bool) -> dict:
+def component_data(predictor: Predictor, missing: list[str] | None, show_input: bool,
+                   handed: dict | None = None) -> dict:
     """What the component is mounted with. The files' bytes go only while the browser says it lacks
-    them (``missing``, from its state): once kept in its Cache Storage, a visit sends none."""
+    them (``missing``, from its state): once kept in its Cache Storage, a visit sends none. ``handed``:
+    the last batch's number and its handed_note, shown above the button that uploads those files."""
+    from streamlit import config  # the dashboard's; `--write-probe` needs no Streamlit
+
     files = assets(predictor)
     wanted = set(missing or ())
-    spec = predictor.spec
     return {
         "assets": files,
         "payload": {f["sha256"]: base64.b64encode(_asset_bytes(predictor, f["role"])).decode()
                     for f in files if f["sha256"] in wanted},
         "constants": constants(),
         "libraries": libraries(),
-        "spec": {"size": spec.size, "clahe": spec.clahe, "equalise": spec.equalise, "frame": bool(spec.frame),
-                 "frame_side": spec.frame_side},
-        "zooms": list(predictor.test_time_zooms),
+        "recipe": browser_recipe(predictor),
         "show_input": show_input,
+        "handed": handed,
+        # The websocket drops a message over server.maxMessageSize: handed files go in uploads of at most
+        # this much base64, with room left for the other widgets' states.
+        "upload_limit": int(config.get_option("server.maxMessageSize") * 2**20 * 0.9),
     }
 
 
@@ -192,22 +244,34 @@ def picture(picture_id: str, heat: bool, opacity: float, caption: str, key: str)
     streamlit_cxr_on_device.picture(picture_id, heat, opacity, caption, key)
 
 
+def browser_recipe(predictor: Predictor) -> dict:
+    """What the browser runs besides the model file (its preprocessing and test-time zooms): sent with the
+    component's data and echoed with each row, so that a row is taken only at the recipe it was made with."""
+    spec = predictor.spec
+    return {"spec": {"size": spec.size, "clahe": spec.clahe, "equalise": spec.equalise, "frame": bool(spec.frame),
+                     "frame_side": spec.frame_side},
+            "zooms": [float(zoom) for zoom in predictor.test_time_zooms]}
+
+
 def row_from(browser_row: dict, predictor: Predictor, operating_point: str) -> ScreeningRow:
     """The browser's numbers as the server path's row: calibration, label and threshold applied here."""
     name = str(browser_row.get("file", ""))
     status, code = browser_row.get("status"), browser_row.get("code", "")
-    browser_row = {**browser_row, **_derived(browser_row)}
     if status == "server":
-        reason = "not screened on this device: " + NOT_ON_DEVICE.get(code, code).format(**browser_row)
-        return OnDeviceRow(name, "error", predictor.name, f"{reason}; {SERVER_HINT}")
+        return OnDeviceRow(name, "error", predictor.name,
+                           f"not screened on this device: {_handed_reason(browser_row)}; {SERVER_HINT}")
+    browser_row = {**browser_row, **_derived(browser_row)}
     if status in ("error", "rejected"):
         template = _errors().get(code, "could not be screened ({code})")
-        return OnDeviceRow(name, status, predictor.name, template.format(**{"code": code, **browser_row}),
+        return OnDeviceRow(name, status, predictor.name, template.format_map(_Fields({"code": code, **browser_row})),
                            refused_kind=browser_row.get("input_kind"))
     if browser_row.get("model_sha256") != predictor.card.onnx["sha256"]:
         return OnDeviceRow(name, "error", predictor.name,
                            "screened in the browser with another model file: screen it again")
-    probability = float(apply_calibration(np.array([browser_row["raw"]]), predictor.calibration)[0])
+    if browser_row.get("recipe") != browser_recipe(predictor):  # `core calibrate` can change the zooms alone
+        return OnDeviceRow(name, "error", predictor.name,
+                           "screened in the browser with other test-time zooms or preprocessing: screen it again")
+    probability = float(predictor.calibrated(np.array([browser_row["raw"]]))[0])
     measured = browser_row["quality"]
     warnings = quality.quality_warnings(measured["std"], measured["clipped"], measured["height"], measured["width"])
     result = ScreeningResult(

@@ -33,8 +33,11 @@ def screen(data: dict[str, Any], key: str = "on_device",
            on_change: Callable[[], None] = _ignore) -> Any:
     """Mount the on-device screener. Its state: ``status`` (self-test and model files: phase, ok,
     reason, missing hashes) and ``results`` (the last batch: one row of numbers and codes per file).
+    Its trigger ``upload``: the handed files' bytes, base64, once the user asks to upload them (a
+    trigger, unlike state, is not kept in the widget state nor sent again on later runs).
     Always the same ``key``: without one a v2 component remounts on every run (streamlit#14710)."""
-    return _component("screen")(key=key, data=data, on_status_change=on_change, on_results_change=on_change)
+    return _component("screen")(key=key, data=data, on_status_change=on_change, on_results_change=on_change,
+                                on_upload_change=on_change)
 
 
 def picture(picture_id: str, heat: bool, opacity: float, caption: str, key: str) -> None:

@@ -4,6 +4,9 @@
 // decode at full size only, and a full decode then a shrink is not Pillow's scaled IDCT.
 // EXIF orientation is the caller's: Pillow turns the picture after this decode.
 
+// The libjpeg-turbo built into jpeg.wasm (jpeg_wasm/build.py): the server's Pillow must decode with the same.
+export const LIBJPEG_TURBO = "3.2.0";
+
 // decode.c's status codes, by number.
 const CODES = ["decoded", "truncated", "corrupt", "unsupported", "no_memory", "bad_argument"];
 const RESULT_FIELDS = 7; // struct result: status, libjpeg_code, width, height, channels, denominator, pixels

@@ -4,7 +4,7 @@
 // server's pixels; the forward passes are the shipped ONNX files in onnxruntime-web. Every constant
 // comes from Python (ui/on_device.py sends core's), so there is one source for each.
 // Nothing here sends anything anywhere: results are numbers and codes, turned into words in Python.
-import { decodeJpeg } from "./jpeg.js";
+import { LIBJPEG_TURBO, decodeJpeg } from "./jpeg.js";
 
 // Python's round(): halves to even. Margins and frame edges are rounded this way on the server.
 export function pyRound(x) {
@@ -40,9 +40,11 @@ const ORIENTATION = 0x0112;
 // XMP's orientation, which Pillow's getexif reads where EXIF has none (Image.getexif).
 const XMP_ORIENTATION = /tiff:Orientation(="|>)([0-9])/;
 
-// The tags of EXIF's first image directory (TIFF layout), as {tag: first SHORT of its value}: the server
-// asks whether a camera's make or model is there (imaging._from_camera), and turns the picture as the
-// orientation tag says (ImageOps.exif_transpose).
+const SHORT = 3, LONG = 4; // TIFF field types
+
+// The tags of EXIF's first image directory (TIFF layout, either byte order), as {tag: its value where it is
+// one SHORT or LONG, else null}: the server asks whether a camera's make or model is there at all
+// (imaging._from_camera), and turns the picture as the orientation tag says (ImageOps.exif_transpose).
 function exifTags(bytes, start, end) {
   if (end - start < 8) return {};
   const little = bytes[start] === 0x49;
@@ -52,7 +54,9 @@ function exifTags(bytes, start, end) {
   const count = u16(bytes, ifd, little);
   for (let i = 0; i < count && ifd + 2 + 12 * i + 12 <= end; i++) {
     const entry = ifd + 2 + 12 * i;
-    tags[u16(bytes, entry, little)] = u16(bytes, entry + 8, little);
+    const type = u16(bytes, entry + 2, little);
+    tags[u16(bytes, entry, little)] = type === SHORT ? u16(bytes, entry + 8, little)
+      : type === LONG ? u32(bytes, entry + 8, little) : null;
   }
   return tags;
 }
@@ -62,7 +66,7 @@ export function jpegHeader(bytes) {
   let at = 2;
   const header = { exif: {}, components: 0, width: 0, height: 0 };
   while (at + 4 <= bytes.length) {
-    if (bytes[at] !== 0xff) return null;
+    if (bytes[at] !== 0xff) { at += 1; continue; } // stray bytes between segments: Pillow and libjpeg skip them
     const marker = bytes[at + 1];
     if (marker === 0xff) { at += 1; continue; }
     if (marker === 0xd8 || (marker >= 0xd0 && marker <= 0xd7) || marker === 0x01) { at += 2; continue; }
@@ -71,10 +75,9 @@ export function jpegHeader(bytes) {
     if (app1 === "Exif\0\0" && !header.hasExif) { // Pillow keeps the first
       header.exif = exifTags(bytes, at + 10, at + 2 + length);
       header.hasExif = true;
-    } else if (app1 === "http:/" && header.xmpOrientation === undefined) {
+    } else if (app1 === "http:/") { // XMP: Pillow keeps the last
       const xmp = new TextDecoder("latin1").decode(bytes.subarray(at + 4, at + 2 + length));
-      const found = XMP_ORIENTATION.exec(xmp);
-      if (found && xmp.startsWith("http://ns.adobe.com/xap/1.0/\0")) header.xmpOrientation = Number(found[2]);
+      if (xmp.startsWith("http://ns.adobe.com/xap/1.0/\0")) header.xmpOrientation = xmpOrientation(xmp);
     }
     // SOF0-15 except DHT (c4), JPG (c8) and DAC (cc).
     if (marker >= 0xc0 && marker <= 0xcf && ![0xc4, 0xc8, 0xcc].includes(marker)) {
@@ -95,7 +98,12 @@ export function jpegHeader(bytes) {
   return header;
 }
 
-// PNG: size, bit depth, colour type, transparency, EXIF; whether IEND is there.
+function xmpOrientation(xmp) {
+  const found = XMP_ORIENTATION.exec(xmp);
+  return found ? Number(found[2]) : undefined;
+}
+
+// PNG: size, bit depth, colour type, transparency, EXIF, XMP orientation; whether IEND is there.
 export function pngHeader(bytes) {
   const header = { width: 0, height: 0, exif: {}, transparency: false, complete: false };
   let at = 8;
@@ -109,6 +117,13 @@ export function pngHeader(bytes) {
       header.colourType = bytes[at + 17];
     } else if (type === "tRNS") header.transparency = true;
     else if (type === "eXIf") header.hasExif = true;
+    else if (type === "iTXt" || type === "tEXt" || type === "zTXt") {
+      // Pillow's getexif turns a PNG by the tiff:Orientation of its XMP text chunk.
+      const text = new TextDecoder("latin1").decode(bytes.subarray(at + 8, at + 8 + length));
+      if (text.startsWith("XML:com.adobe.xmp") && (type === "zTXt" || xmpOrientation(text) !== undefined)) {
+        header.xmpOrientation = true; // a compressed one is not read here: the server reads it
+      }
+    }
     else if (type === "IEND") { header.complete = true; break; }
     at += 12 + length;
   }
@@ -125,14 +140,16 @@ export function transposed(picture, orientation) {
   if (!(orientation >= 2 && orientation <= 8)) return picture;
   const swap = orientation >= 5; // 5-8 exchange rows and columns
   const [outWidth, outHeight] = swap ? [height, width] : [width, height];
+  // Where (x, y) of the turned picture comes from, by Pillow's transposition for each value.
+  const source = {
+    2: (x, y) => [width - 1 - x, y], 3: (x, y) => [width - 1 - x, height - 1 - y], 4: (x, y) => [x, height - 1 - y],
+    5: (x, y) => [y, x], 6: (x, y) => [y, height - 1 - x], 7: (x, y) => [width - 1 - y, height - 1 - x],
+    8: (x, y) => [width - 1 - y, x],
+  }[orientation];
   const out = new Uint8Array(pixels.length);
   for (let y = 0; y < outHeight; y++) {
     for (let x = 0; x < outWidth; x++) {
-      // Where (x, y) of the turned picture comes from, by Pillow's transposition for each value.
-      const [sx, sy] = {
-        2: [width - 1 - x, y], 3: [width - 1 - x, height - 1 - y], 4: [x, height - 1 - y],
-        5: [y, x], 6: [y, height - 1 - x], 7: [width - 1 - y, height - 1 - x], 8: [width - 1 - y, x],
-      }[orientation];
+      const [sx, sy] = source(x, y);
       const from = (sy * width + sx) * channels, to = (y * outWidth + x) * channels;
       for (let c = 0; c < channels; c++) out[to + c] = pixels[from + c];
     }
@@ -144,7 +161,7 @@ export function transposed(picture, orientation) {
 // colorSpaceConversion "none": the file's own values, as Pillow reads them (no colour management).
 export async function decodePixels(bytes, mode) {
   const bitmap = await createImageBitmap(new Blob([bytes]), {
-    colorSpaceConversion: "none", premultiplyAlpha: "none", imageOrientation: "from-image",
+    colorSpaceConversion: "none", premultiplyAlpha: "none", imageOrientation: "none", // a turned PNG goes to the server
   });
   const canvas = new OffscreenCanvas(bitmap.width, bitmap.height);
   const context = canvas.getContext("2d", { willReadFrequently: true });
@@ -268,17 +285,20 @@ function colourfulness(cv, rgb, side) {
 }
 
 // Grey-world balance (photo.white_balanced), in float32 as NumPy does it.
-function whiteBalanced(rgb, saturated) {
+export function whiteBalanced(rgb, saturated) {
   const n = rgb.width * rgb.height;
+  // NumPy's mean over the pixels' axis adds row after row in float32: so here, in the same order.
   const sums = [0, 0, 0];
   let usable = 0;
   for (let i = 0; i < n; i++) {
     const r = rgb.pixels[3 * i], g = rgb.pixels[3 * i + 1], b = rgb.pixels[3 * i + 2];
-    if (r < saturated && g < saturated && b < saturated) { sums[0] += r; sums[1] += g; sums[2] += b; usable++; }
+    if (r < saturated && g < saturated && b < saturated) {
+      sums[0] = f32(sums[0] + r); sums[1] = f32(sums[1] + g); sums[2] = f32(sums[2] + b); usable++;
+    }
   }
   if (usable / n < 0.05) return rgb;
   const means = sums.map((s) => f32(s / usable));
-  const grey = f32((means[0] + means[1] + means[2]) / 3);
+  const grey = f32(f32(f32(means[0] + means[1]) + means[2]) / 3);
   const gains = means.map((m) => f32(grey / Math.max(m, 1.0)));
   const out = new Uint8Array(rgb.pixels.length);
   for (let i = 0; i < rgb.pixels.length; i++) {
@@ -515,24 +535,37 @@ export async function screen(bytes, context) {
   }
   const header = format === "PNG" ? pngHeader(bytes) : jpegHeader(bytes);
   if (!header) return fail("error", "corrupt");
-  if (header.width * header.height > constants.MAX_PIXELS) {
-    return fail("error", "too_many_pixels", { width: header.width, height: header.height });
+  const pixels = header.width * header.height;
+  // Pillow refuses a picture over twice its limit as it opens it (Image.MAX_IMAGE_PIXELS), the server one
+  // over the limit once the header is read (imaging._open_raster).
+  if (pixels > 2 * constants.MAX_PIXELS) return fail("error", "decompression_bomb");
+  if (pixels > constants.MAX_PIXELS) return fail("error", "too_many_pixels", { width: header.width, height: header.height });
+  if (!["L", "RGB", "P"].includes(header.mode)) return fail("server", "mode", { mode: header.mode });
+  if (format === "PNG") {
+    // What Pillow reads and a canvas does not: a PNG's EXIF or XMP orientation, the grey kept under a
+    // tRNS colour (a canvas stores it premultiplied, so black), the rows of a file cut short.
+    if (header.hasExif || header.xmpOrientation) return fail("server", "png_exif");
+    if (header.transparency) return fail("server", "png_transparency");
+    if (!header.complete) return fail("server", "png_cut_short");
   }
-  if (!["L", "RGB", "P"].includes(header.mode) || (header.mode === "P" && header.transparency)) {
-    return fail("server", "mode", { mode: header.mode });
+  if (format === "JPEG" && constants.LIBJPEG_TURBO !== LIBJPEG_TURBO) {
+    return fail("server", "jpeg_version", { server: constants.LIBJPEG_TURBO, browser: LIBJPEG_TURBO });
   }
-  if (format === "PNG" && header.hasExif) return fail("server", "png_exif");
   let picture;
   try {
     // A JPEG by libjpeg-turbo as Pillow drafts it (1/2 to 1/8 scale in the DCT for a large one), then
     // turned as its EXIF says (imaging._open_raster); a PNG by the browser, whose decoder gives the same.
     picture = format === "JPEG"
       ? transposed(await decodeJpeg(bytes, { mode: header.mode, side: constants.DECODE_SIDE }), header.orientation)
-      : header.complete ? await decodePixels(bytes, header.mode === "L" ? "L" : "RGB") : null;
-  } catch {
-    picture = null;
+      : await decodePixels(bytes, header.mode === "L" ? "L" : "RGB");
+  } catch (error) {
+    // Pillow refuses what libjpeg finds damaged; what it cannot take here (a lossless JPEG, a picture past
+    // the wasm's memory) the server may still read.
+    if (format === "JPEG" && !["truncated", "corrupt"].includes(error?.code)) {
+      return fail("server", "jpeg_decoder", { detail: error?.code || String(error?.message || error) });
+    }
+    return fail("error", "corrupt");
   }
-  if (!picture) return fail("error", "corrupt");
   // imaging._decode_raster reads the picture as digital first (photo.as_sent, to_uint8): a blank one is
   // refused there, before anything looks for a film in it.
   let colour = 0, gray = picture;
@@ -545,7 +578,7 @@ export async function screen(bytes, context) {
   if (gray.error) return fail("error", gray.error, gray.sizes);
   // Evidence of a photo or a screenshot sends the file to the server, whose film and viewport finders
   // are not in the browser yet: a camera's EXIF, a tint, a drawn margin, or a layout not plainly digital.
-  if (constants.CAMERA_TAGS.some((tag) => header.exif[tag])) return fail("server", "camera");
+  if (constants.CAMERA_TAGS.some((tag) => tag in header.exif)) return fail("server", "camera");
   if (picture.channels === 3 && colourfulness(cv, picture, constants.CHROMA_SIDE) > constants.TINTED) {
     return fail("server", "tinted");
   }

@@ -1,6 +1,7 @@
 // The on-device screening component: the file input, the runtimes, the model files in Cache Storage,
 // the self-test, and the batch loop. Only numbers and words are handed to Python (setStateValue):
-// never a file's bytes, never its pixels.
+// never a file's bytes, never its pixels, except the files this browser cannot screen, and only once
+// the user presses the button that uploads them (setTriggerValue: sent once, never again on a rerun).
 import { loadJpeg } from "./jpeg.js";
 import * as P from "./pipeline.js";
 import { pictures, runtime } from "./store.js";
@@ -17,10 +18,15 @@ const SIMD_PROBE = new Uint8Array([0, 97, 115, 109, 1, 0, 0, 0, 1, 5, 1, 96, 0, 
   65, 0, 253, 15, 253, 98, 11]);
 // The self-test's tolerances: the same library on another CPU gives float32 sums in another order.
 const PROBE_TOLERANCE = { raw: 1e-4, measures: 1e-6 };
+// Longer than any start measured (6 s on a 2-core machine, its server just started): past it, the page
+// says why instead of "Checking…" for ever.
+const START_LIMIT_S = 90;
 
 // One state per page load: the libraries and sessions outlive Streamlit's reruns.
-const state = { phase: "starting", data: null, setStateValue: null, chain: Promise.resolve(), context: null,
-  requested: "", report: null, ui: null, batch: 0 };
+// `handed`: the last batch's files handed to the server, {batch, files: [{index, file}]}, kept only until
+// the user uploads them, chooses a new batch or leaves the page.
+const state = { phase: "starting", data: null, setStateValue: null, setTriggerValue: null, chain: Promise.resolve(),
+  context: null, requested: "", report: null, ui: null, batch: 0, handed: null };
 
 function browserReason() {
   if (typeof WebAssembly !== "object" || typeof WebAssembly.validate !== "function") {
@@ -67,7 +73,11 @@ async function keptBytes(sha256, fetchBytes, what) {
   if (!bytes) return null;
   const digest = await sha256Hex(bytes);
   if (digest !== sha256) throw new Error(`the ${what} received has sha256 ${digest}, not the ${sha256} pinned for it`);
-  await cache.put(cacheKey(sha256), new Response(bytes));
+  try {
+    await cache.put(cacheKey(sha256), new Response(bytes));
+  } catch {
+    // Kept for later visits where the browser lets it (quota, private windows): this visit has the bytes.
+  }
   return { bytes, from: "server" };
 }
 
@@ -154,11 +164,7 @@ function fail(reason) {
 function close(a, b, tolerance) { return Math.abs(a - b) <= tolerance * Math.max(1, Math.abs(b)); }
 
 async function selfTest(context, probeReady) {
-  const probe = await probeReady;
-  const hashes = { model: context.modelSha, localiser: context.localiserSha, detector: context.detectorSha };
-  for (const [role, sha] of Object.entries(hashes)) {
-    if (probe.sha256[role] !== sha) return { ok: false, reason: `the self-test was made for another ${role} file` };
-  }
+  const probe = await probeReady; // made for these files (checked in start)
   const bytes = fromBase64(probe.png_base64);
   const decoded = await P.decodePixels(bytes, "L");
   const got = await P.probe(decoded, context);
@@ -175,75 +181,113 @@ async function selfTest(context, probeReady) {
 }
 
 // Everything before the first file: libraries, model files, sessions, self-test. Runs again only
-// when Python names other files (another model, a site's thresholds change nothing here).
+// when Python names other files or another recipe (another model; a site's thresholds change nothing here).
 async function advance() {
   const data = state.data;
-  const wanted = data.assets.map((a) => a.sha256).join(",");
+  const wanted = JSON.stringify([data.assets.map((a) => a.sha256), data.recipe]);
   if ((state.phase === "ready" || state.phase === "off") && state.loaded === wanted) return;
-  if (state.phase === "off" && state.loaded !== wanted) state.phase = "starting";
+  if (state.phase === "ready" || state.phase === "off") { // another model: nothing is screened until it passes
+    state.phase = "starting";
+    render();
+  }
+  let timer;
+  const limit = new Promise((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`it did not start within ${START_LIMIT_S} s`)), START_LIMIT_S * 1000);
+  });
+  try {
+    await Promise.race([start(data, wanted), limit]);
+  } catch (error) {
+    state.loaded = wanted;
+    fail(`it could not start here (${error?.message || error})`);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+async function start(data, wanted) {
   const reason = browserReason();
   if (reason) { state.loaded = wanted; return fail(reason); }
   const started = performance.now();
   const parts = {}; // when each piece was ready, for the benchmark
   const timed = (name, promise) => promise.then((value) => { parts[name] = performance.now() - started; return value; });
-  try {
-    // Everything at once: the libraries, the model files and the probe do not wait on each other.
-    const ortReady = timed("ort_ms", loadOrt());
-    const cvReady = timed("opencv_ms", loadOpenCv());
-    const libjpegReady = timed("libjpeg_ms", loadLibjpeg());
-    const probeReady = fetch(PROBE_URL).then((response) => response.json());
-    const got = await timed("assets_ms", Promise.all(data.assets.map((asset) => assetBytes(asset, data.payload))));
-    const files = {}, missing = [];
-    let fromServer = 0;
-    data.assets.forEach((asset, i) => {
-      if (!got[i]) { missing.push(asset.sha256); return; }
-      files[asset.role] = got[i].bytes;
-      if (got[i].from === "server") fromServer += got[i].bytes.length;
-    });
-    if (missing.length) {
-      if (state.requested !== missing.join(",")) {
-        state.requested = missing.join(",");
-        state.phase = "fetching";
-        report({ phase: "need", ok: false, missing, reason: "" });
-      }
-      return; // Python's next run sends them
+  // Everything at once: the libraries, the model files and the probe do not wait on each other.
+  const ortReady = timed("ort_ms", loadOrt());
+  const cvReady = timed("opencv_ms", loadOpenCv());
+  const libjpegReady = timed("libjpeg_ms", loadLibjpeg());
+  const probeReady = fetch(PROBE_URL).then((response) => response.json());
+  // A probe made for other files (another model chosen) fails the self-test: known before any download.
+  const probe = await probeReady;
+  for (const asset of data.assets) {
+    if (probe.sha256[asset.role] !== asset.sha256) {
+      state.loaded = wanted;
+      return fail(`the self-test was made for another ${asset.role} file`);
     }
-    const model = data.assets.find((a) => a.role === "model");
-    const ort = await ortReady;
-    const [modelSession, localiserSession] = await timed("sessions_ms", Promise.all([
-      session(ort, files.model), files.localiser ? session(ort, files.localiser) : null]));
-    const context = {
-      cv: new P.Cv((await Promise.all([cvReady, libjpegReady]))[0]), constants: data.constants, spec: data.spec, zooms: data.zooms,
-      detector: JSON.parse(new TextDecoder().decode(files.detector)),
-      model: modelSession,
-      localiser: localiserSession,
-      modelSha: model.sha256,
-      localiserSha: data.assets.find((a) => a.role === "localiser")?.sha256 || null,
-      detectorSha: data.assets.find((a) => a.role === "detector").sha256,
-    };
-    const loadedAt = performance.now();
-    const test = await selfTest(context, probeReady);
-    state.loaded = wanted;
-    state.requested = "";
-    if (!test.ok) return fail(test.reason);
-    state.context = context;
-    state.phase = "ready";
-    report({
-      phase: "ready", ok: true, reason: "", missing: [], model_sha256: model.sha256,
-      selftest: { raw: test.got.raw, expected: test.want.raw },
-      timings_ms: { load: loadedAt - started, selftest: performance.now() - loadedAt, ...parts },
-      downloaded_bytes: fromServer, ort: ort.env.versions?.web || "",
-    });
-  } catch (error) {
-    state.loaded = wanted;
-    fail(`it could not start here (${error?.message || error})`);
   }
+  const got = await timed("assets_ms", Promise.all(data.assets.map((asset) => assetBytes(asset, data.payload))));
+  const files = {}, missing = [];
+  let fromServer = 0;
+  data.assets.forEach((asset, i) => {
+    if (!got[i]) { missing.push(asset.sha256); return; }
+    files[asset.role] = got[i].bytes;
+    if (got[i].from === "server") fromServer += got[i].bytes.length;
+  });
+  if (missing.length) {
+    if (state.requested !== missing.join(",")) {
+      state.requested = missing.join(",");
+      state.phase = "fetching";
+      report({ phase: "need", ok: false, missing, reason: "" });
+    }
+    return; // Python's next run sends them
+  }
+  const model = data.assets.find((a) => a.role === "model");
+  const ort = await ortReady;
+  const [modelSession, localiserSession] = await timed("sessions_ms", Promise.all([
+    session(ort, files.model), files.localiser ? session(ort, files.localiser) : null]));
+  const context = {
+    cv: new P.Cv((await Promise.all([cvReady, libjpegReady]))[0]), constants: data.constants,
+    spec: data.recipe.spec, zooms: data.recipe.zooms, recipe: data.recipe,
+    detector: JSON.parse(new TextDecoder().decode(files.detector)),
+    model: modelSession,
+    localiser: localiserSession,
+    modelSha: model.sha256,
+    localiserSha: data.assets.find((a) => a.role === "localiser")?.sha256 || null,
+    detectorSha: data.assets.find((a) => a.role === "detector").sha256,
+  };
+  const loadedAt = performance.now();
+  const test = await selfTest(context, probeReady);
+  state.loaded = wanted;
+  state.requested = "";
+  const previous = state.context;
+  if (!test.ok) {
+    state.context = null;
+    await release(context);
+    await release(previous);
+    return fail(test.reason);
+  }
+  state.context = context;
+  await release(previous); // another model's sessions: their memory, in the worker, is freed
+  state.phase = "ready";
+  report({
+    phase: "ready", ok: true, reason: "", missing: [], model_sha256: model.sha256,
+    selftest: { raw: test.got.raw, expected: test.want.raw },
+    timings_ms: { load: loadedAt - started, selftest: performance.now() - loadedAt, ...parts },
+    downloaded_bytes: fromServer, ort: ort.env.versions?.web || "",
+  });
 }
+
+async function release(context) {
+  if (!context || context === state.context) return;
+  await Promise.all([context.model?.release(), context.localiser?.release()].map((done) => done?.catch(() => undefined)));
+}
+
+function plural(count, one, many) { return count === 1 ? one : many.replace("N", count); }
 
 async function screenFiles(files) {
   const context = state.context;
   const batch = ++state.batch;
-  const rows = [];
+  const rows = [], handed = [];
+  state.handed = null;
+  pictures.clear(); // only the last batch is shown: an earlier one's X-rays and maps are let go
   for (const [index, file] of files.entries()) {
     state.progress = `Screening ${index + 1} of ${files.length} on this device…`;
     render();
@@ -258,11 +302,48 @@ async function screenFiles(files) {
     const { local, ...numbers } = result; // the pixels and maps stay here
     const id = `${batch}/${index}`;
     if (local) pictures.set(id, local);
-    rows.push({ file: file.name, id, model_sha256: context.modelSha, image_sha256: imageSha, ...numbers });
+    if (result.status === "server") handed.push({ index, file });
+    rows.push({ file: file.name, id, model_sha256: context.modelSha, image_sha256: imageSha, recipe: context.recipe,
+      ...numbers });
   }
-  state.progress = `${files.length} file${files.length === 1 ? "" : "s"} screened on this device: nothing was uploaded.`;
+  state.handed = handed.length ? { batch, files: handed } : null;
+  const screened = files.length - handed.length;
+  state.progress = `${handed.length ? `${screened} of ` : ""}${plural(files.length, "1 file", "N files")} screened `
+    + "on this device: nothing was uploaded.";
   render();
   state.setStateValue("results", { batch, rows });
+}
+
+function base64Of(file) {
+  return new Promise((resolve, reject) => {
+    const reader = new FileReader();
+    reader.onload = () => resolve(reader.result.slice(reader.result.indexOf(",") + 1)); // past "data:…;base64,"
+    reader.onerror = () => reject(reader.error);
+    reader.readAsDataURL(file);
+  });
+}
+
+// On the user's click only: the handed files' bytes, as many as one websocket message may carry (Python
+// screens them, then reruns, and the button offers the rest). The files sent are dropped here.
+async function uploadHanded() {
+  const { batch, files } = state.handed;
+  const limit = state.data.upload_limit;
+  let size = 0, count = 0;
+  for (const { file } of files) {
+    const encoded = 4 * Math.ceil(file.size / 3);
+    if (count && size + encoded > limit) break;
+    size += encoded;
+    count += 1;
+  }
+  const chosen = files.slice(0, count);
+  // The rest wait for Python's next note, which no longer names the files sent.
+  state.handed = count < files.length ? { batch, files: files.slice(count), after: state.data.handed?.note } : null;
+  state.progress = `Sending ${plural(count, "1 file", "N files")} to the server to be screened there…`;
+  render();
+  const sent = await Promise.all(chosen.map(async ({ index, file }) => ({ index, name: file.name, data: await base64Of(file) })));
+  state.setTriggerValue("upload", { batch, files: sent });
+  state.progress = `${plural(count, "1 file", "N files")} sent to the server at your request; nothing else was uploaded.`;
+  render();
 }
 
 function render() {
@@ -283,6 +364,14 @@ function render() {
   ui.status.dataset.selftestMs = String(Math.round(state.report?.timings_ms?.selftest ?? 0));
   ui.status.dataset.timings = JSON.stringify(state.report?.timings_ms ?? {});
   ui.root.hidden = !(state.data?.show_input); // off: the page says why, above
+  // The files and why, in Python's words, once Python has the batch: then the button that uploads them.
+  const note = state.data?.handed, handed = state.handed;
+  ui.handed.hidden = !(handed && note?.note && note.batch === handed.batch && note.note !== handed.after);
+  if (!ui.handed.hidden) {
+    ui.note.textContent = note.note;
+    ui.upload.textContent = plural(handed.files.length, "Upload this file to the server to screen it there",
+      "Upload these N files to the server to screen them there");
+  }
 }
 
 function build(parent) {
@@ -294,19 +383,29 @@ function build(parent) {
       <input type="file" multiple accept=".jpg,.jpeg,.png,.dcm,.dicom,image/jpeg,image/png,application/dicom"
              data-testid="on-device-input">
     </label>
-    <p class="status" data-testid="on-device-status" role="status"></p>`;
+    <p class="status" data-testid="on-device-status" role="status"></p>
+    <div class="handed" hidden>
+      <p class="note" data-testid="on-device-handed-note"></p>
+      <button type="button" data-testid="on-device-upload-handed"></button>
+    </div>`;
   parent.appendChild(root);
   const input = root.querySelector("input");
   input.addEventListener("change", () => {
     const files = [...input.files];
     if (files.length && state.phase === "ready") screenFiles(files).finally(() => { input.value = ""; });
   });
-  return { root, input, chooser: root.querySelector(".chooser"), status: root.querySelector(".status") };
+  const upload = root.querySelector(".handed button");
+  upload.addEventListener("click", () => {
+    if (state.handed) uploadHanded().catch((error) => { state.progress = `Could not send the files: ${error?.message || error}`; render(); });
+  });
+  return { root, input, chooser: root.querySelector(".chooser"), status: root.querySelector(".status"),
+    handed: root.querySelector(".handed"), note: root.querySelector(".handed .note"), upload };
 }
 
 export default function (component) {
-  const { data, parentElement, setStateValue } = component;
+  const { data, parentElement, setStateValue, setTriggerValue } = component;
   state.setStateValue = setStateValue;
+  state.setTriggerValue = setTriggerValue;
   state.data = data;
   if (!state.ui || !parentElement.contains(state.ui.root)) {
     state.ui = build(parentElement);
@@ -315,4 +414,6 @@ export default function (component) {
   }
   render();
   state.chain = state.chain.then(advance).catch((error) => fail(String(error?.message || error))).then(render);
+  // Run when the component is unmounted (the page left): the files the user did not upload go.
+  return () => { state.handed = null; };
 }
