@@ -10,6 +10,7 @@ from PIL import Image
 
 from core.analysis import data
 from core.analysis.photos import PHOTO, RENDERINGS, WARM_LIGHT, film_photo, render, viewer_screenshot
+from core.analysis.reports import split_examples
 from core.serving import archive, photo, screening
 from core.serving.imaging import DIGITAL_LAYOUT_SHARE, decode_image
 from core.serving.predictor import Predictor
@@ -73,6 +74,45 @@ def test_a_viewer_screenshot_is_cut_to_its_viewport_exactly():
     assert decoded.input_kind == "screenshot"
     np.testing.assert_allclose(decoded.straightened.location.corners, picture.corners, atol=1)
     assert similarity(decoded.pixels, XRAY) > 0.95  # toolbars, study list and margins cut away
+
+
+def zoomed_viewer(pixels: np.ndarray, zoom: int, size: tuple[int, int]) -> tuple[bytes, np.ndarray]:
+    """A plain dark viewer drawn here, apart from both renderers: a toolbar with text, and the X-ray
+    enlarged to most of the picture's height as `zoom` (an OpenCV interpolation) enlarges it. PNG bytes
+    and the X-ray's corners."""
+    width, height = size
+    canvas = np.full((height, width), 28, np.uint8)
+    canvas[:48] = 64
+    cv2.putText(canvas, "File  View  Zoom  W/L", (12, 32), cv2.FONT_HERSHEY_SIMPLEX, 0.8, 230, 2)
+    side = round(0.85 * (height - 48))
+    left, top = (width - side) // 2, 48 + (height - 48 - side) // 2
+    canvas[top:top + side, left:left + side] = cv2.resize(pixels, (side, side), interpolation=zoom)
+    corners = np.float32([[left, top], [left + side, top], [left + side, top + side], [left, top + side]])
+    return encode(canvas, "PNG"), corners
+
+
+def assert_found_in_a_zoomed_viewer(small: np.ndarray, zoom: int, size: tuple[int, int]) -> None:
+    data, corners = zoomed_viewer(small, zoom, size)
+    decoded = decode_image(data)
+    assert decoded.input_kind == "screenshot"
+    np.testing.assert_allclose(decoded.straightened.location.corners, corners, atol=1)
+
+
+@pytest.mark.parametrize("zoom", [cv2.INTER_NEAREST, cv2.INTER_LINEAR, cv2.INTER_CUBIC])
+@pytest.mark.parametrize("size", [(1280, 720), (1920, 1080), (3840, 2160)])
+def test_a_viewer_that_enlarges_a_small_x_ray_is_still_a_screenshot(zoom, size):
+    """Pixel-exact or bilinear zoom draws blocks of one grey across the X-ray, narrower than a margin's
+    flat span (before, flat 3x3 blocks were taken for margins: pixel-exact at 1920 and 3840 pixels, not found)."""
+    assert_found_in_a_zoomed_viewer(xray_like(7, False, 224), zoom, size)
+
+
+@requires_real_data
+@pytest.mark.parametrize("zoom", [cv2.INTER_NEAREST, cv2.INTER_LINEAR])
+def test_a_viewer_that_enlarges_the_data_sets_x_rays_is_still_a_screenshot(zoom):
+    """The data set's 224-pixel X-rays are smoother than drawn ones: enlarged, they hold wide blocks of one
+    grey (before, some were not found both pixel-exact and bilinear)."""
+    for example in split_examples(real_data_dir(), "validation", 0)[:10]:
+        assert_found_in_a_zoomed_viewer(decode_image(example.path.read_bytes()).pixels, zoom, (1920, 1080))
 
 
 def finder_calls(monkeypatch) -> list[tuple[int, ...]]:
@@ -248,6 +288,19 @@ def test_a_reflections_halo_is_filled_with_it(monkeypatch):
         rim_only = np.abs(_film_64(glared) - clean).mean()
         monkeypatch.undo()
         assert with_halo < 0.5 * rim_only, (seed, with_halo, rim_only)
+
+
+def test_a_reflections_halo_grows_with_its_depth_not_its_area():
+    """A round reflection takes a halo as wide as its radius; a thin bright strip as long as the film (its
+    clear edge), of no less area, only its rim: a halo sized by area would cover much of the film."""
+    rows, columns = np.mgrid[0:450, 0:600]
+    disc = (rows - 200) ** 2 + (columns - 300) ** 2 < 30 ** 2
+    strip = np.zeros((450, 600), bool)
+    strip[300:304, :] = True  # 2,400 pixels: a disc of that area has a radius of 28
+    reach = np.sqrt(photo._with_halo(disc).sum() / np.pi)  # the masked disc's radius
+    assert abs(reach - (30 + photo.GLARE_RIM + photo.GLARE_HALO * 30)) <= 2, reach
+    rows = photo._with_halo(strip).any(axis=1).sum()  # the strip's two deepest pixels lie 2 from its edge
+    assert rows <= 4 + 2 * (photo.GLARE_RIM + photo.GLARE_HALO * 2) + 2, rows
 
 
 def test_a_film_under_warm_light_is_screened_and_a_colour_photo_on_a_lightbox_is_refused(detector):

@@ -48,10 +48,17 @@ WORK_SIDE = 384  # the pictures are searched at this longer side: enough for a f
 # the side inside the picture's edges: the guide asks for all four edges of the film in view.
 MIN_AREA = 0.15
 EDGE_GAP = 0.015
-# Screenshots, at full size: a 3x3 neighbourhood of one exact grey is drawn, not radiographed (a
-# camera's noise never leaves one so). Text, icons and rules narrower than TEXT_SIZE of the side
-# are opened away; the viewport's grey surrounds the radiograph on STRAIGHT_SIDE of a RING around
-# it; software drew at least MIN_FLAT_MARGIN of the picture around it, and MIN_DRAWN of the whole.
+# Screenshots, at full size: a 3x3 neighbourhood of one exact grey is flat, and flat pixels that fill a
+# square FLAT_SPAN of the longer side wide are drawn, not radiographed (a camera's noise never leaves them
+# so). A viewer that enlarges a small X-ray pixel-exact or bilinear draws blocks of one grey as wide as its
+# zoom: a 224-pixel X-ray (the data set's) filling a 16:9 picture's height makes blocks of at most 0.26% of
+# the longer side, so the span is four blocks and more. Measured on plain viewers drawn apart from both
+# renderers (10 training X-rays enlarged 3 to 9 times in 1280- to 3840-pixel screenshots, nearest, bilinear
+# and bicubic): flat pixels alone found 0 of 10 pixel-exact zooms at 1920 pixels and 2 of 10 bilinear;
+# spans of 0.5% to 2% found all 90. Text, icons and rules narrower than TEXT_SIZE of the side are opened
+# away; the viewport's grey surrounds the radiograph on STRAIGHT_SIDE of a RING around it; software drew at
+# least MIN_FLAT_MARGIN of the picture around it, and MIN_DRAWN of the whole.
+FLAT_SPAN = 0.01
 TEXT_SIZE = 0.025
 STRAIGHT_SIDE = 0.9
 RING = 3
@@ -236,7 +243,10 @@ def _viewport(gray: np.ndarray) -> np.ndarray | None:
     """A screenshot's radiograph, at full size: software draws its margins in exactly one grey
     around the viewport, so the radiograph is the box of what differs from that grey there."""
     kernel3 = np.ones((3, 3), np.uint8)
-    drawn = (cv2.dilate(gray, kernel3) == cv2.erode(gray, kernel3)) & (gray < SATURATED)
+    flat = np.uint8((cv2.dilate(gray, kernel3) == cv2.erode(gray, kernel3)) & (gray < SATURATED))
+    # Flat pixels that fill a square FLAT_SPAN wide: a margin up to its edge, not a zoom's blocks.
+    span = np.ones((max(3, round(FLAT_SPAN * max(gray.shape))),) * 2, np.uint8)
+    drawn = cv2.morphologyEx(flat, cv2.MORPH_OPEN, span) > 0
     if drawn.mean() < MIN_DRAWN:
         return None
     # The largest undrawn region, once text, icons and rules are opened away, is inside the viewport.
@@ -662,11 +672,15 @@ def radiograph_of(picture: np.ndarray, location: Location,
 
 def _with_halo(glared: np.ndarray) -> np.ndarray:
     """The saturated patches with their halo (8-bit mask): each patch grown by GLARE_RIM pixels and by
-    GLARE_HALO of its own radius (the radius of a disc of its area), so a large reflection takes its wide
-    halo and a speck only its rim."""
+    GLARE_HALO of its own radius, so a large reflection takes its wide halo and a speck only its rim. The
+    radius is the patch's inscribed one (its deepest pixel's distance to its edge): a reflection's disc gets
+    what the disc of its area would, but a thin bright strip (a film's clear edge, a sliver of lightbox)
+    only its rim, where a disc of its area would have spread over much of the film."""
     distance, nearest = cv2.distanceTransformWithLabels(np.uint8(~glared), cv2.DIST_L2, 5,
                                                         labelType=cv2.DIST_LABEL_CCOMP)
-    radius = np.sqrt(np.bincount(nearest[glared]) / np.pi)
+    depth = cv2.distanceTransform(np.uint8(glared), cv2.DIST_L2, 5)
+    radius = np.zeros(int(nearest.max()) + 1, np.float32)
+    np.maximum.at(radius, nearest[glared], depth[glared])
     return np.uint8(distance <= GLARE_RIM + GLARE_HALO * radius[nearest])
 
 
