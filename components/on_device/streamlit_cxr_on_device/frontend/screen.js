@@ -215,6 +215,7 @@ async function start(data, wanted) {
   const cvReady = timed("opencv_ms", loadOpenCv());
   const libjpegReady = timed("libjpeg_ms", loadLibjpeg());
   const probeReady = fetch(PROBE_URL).then((response) => response.json());
+  const assetsReady = timed("assets_ms", Promise.all(data.assets.map((asset) => assetBytes(asset, data.payload))));
   // A probe made for other files (another model chosen) fails the self-test: known before any download.
   const probe = await probeReady;
   for (const asset of data.assets) {
@@ -223,7 +224,7 @@ async function start(data, wanted) {
       return fail(`the self-test was made for another ${asset.role} file`);
     }
   }
-  const got = await timed("assets_ms", Promise.all(data.assets.map((asset) => assetBytes(asset, data.payload))));
+  const got = await assetsReady;
   const files = {}, missing = [];
   let fromServer = 0;
   data.assets.forEach((asset, i) => {
