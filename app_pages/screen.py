@@ -120,9 +120,22 @@ def choose_where() -> tuple[str, object]:
                      help="On this device, the X-rays are read in this browser and only the results reach the "
                           "server. Uploaded, they are screened on the server, in memory only.")
     missing = status.get("missing") if status.get("phase") == "need" else None
+    handed = None
+    if batch.get("rows") and batch.get("batch") != st.session_state.get("device_batch_superseded"):
+        screened = server_rows(batch)
+        # The user's click sent the handed files (a one-shot trigger): screened here, before the component
+        # is drawn, so that its offer names only the files still waiting, whichever path is chosen now.
+        uploads = on_device.handed_uploads(state.get("upload"), batch)
+        if uploads:
+            with st.spinner("Screening on the server…"):
+                for index, name, data in uploads:
+                    screened[index] = screen_upload(name, data)
+        rows = batch["rows"]
+        handed = {"batch": batch.get("batch"), "note": on_device.handed_note(rows, screened),
+                  "waiting": [i for i, row in enumerate(rows) if row.get("status") == "server" and i not in screened],
+                  "run": st.session_state.setdefault("screen_runs", 0)}
+    st.session_state["screen_runs"] = st.session_state.get("screen_runs", 0) + 1
     try:
-        handed = {"batch": batch.get("batch"),
-                  "note": on_device.handed_note(batch.get("rows") or [], server_rows(batch))}
         mounted = on_device.screen(on_device.component_data(model, missing, where == ON_DEVICE, handed))
     except (ValueError, FileNotFoundError) as exc:  # a model without an ONNX export, no X-ray check
         st.caption(f"Screening on this device is not available for this model: {exc}.")
@@ -176,21 +189,22 @@ def on_device_rows(mounted) -> list[screening.ScreeningRow] | None:
     last batch: rescored from there at other points, and not put back over a batch screened after it
     (the component keeps its last results while the server path is used)."""
     batch = (mounted.results if mounted is not None else None) or {}
-    if not batch.get("rows"):
+    if not batch.get("rows") or batch.get("batch") == st.session_state.get("device_batch_superseded"):
         return None
     screened = server_rows(batch)
-    uploads = on_device.handed_uploads(mounted.upload, batch)
-    if uploads:
-        with st.spinner("Screening on the server…"):
-            for index, name, data in uploads:
-                screened[index] = screen_upload(name, data)
-        st.rerun()  # so that the component's note names only the files still handed
-    shown = [batch.get("batch"), sorted(screened)]
-    if st.session_state.get("device_batch_shown") == shown:
+    shown = st.session_state.get("device_batch_shown")
+    if shown == [batch.get("batch"), sorted(screened)]:
         return None
-    st.session_state["device_batch_shown"] = shown
     server = dict(zip(screened, rescored_batch(list(screened.values()))))
+    if shown and shown[0] == batch.get("batch") and st.session_state.get("last_batch"):
+        # Handed files of the batch shown screened since: their rows replace theirs, the rest stay as shown.
+        return [server.get(index, row) for index, row in enumerate(st.session_state["last_batch"])]
     return [server[index] if index in server else device_row(row) for index, row in enumerate(batch["rows"])]
+
+
+def device_batch() -> int | None:
+    """The number of the browser's last batch, if any."""
+    return ((st.session_state.get(on_device.COMPONENT_KEY) or {}).get("results") or {}).get("batch")
 
 
 where, mounted = choose_where()
@@ -214,14 +228,18 @@ device_rows = on_device_rows(mounted) if where == ON_DEVICE else None
 
 if device_rows:
     rows = device_rows
+    # Stored together: a batch marked shown is the page's last batch.
     st.session_state["last_batch"] = rows
     st.session_state["last_batch_dicom"] = {}
+    st.session_state["device_batch_shown"] = [device_batch(), sorted(server_rows(mounted.results))]
 elif uploads:
     with st.spinner("Screening…"):
         rows = [screen_upload(upload.name, upload.getvalue()) for upload in uploads]
-    # Results (not the uploads) survive a visit to another page.
+    # Results (not the uploads) survive a visit to another page. The browser's batch is put aside for good:
+    # it does not come back over this one, nor does its offer to upload handed files.
     st.session_state["last_batch"] = rows
     st.session_state["last_batch_dicom"] = {u.name: u.getvalue() for u in uploads if is_dicom(u.getvalue())}
+    st.session_state["device_batch_superseded"] = device_batch()
 elif st.session_state.get("last_batch"):
     rows = rescored_batch(st.session_state["last_batch"])
     left, right = st.columns([3, 1])
@@ -229,6 +247,7 @@ elif st.session_state.get("last_batch"):
     if right.button("Clear results"):
         st.session_state.pop("last_batch")
         st.session_state.pop("last_batch_dicom", None)
+        st.session_state["device_batch_superseded"] = device_batch()
         st.rerun()
 else:
     st.info("Choose one or more chest X-rays to screen them.")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import csv
+import hashlib
 import io
 import json
 import math
@@ -121,9 +122,10 @@ def test_every_code_the_browser_returns_has_its_words():
 def test_handed_files_are_named_with_their_reasons_and_only_theirs_are_taken_from_an_upload():
     from ui import on_device
 
+    film = b"\xff\xd8bytes"
     batch = {"batch": 3, "rows": [
         {"file": "chest.png", "status": "ok"},
-        {"file": "film.jpeg", "status": "server", "code": "camera"},
+        {"file": "film.jpeg", "status": "server", "code": "camera", "image_sha256": hashlib.sha256(film).hexdigest()},
         {"file": "c.dcm", "status": "server", "code": "dicom_syntax", "transfer_syntax": "1.2.840.10008.1.2.4.50"}]}
     assert on_device.handed_note(batch["rows"]) == (
         "Not screened on this device: film.jpeg (it is a camera's photo: only the server finds the film in those); "
@@ -139,6 +141,10 @@ def test_handed_files_are_named_with_their_reasons_and_only_theirs_are_taken_fro
     assert on_device.handed_uploads(upload, batch) == [(1, "film.jpeg", b"\xff\xd8bytes")]
     assert on_device.handed_uploads({**upload, "batch": 2}, batch) == []  # an earlier batch's
     assert on_device.handed_uploads(None, batch) == []
+    # Not the file the browser screened (another's bytes under its name), or not base64: not taken.
+    assert on_device.handed_uploads({"batch": 3, "files": [sent(1, "film.jpeg", b"other")]}, batch) == []
+    assert on_device.handed_uploads({"batch": 3, "files": [{**sent(1, "film.jpeg"), "data": "*not base64*"}, 5]},
+                                    batch) == []
 
 
 @pytest.mark.skipif(shutil.which("node") is None, reason="node not installed")
@@ -277,7 +283,10 @@ def _screen_on_device(page, files: list[tuple[str, bytes]]) -> list[dict]:
 
 
 def _results_csv(page) -> list[dict]:
-    """The batch's rows, from its CSV download."""
+    """The batch's rows, from its CSV download, once the page's run is over (a download button of the run
+    before can still be on the page while the next one draws)."""
+    page.wait_for_timeout(200)
+    page.locator('[data-testid="stStatusWidget"]').wait_for(state="hidden", timeout=120_000)
     button = page.get_by_role("button", name="Download results (CSV)")
     if not button.is_visible():
         page.get_by_text("Table and CSV download").click()

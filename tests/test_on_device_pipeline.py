@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import shutil
 import subprocess
 import zlib
@@ -74,7 +75,8 @@ return out;""")
 
 def _jpeg(exif: Image.Exif | None = None, **options) -> bytes:
     buffer = io.BytesIO()
-    Image.fromarray(xray_like(3, True, 64)).save(buffer, "JPEG", **({"exif": exif} if exif else {}), **options)
+    picture = xray_like(3, True, 64)[:, 8:]  # 56x64: a turn shows in the size
+    Image.fromarray(np.ascontiguousarray(picture)).save(buffer, "JPEG", **({"exif": exif} if exif else {}), **options)
     return buffer.getvalue()
 
 
@@ -103,15 +105,22 @@ def test_exif_is_read_in_either_byte_order_as_pillow_reads_it(tmp_path):
 def test_stray_bytes_between_segments_are_skipped_and_the_last_xmp_counts(tmp_path):
     plain = _jpeg()
     strayed = plain[:20] + b"\x00\x00" + plain[20:]  # after APP0, as some writers leave them
-    Image.open(io.BytesIO(strayed)).load()  # Pillow reads it
+    stuffed = plain[:20] + b"\xff\x00" + plain[20:]
+    for data in (strayed, stuffed):
+        Image.open(io.BytesIO(data)).load()  # Pillow reads them
     xmp = b"http://ns.adobe.com/xap/1.0/\x00<x:xmpmeta><rdf:Description tiff:Orientation=\"%d\"/></x:xmpmeta>"
     segments = b"".join(b"\xff\xe1" + (len(xmp % n) + 2).to_bytes(2, "big") + xmp % n for n in (3, 8))
     two_xmps = plain[:2] + segments + plain[2:]
-    assert ImageOps.exif_transpose(Image.open(io.BytesIO(two_xmps))).size == (64, 64)
-    assert Image.open(io.BytesIO(two_xmps)).getexif()[ORIENTATION] == 8  # Pillow keeps the last
-    headers = _headers(tmp_path, {"strayed.jpeg": strayed, "two_xmps.jpeg": two_xmps})
-    assert (headers["strayed.jpeg"]["width"], headers["strayed.jpeg"]["height"]) == (64, 64)
-    assert headers["two_xmps.jpeg"]["orientation"] == 8
+    assert ImageOps.exif_transpose(Image.open(io.BytesIO(two_xmps))).size == (64, 56)  # turned by the last
+    assert Image.open(io.BytesIO(two_xmps)).getexif()[ORIENTATION] == 8
+    signed = _jpeg(_exif(">", {ORIENTATION: 6}))
+    signed = signed.replace(b"\x01\x12\x00\x03", b"\x01\x12\x00\x08", 1)  # the same 6 as an SSHORT
+    assert ImageOps.exif_transpose(Image.open(io.BytesIO(signed))).size == (64, 56)
+    headers = _headers(tmp_path, {"strayed.jpeg": strayed, "stuffed.jpeg": stuffed, "two_xmps.jpeg": two_xmps,
+                                  "signed.jpeg": signed})
+    for name in ("strayed.jpeg", "stuffed.jpeg"):
+        assert (headers[name]["width"], headers[name]["height"]) == (56, 64), name
+    assert headers["two_xmps.jpeg"]["orientation"] == 8 and headers["signed.jpeg"]["orientation"] == 6
 
 
 def test_every_turn_is_exif_transposes(tmp_path):
@@ -158,7 +167,9 @@ def test_pngs_the_canvas_would_misread_go_to_the_server_and_bombs_are_refused(tm
     Image.fromarray(xray_like(4, False, 64)).save(buffer, "PNG")
     plain = buffer.getvalue()
     end = plain.rindex(b"IEND") - 4
-    xmp = b"XML:com.adobe.xmp\x00\x00\x00\x00\x00<x:xmpmeta><rdf:Description tiff:Orientation=\"3\"/></x:xmpmeta>"
+    packet = b"<x:xmpmeta><rdf:Description tiff:Orientation=\"3\"/></x:xmpmeta>"
+    xmp = b"XML:com.adobe.xmp\x00\x00\x00\x00\x00" + packet
+    compressed_xmp = b"XML:com.adobe.xmp\x00\x01\x00\x00\x00" + zlib.compress(packet)
     transparent = io.BytesIO()
     Image.fromarray(xray_like(4, False, 64)).save(transparent, "PNG", transparency=40)
     ihdr = plain[:33]
@@ -166,12 +177,23 @@ def test_pngs_the_canvas_would_misread_go_to_the_server_and_bombs_are_refused(tm
     huge += zlib.crc32(huge[12:29]).to_bytes(4, "big") + plain[33:]
     files = {
         "xmp.png": plain[:end] + _png_chunk(b"iTXt", xmp) + plain[end:],
+        "compressed_xmp.png": plain[:end] + _png_chunk(b"iTXt", compressed_xmp) + plain[end:],
         "transparent.png": transparent.getvalue(),
         "cut_short.png": plain[:end],
         "huge.png": huge,
     }
-    assert ImageOps.exif_transpose(Image.open(io.BytesIO(files["xmp.png"]))).getpixel((0, 0)) != \
-        Image.open(io.BytesIO(plain)).getpixel((0, 0))  # the server turns it
+    for name in ("xmp.png", "compressed_xmp.png"):  # the server turns them
+        assert ImageOps.exif_transpose(Image.open(io.BytesIO(files[name]))).getpixel((0, 0)) != \
+            Image.open(io.BytesIO(plain)).getpixel((0, 0)), name
     assert _screened(tmp_path, files) == {
-        "xmp.png": ("server", "png_exif"), "transparent.png": ("server", "png_transparency"),
+        "xmp.png": ("server", "png_exif"), "compressed_xmp.png": ("server", "png_exif"),
+        "transparent.png": ("server", "png_transparency"),
         "cut_short.png": ("server", "png_cut_short"), "huge.png": ("error", "decompression_bomb")}
+
+
+def test_the_browsers_libjpeg_turbo_is_the_one_built_into_its_wasm():
+    """jpeg.js names the version the server's must match; build.py names the one it compiles."""
+    build = (ROOT / "components" / "on_device" / "jpeg_wasm" / "build.py").read_text()
+    built = re.search(r'^VERSION = "([\d.]+)"', build, re.MULTILINE)[1]
+    named = re.search(r'export const LIBJPEG_TURBO = "([\d.]+)"', (FRONTEND / "jpeg.js").read_text())[1]
+    assert built == named

@@ -9,6 +9,7 @@ one source gives each message, threshold and calibration.
 from __future__ import annotations
 
 import base64
+import binascii
 import functools
 import hashlib
 import importlib.util
@@ -42,7 +43,8 @@ NOT_ON_DEVICE = {
     "mode": "this kind of image ({mode}) is not read in the browser yet",
     "png_exif": "a PNG carrying EXIF or an XMP orientation is not read in the browser yet",
     "png_transparency": "a PNG with a transparent colour is not read in the browser yet",
-    "png_cut_short": "the PNG is cut short: the server reads what of it is there",
+    "png_cut_short": "the PNG is cut short: the server may read what of it is there",
+    "exif_orientation": "its EXIF orientation is written in a form the browser does not read",
     "jpeg_decoder": "the browser's JPEG decoder could not read it ({detail}); the server's may",
     "jpeg_version": ("the server decodes JPEGs with libjpeg-turbo {server} and the browser with {browser}, "
                      "whose pixels may differ"),
@@ -131,15 +133,22 @@ def handed_uploads(upload: dict | None, batch: dict) -> list[tuple[int, str, byt
     """The files the user agreed to upload (the component's one-shot ``upload`` trigger), as (index in the
     batch, name, bytes). Only this batch's handed files are taken, so that nothing else is screened
     under their rows."""
-    if not upload or upload.get("batch") != batch.get("batch"):
+    if not isinstance(upload, dict) or upload.get("batch") != batch.get("batch"):
         return []
     rows = batch.get("rows") or []
     taken = []
     for sent in upload.get("files") or []:
-        index = sent.get("index")
-        if (isinstance(index, int) and 0 <= index < len(rows) and rows[index].get("status") == "server"
+        index = sent.get("index") if isinstance(sent, dict) else None
+        if not (isinstance(index, int) and 0 <= index < len(rows) and rows[index].get("status") == "server"
                 and rows[index].get("file") == sent.get("name")):
-            taken.append((index, sent["name"], base64.b64decode(sent.get("data", ""))))
+            continue
+        try:
+            data = base64.b64decode(sent.get("data", ""), validate=True)
+        except (binascii.Error, TypeError, ValueError):
+            continue
+        # The very file the browser screened and handed over (its sha256 came with its row).
+        if hashlib.sha256(data).hexdigest() == rows[index].get("image_sha256"):
+            taken.append((index, sent["name"], data))
     return taken
 
 
@@ -225,9 +234,10 @@ def component_data(predictor: Predictor, missing: list[str] | None, show_input: 
         "recipe": browser_recipe(predictor),
         "show_input": show_input,
         "handed": handed,
-        # The websocket drops a message over server.maxMessageSize: handed files go in uploads of at most
-        # this much base64, with room left for the other widgets' states.
-        "upload_limit": int(config.get_option("server.maxMessageSize") * 2**20 * 0.9),
+        # Handed files go in uploads of at most this much base64: under server.maxMessageSize (the websocket
+        # drops a bigger message), with room for the other widgets' states, and no more than one file the
+        # server takes (MAX_FILE_BYTES) needs.
+        "upload_limit": int(min(config.get_option("server.maxMessageSize") * 2**20 * 0.9, 4 / 3 * MAX_FILE_BYTES + 2**20)),
     }
 
 

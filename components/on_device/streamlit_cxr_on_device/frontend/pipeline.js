@@ -40,10 +40,10 @@ const ORIENTATION = 0x0112;
 // XMP's orientation, which Pillow's getexif reads where EXIF has none (Image.getexif).
 const XMP_ORIENTATION = /tiff:Orientation(="|>)([0-9])/;
 
-const SHORT = 3, LONG = 4; // TIFF field types
+const SHORT = 3, LONG = 4, SSHORT = 8, SLONG = 9; // TIFF field types
 
 // The tags of EXIF's first image directory (TIFF layout, either byte order), as {tag: its value where it is
-// one SHORT or LONG, else null}: the server asks whether a camera's make or model is there at all
+// one integer, else null}: the server asks whether a camera's make or model is there at all
 // (imaging._from_camera), and turns the picture as the orientation tag says (ImageOps.exif_transpose).
 function exifTags(bytes, start, end) {
   if (end - start < 8) return {};
@@ -54,9 +54,10 @@ function exifTags(bytes, start, end) {
   const count = u16(bytes, ifd, little);
   for (let i = 0; i < count && ifd + 2 + 12 * i + 12 <= end; i++) {
     const entry = ifd + 2 + 12 * i;
-    const type = u16(bytes, entry + 2, little);
-    tags[u16(bytes, entry, little)] = type === SHORT ? u16(bytes, entry + 8, little)
-      : type === LONG ? u32(bytes, entry + 8, little) : null;
+    const type = u16(bytes, entry + 2, little), count = u32(bytes, entry + 4, little);
+    const short = u16(bytes, entry + 8, little), long = u32(bytes, entry + 8, little);
+    tags[u16(bytes, entry, little)] = count !== 1 ? null
+      : { [SHORT]: short, [LONG]: long, [SSHORT]: short << 16 >> 16, [SLONG]: long | 0 }[type] ?? null;
   }
   return tags;
 }
@@ -69,7 +70,8 @@ export function jpegHeader(bytes) {
     if (bytes[at] !== 0xff) { at += 1; continue; } // stray bytes between segments: Pillow and libjpeg skip them
     const marker = bytes[at + 1];
     if (marker === 0xff) { at += 1; continue; }
-    if (marker === 0xd8 || (marker >= 0xd0 && marker <= 0xd7) || marker === 0x01) { at += 2; continue; }
+    // SOI, restart markers, TEM and a stuffed 0xFF 0x00: no length follows (Pillow and libjpeg pass them).
+    if (marker === 0xd8 || (marker >= 0xd0 && marker <= 0xd7) || marker === 0x01 || marker === 0x00) { at += 2; continue; }
     const length = u16(bytes, at + 2, false);
     const app1 = marker === 0xe1 ? String.fromCharCode(...bytes.subarray(at + 4, at + 10)) : "";
     if (app1 === "Exif\0\0" && !header.hasExif) { // Pillow keeps the first
@@ -94,6 +96,8 @@ export function jpegHeader(bytes) {
   while (end > 0 && bytes[end] === 0) end--; // some writers pad after the end marker
   header.complete = bytes[end - 1] === 0xff && bytes[end] === 0xd9;
   header.mode = { 1: "L", 3: "RGB", 4: "CMYK" }[header.components] || "other";
+  // An orientation tag Pillow reads otherwise (a tuple, a rational): the server turns it as it reads it.
+  header.orientationUnread = ORIENTATION in header.exif && header.exif[ORIENTATION] === null;
   header.orientation = header.exif[ORIENTATION] ?? header.xmpOrientation ?? 1;
   return header;
 }
@@ -120,9 +124,10 @@ export function pngHeader(bytes) {
     else if (type === "iTXt" || type === "tEXt" || type === "zTXt") {
       // Pillow's getexif turns a PNG by the tiff:Orientation of its XMP text chunk.
       const text = new TextDecoder("latin1").decode(bytes.subarray(at + 8, at + 8 + length));
-      if (text.startsWith("XML:com.adobe.xmp") && (type === "zTXt" || xmpOrientation(text) !== undefined)) {
-        header.xmpOrientation = true; // a compressed one is not read here: the server reads it
-      }
+      const keyword = "XML:com.adobe.xmp\0";
+      // iTXt: keyword, NUL, then its compression flag; a compressed one is not read here: the server reads it.
+      const compressed = type === "zTXt" || (type === "iTXt" && text.charCodeAt(keyword.length) === 1);
+      if (text.startsWith(keyword) && (compressed || xmpOrientation(text) !== undefined)) header.xmpOrientation = true;
     }
     else if (type === "IEND") { header.complete = true; break; }
     at += 12 + length;
@@ -548,6 +553,7 @@ export async function screen(bytes, context) {
     if (header.transparency) return fail("server", "png_transparency");
     if (!header.complete) return fail("server", "png_cut_short");
   }
+  if (format === "JPEG" && header.orientationUnread) return fail("server", "exif_orientation");
   if (format === "JPEG" && constants.LIBJPEG_TURBO !== LIBJPEG_TURBO) {
     return fail("server", "jpeg_version", { server: constants.LIBJPEG_TURBO, browser: LIBJPEG_TURBO });
   }

@@ -18,15 +18,18 @@ const SIMD_PROBE = new Uint8Array([0, 97, 115, 109, 1, 0, 0, 0, 1, 5, 1, 96, 0, 
   65, 0, 253, 15, 253, 98, 11]);
 // The self-test's tolerances: the same library on another CPU gives float32 sums in another order.
 const PROBE_TOLERANCE = { raw: 1e-4, measures: 1e-6 };
-// Longer than any start measured (6 s on a 2-core machine, its server just started): past it, the page
-// says why instead of "Checking…" for ever.
-const START_LIMIT_S = 90;
+// Far longer than any start measured (6 s on a 2-core machine, its server just started), and than 28 MB of
+// libraries take on a 1 Mbit/s link: past it, the page says why instead of "Checking…" for ever.
+const START_LIMIT_S = 300;
 
 // One state per page load: the libraries and sessions outlive Streamlit's reruns.
 // `handed`: the last batch's files handed to the server, {batch, files: [{index, file}]}, kept only until
-// the user uploads them, chooses a new batch or leaves the page.
+// Python has screened them, the user chooses a new batch or leaves the page; `sentAtRun`: the run of Python
+// an upload of them was sent in. `generation`: the start under way (a later one supersedes it);
+// `running`: the batch being screened (its sessions are released only after it).
 const state = { phase: "starting", data: null, setStateValue: null, setTriggerValue: null, chain: Promise.resolve(),
-  context: null, requested: "", report: null, ui: null, batch: 0, handed: null };
+  context: null, requested: "", report: null, ui: null, batch: 0, handed: null, sentAtRun: null, generation: 0,
+  running: Promise.resolve() };
 
 function browserReason() {
   if (typeof WebAssembly !== "object" || typeof WebAssembly.validate !== "function") {
@@ -190,13 +193,15 @@ async function advance() {
     state.phase = "starting";
     render();
   }
+  const generation = ++state.generation;
   let timer;
   const limit = new Promise((_, reject) => {
     timer = setTimeout(() => reject(new Error(`it did not start within ${START_LIMIT_S} s`)), START_LIMIT_S * 1000);
   });
   try {
-    await Promise.race([start(data, wanted), limit]);
+    await Promise.race([start(data, wanted, generation), limit]);
   } catch (error) {
+    state.generation += 1; // a start still running after the limit is superseded: it changes nothing
     state.loaded = wanted;
     fail(`it could not start here (${error?.message || error})`);
   } finally {
@@ -204,7 +209,7 @@ async function advance() {
   }
 }
 
-async function start(data, wanted) {
+async function start(data, wanted, generation) {
   const reason = browserReason();
   if (reason) { state.loaded = wanted; return fail(reason); }
   const started = performance.now();
@@ -220,11 +225,13 @@ async function start(data, wanted) {
   const probe = await probeReady;
   for (const asset of data.assets) {
     if (probe.sha256[asset.role] !== asset.sha256) {
+      assetsReady.catch(() => undefined); // not waited for
       state.loaded = wanted;
       return fail(`the self-test was made for another ${asset.role} file`);
     }
   }
   const got = await assetsReady;
+  if (generation !== state.generation) return; // superseded: its limit passed
   const files = {}, missing = [];
   let fromServer = 0;
   data.assets.forEach((asset, i) => {
@@ -256,6 +263,7 @@ async function start(data, wanted) {
   };
   const loadedAt = performance.now();
   const test = await selfTest(context, probeReady);
+  if (generation !== state.generation) return release(context); // superseded: its sessions go
   state.loaded = wanted;
   state.requested = "";
   const previous = state.context;
@@ -276,7 +284,9 @@ async function start(data, wanted) {
   });
 }
 
+// Another model's sessions, once the batch that may be using them is done: their memory, in the worker, freed.
 async function release(context) {
+  await state.running.catch(() => undefined);
   if (!context || context === state.context) return;
   await Promise.all([context.model?.release(), context.localiser?.release()].map((done) => done?.catch(() => undefined)));
 }
@@ -288,7 +298,7 @@ async function screenFiles(files) {
   const batch = ++state.batch;
   const rows = [], handed = [];
   state.handed = null;
-  pictures.clear(); // only the last batch is shown: an earlier one's X-rays and maps are let go
+  state.sentAtRun = null;
   for (const [index, file] of files.entries()) {
     state.progress = `Screening ${index + 1} of ${files.length} on this device…`;
     render();
@@ -308,6 +318,8 @@ async function screenFiles(files) {
       ...numbers });
   }
   state.handed = handed.length ? { batch, files: handed } : null;
+  // Only the last batch is shown: an earlier one's X-rays and maps are let go, now that this one replaces it.
+  for (const id of [...pictures.keys()]) if (!id.startsWith(`${batch}/`)) pictures.delete(id);
   const screened = files.length - handed.length;
   state.progress = `${handed.length ? `${screened} of ` : ""}${plural(files.length, "1 file", "N files")} screened `
     + "on this device: nothing was uploaded.";
@@ -324,21 +336,32 @@ function base64Of(file) {
   });
 }
 
-// On the user's click only: the handed files' bytes, as many as one websocket message may carry (Python
-// screens them, then reruns, and the button offers the rest). The files sent are dropped here.
+// The handed files Python still names as waiting (it screens what an upload brings in that very run).
+function waiting() {
+  const note = state.data?.handed, handed = state.handed;
+  if (!handed || note?.batch !== handed.batch) return [];
+  return handed.files.filter(({ index }) => (note.waiting || []).includes(index));
+}
+
+// On the user's click only: the waiting files' bytes, as many as one websocket message may carry. They are
+// kept until a later run of Python no longer names them (one that never took them offers them again).
 async function uploadHanded() {
-  const { batch, files } = state.handed;
+  const { batch } = state.handed;
+  const files = waiting();
   const limit = state.data.upload_limit;
   let size = 0, count = 0;
   for (const { file } of files) {
     const encoded = 4 * Math.ceil(file.size / 3);
-    if (count && size + encoded > limit) break;
+    if (size + encoded > limit) break;
     size += encoded;
     count += 1;
   }
+  if (!count) {
+    state.progress = `${files[0]?.file.name} is too large to send from here: choose “Upload to the server” above.`;
+    return render();
+  }
   const chosen = files.slice(0, count);
-  // The rest wait for Python's next note, which no longer names the files sent.
-  state.handed = count < files.length ? { batch, files: files.slice(count), after: state.data.handed?.note } : null;
+  state.sentAtRun = state.data.handed.run;
   state.progress = `Sending ${plural(count, "1 file", "N files")} to the server to be screened there…`;
   render();
   const sent = await Promise.all(chosen.map(async ({ index, file }) => ({ index, name: file.name, data: await base64Of(file) })));
@@ -366,11 +389,13 @@ function render() {
   ui.status.dataset.timings = JSON.stringify(state.report?.timings_ms ?? {});
   ui.root.hidden = !(state.data?.show_input); // off: the page says why, above
   // The files and why, in Python's words, once Python has the batch: then the button that uploads them.
-  const note = state.data?.handed, handed = state.handed;
-  ui.handed.hidden = !(handed && note?.note && note.batch === handed.batch && note.note !== handed.after);
+  const note = state.data?.handed, offered = waiting();
+  // Hidden while an upload is on its way: until a run after the one it was sent in says what it took.
+  const sending = state.sentAtRun !== null && !(note?.run > state.sentAtRun);
+  ui.handed.hidden = !(offered.length && note?.note) || sending;
   if (!ui.handed.hidden) {
     ui.note.textContent = note.note;
-    ui.upload.textContent = plural(handed.files.length, "Upload this file to the server to screen it there",
+    ui.upload.textContent = plural(offered.length, "Upload this file to the server to screen it there",
       "Upload these N files to the server to screen them there");
   }
 }
@@ -393,7 +418,9 @@ function build(parent) {
   const input = root.querySelector("input");
   input.addEventListener("change", () => {
     const files = [...input.files];
-    if (files.length && state.phase === "ready") screenFiles(files).finally(() => { input.value = ""; });
+    if (files.length && state.phase === "ready") {
+      state.running = screenFiles(files).finally(() => { input.value = ""; });
+    }
   });
   const upload = root.querySelector(".handed button");
   upload.addEventListener("click", () => {
