@@ -73,8 +73,8 @@ BUILT: dict[str, str] = {
     "libjpeg-turbo/LICENSE.md": "ba6bceebcba0fdd35488477c2cca8c4632ce82c74dbfbc87d886ce6fc4433579",
     "libjpeg-turbo/README.ijg": "75815e3bf6484201a3c3d17a1bbf10f2e8e3237f84df10a2357ea896db2a81d6",
 }
-# The Emscripten builds (onnxruntime-web's bundle, OpenCV.js) hold "/home/web_user", the home folder of
-# Emscripten's in-memory file system: no path of any machine. They stay byte for byte as pinned.
+# The Emscripten builds (onnxruntime-web's bundle, OpenCV.js) name an absolute HOME: the home folder of
+# Emscripten's in-memory file system in the browser, no path of any machine. They stay byte for byte as pinned.
 # onnxruntime-web's npm package names its licence (MIT) in package.json but ships no LICENSE file:
 # vendor/onnxruntime-web/LICENSE is the upstream repository's text, committed by hand.
 
