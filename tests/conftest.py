@@ -1,6 +1,7 @@
 """Shared fixtures: synthetic images and data sets (never the real X-rays), a tiny trained model."""
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -16,6 +17,13 @@ from core.analysis.synthetic import encode
 
 TINY_SIZE = 32
 ROOT = Path(__file__).resolve().parent.parent
+ON_DEVICE_FRONTEND = ROOT / "components" / "on_device" / "streamlit_cxr_on_device" / "frontend"
+# A statement for a node script, inside an async function: OpenCV.js started from its two vendored parts
+# by the page's own loader (frontend/opencv.js).
+OPENCV_IN_NODE = (
+    f"const cv = await (await import({json.dumps((ON_DEVICE_FRONTEND / 'opencv.js').as_uri())})).startOpenCv("
+    f"require({json.dumps(str(ON_DEVICE_FRONTEND / 'vendor' / 'opencv-js' / 'opencv-glue.js'))}), "
+    f"require('fs').readFileSync({json.dumps(str(ON_DEVICE_FRONTEND / 'vendor' / 'opencv-js' / 'opencv.wasm'))}));")
 
 
 def run_core(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:

@@ -18,7 +18,7 @@ import time
 import cv2
 import numpy as np
 import pytest
-from conftest import encode, real_data_dir, requires_real_data, xray_like
+from conftest import OPENCV_IN_NODE, encode, real_data_dir, requires_real_data, xray_like
 
 from benchmarks.streamlit_server import CHROMIUM, CHROMIUM_ARGS, ROOT, streamlit_server
 
@@ -36,14 +36,43 @@ def predictor():
     return Predictor.load()
 
 
-def test_the_vendored_browser_libraries_have_their_pinned_hashes():
+def _vendor_script():
     import importlib.util
 
     spec = importlib.util.spec_from_file_location("on_device_vendor", COMPONENT / "vendor.py")
     vendor = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(vendor)
-    assert vendor.mismatches() == []
+    return vendor
+
+
+def test_the_vendored_browser_libraries_have_their_pinned_hashes():
+    assert _vendor_script().mismatches() == []
     assert (FRONTEND / "vendor" / "onnxruntime-web" / "LICENSE").exists()
+
+
+def _single_file_script(wasm: bytes) -> bytes:
+    """An Emscripten SINGLE_FILE script around `wasm`, written as its build writes one: each byte a char,
+    UTF-8 in the file, with backslash, quote, CR and LF escaped."""
+    literal = wasm.decode("latin-1")
+    for char, escaped in (("\\", "\\\\"), ("'", "\\'"), ("\r", "\\r"), ("\n", "\\n")):
+        literal = literal.replace(char, escaped)
+    return (b"(function(){var cv=(()=>{function findWasmBinary(){return binaryDecode('" + literal.encode("utf-8")
+            + b"')}function getBinarySync(file){return file}})();return cv(Module);})")
+
+
+def test_opencv_js_is_split_into_its_wasm_and_the_script_around_it():
+    vendor = _vendor_script()
+    wasm = b"\0asm\1\0\0\0" + bytes(range(256)) + b"\\'\r\n"  # every byte, and each escaped one
+    parts = vendor.split_opencv_js(_single_file_script(wasm))
+    assert parts["opencv-js/opencv.wasm"] == wasm
+    assert parts["opencv-js/opencv-glue.js"] == (b"(function(){var cv=(()=>{function findWasmBinary(){return "
+                                                 b"binaryDecode('')}function getBinarySync(file){return file}})();"
+                                                 b"return cv;})")
+    assert set(parts) == set(vendor.SPLIT)
+    with pytest.raises(SystemExit, match="escapes this split does not know"):
+        vendor.split_opencv_js(_single_file_script(wasm).replace(b"\\r", b"\\t", 1))
+    with pytest.raises(SystemExit, match="once"):  # another build's layout: refused, not half split
+        vendor.split_opencv_js(_single_file_script(wasm).replace(b"return cv(Module);", b"return cv(M);"))
 
 
 def test_the_component_is_installed_from_the_repository():
@@ -168,9 +197,8 @@ def test_opencv_js_gives_opencvs_pixels(tmp_path):
     (tmp_path / "expected.json").write_text(json.dumps(expected))
     script = f"""
 const fs = require("fs");
-let cv = require({json.dumps(str(FRONTEND / "vendor" / "opencv-js" / "opencv.js"))});
 (async () => {{
-  if (typeof cv.then === "function") cv = await cv;
+  {OPENCV_IN_NODE}
   const expected = JSON.parse(fs.readFileSync("expected.json"));
   const out = {{}};
   for (const [name, want] of Object.entries(expected)) {{
@@ -371,6 +399,8 @@ def chromium():
 
 @browser_test
 def test_on_device_no_image_byte_leaves_and_the_answers_are_the_servers(server, chromium, predictor):
+    from playwright.sync_api import expect
+
     files = synthetic_files()
     context = chromium.new_context(viewport={"width": 1400, "height": 1000}, accept_downloads=True)
     page = context.new_page()
@@ -389,8 +419,8 @@ def test_on_device_no_image_byte_leaves_and_the_answers_are_the_servers(server, 
     # A PNG cut short is the server's to read (Pillow reads what of it is there; a canvas may not).
     assert parity["handed_to_server"] == ["broken.png", "elongated.png"]
     assert parity["screened"] == sum(row.status == "ok" for row in expected.values()) >= 8
-    # The pictures are drawn in the browser, from what it kept.
-    assert page.locator('canvas[data-testid="on-device-picture"]').count() >= 1
+    # The pictures are drawn in the browser, from what it kept (each card's, after the summary).
+    expect(page.locator('canvas[data-testid="on-device-picture"]').first).to_be_attached(timeout=30_000)
     print(f"on-device parity (synthetic): {parity}; server memory moved {server.resident_mb() - before:+.1f} MB")
     context.close()
 
@@ -512,7 +542,7 @@ def test_a_second_visit_takes_the_model_from_the_browsers_cache(server, chromium
     # What the server sent the second time is the page, not the 4.7 MB of model files, and the 28 MB of
     # libraries came from Cache Storage too (Streamlit's asset headers would have them fetched again).
     assert watched["received_bytes"] < 1_500_000
-    assert not [url for url in watched["requests"] if url.endswith(("opencv.js", ".wasm"))], watched["requests"]
+    assert not [url for url in watched["requests"] if url.endswith(("opencv-glue.js", ".wasm"))], watched["requests"]
     print(f"first visit to ready {first_s:.1f} s, second {second_s:.1f} s")
     context.close()
 
@@ -521,7 +551,7 @@ def test_a_second_visit_takes_the_model_from_the_browsers_cache(server, chromium
 @pytest.mark.parametrize("fault, reason", [
     ("delete window.WebAssembly;", "this browser has no WebAssembly"),
     ("probe", "the self-test gave another answer"),
-    ("library", "it could not start here (the opencv-js/opencv.js received has sha256"),
+    ("library", "it could not start here (the opencv-js/opencv-glue.js received has sha256"),
 ])
 def test_a_failed_self_test_turns_on_device_screening_off_with_its_reason(server, chromium, fault, reason):
     from playwright.sync_api import expect
@@ -534,7 +564,7 @@ def test_a_failed_self_test_turns_on_device_screening_off_with_its_reason(server
         page.route("**/probe.json", lambda route: route.fulfill(body=json.dumps(probe),
                                                                 content_type="application/json"))
     elif fault == "library":  # not the pinned file: refused before it runs
-        page.route("**/opencv.js", lambda route: route.fulfill(body="window.cv = {};",
+        page.route("**/opencv-glue.js", lambda route: route.fulfill(body="window.cv = {};",
                                                                content_type="text/javascript"))
     else:
         page.add_init_script(fault)

@@ -12,7 +12,7 @@ import imagecodecs  # writes JPEG lossless, which pydicom cannot (requirements-d
 import numpy as np
 import pydicom
 import pytest
-from conftest import xray_like
+from conftest import OPENCV_IN_NODE, xray_like
 from pydicom.encaps import encapsulate
 from pydicom.uid import (
     DeflatedExplicitVRLittleEndian,
@@ -156,8 +156,7 @@ const fs = require("fs");
 const {{ pathToFileURL }} = require("url");
 const vendor = {json.dumps(str(FRONTEND / "vendor"))};
 (async () => {{
-  let cv = require(vendor + "/opencv-js/opencv.js");
-  if (typeof cv.then === "function") cv = await cv;
+  {OPENCV_IN_NODE}
   const P = await import(pathToFileURL({json.dumps(str(FRONTEND / "pipeline.js"))}));
   const D = await import(pathToFileURL({json.dumps(str(FRONTEND / "dicom.js"))}));
   const libraries = {{ dicomParser: require(vendor + "/dicom-parser/dicomParser.min.js"),

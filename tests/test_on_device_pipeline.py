@@ -13,7 +13,7 @@ import zlib
 
 import numpy as np
 import pytest
-from conftest import ROOT, xray_like
+from conftest import OPENCV_IN_NODE, ROOT, xray_like
 from PIL import Image, ImageOps
 
 from core.serving import photo
@@ -60,8 +60,7 @@ def _screened(tmp_path, files: dict[str, bytes], **constants) -> dict[str, tuple
     for name, data in files.items():
         (tmp_path / name).write_bytes(data)
     codes = _node(tmp_path, f"""
-let cv = require({json.dumps(str(FRONTEND / "vendor" / "opencv-js" / "opencv.js"))});
-if (typeof cv.then === "function") cv = await cv;
+{OPENCV_IN_NODE}
 await (await import(pathToFileURL({json.dumps(str(FRONTEND / "jpeg.js"))}))).loadJpeg();
 const context = {{ cv: new P.Cv(cv), constants: {json.dumps({**on_device.constants(), **constants})} }};
 const out = {{}};

@@ -11,9 +11,12 @@ Why these versions:
   use ONNX opset 15 (ai.onnx.ml 2), which it and the Python onnxruntime (>= 1.20) both run; the
   on-device tests check that both give the same probabilities. Only the single-thread-capable SIMD
   build is shipped (Streamlit sends no COOP/COEP headers, so no threads), with its ES-module bundle.
-- @techstark/opencv-js 5.0.0-release.1: OpenCV 5.0 compiled to WebAssembly (one file, the wasm
-  inlined), the same library as the server's opencv-python-headless, so resizes and CLAHE give the
-  same pixels (tested bit for bit in tests/test_on_device.py).
+- @techstark/opencv-js 5.0.0-release.1: OpenCV 5.0 compiled to WebAssembly, the same library as the
+  server's opencv-python-headless, so resizes and CLAHE give the same pixels (tested bit for bit in
+  tests/test_on_device.py). Its opencv.js inlines the wasm as one 13 MB string literal, which a browser
+  parses and decodes on every visit (0.45 s alone, 0.66-0.93 s beside the rest of the start). `fetch`
+  splits it, as split_opencv_js says, into the wasm (compiled lazily from bytes: 0.1 s to ready) and the
+  rest of the script; only those two are committed, each pinned. The npm file stays pinned as fetched.
 - dicom-parser 1.8.21 (cornerstonejs, MIT; its bundle's banner says 1.8.12, a stale header) and
   jpeg-lossless-decoder-js 2.1.2 (rii-mango, MIT): the newest releases when pinned (2026-12-07), loaded
   only when a DICOM is met (47 KB). The DICOM pixels they give are tested equal to pydicom's in
@@ -27,6 +30,7 @@ Why these versions:
 from __future__ import annotations
 
 import hashlib
+import re
 import shutil
 import subprocess
 import sys
@@ -67,6 +71,12 @@ PINNED: dict[str, dict[str, tuple[str, str]]] = {
             "jpeg-lossless-decoder-js/LICENSE", "35d89c5827cb1f9685ffc3fb6ebcc9532f75663554ed6efddadad95071bae5c9"),
     },
 }
+# Split from the pinned opencv.js by split_opencv_js: path under VENDOR -> sha256.
+OPENCV_JS = "opencv-js/opencv.js"
+SPLIT: dict[str, str] = {
+    "opencv-js/opencv.wasm": "769a4c9a7b03cba7bf22229154c1208087035a533347364e6d9a4d47cad2dbed",
+    "opencv-js/opencv-glue.js": "0e7a6f54da568f422ce00309cb83f49354e30e9f4f79f876cfc618fe1c45f34f",
+}
 # Built by jpeg_wasm/build.py, not npm-fetched: path under VENDOR -> sha256.
 BUILT: dict[str, str] = {
     "libjpeg-turbo/jpeg.wasm": "bbf53f37b3b1c449c4755f384daa16023e92901f67b443f5e8b552f89864ac8f",
@@ -88,8 +98,35 @@ def sha256_of(path: Path) -> str:
 
 
 def pinned_files() -> dict[str, str]:
-    """sha256 of each vendored file, by its path under VENDOR: the browser checks what it loads against them."""
-    return {**{target: expected for files in PINNED.values() for target, expected in files.values()}, **BUILT}
+    """sha256 of each committed vendor file, by its path under VENDOR: the browser checks what it loads against them."""
+    fetched = {target: expected for files in PINNED.values() for target, expected in files.values()}
+    del fetched[OPENCV_JS]  # committed as its two parts
+    return {**fetched, **SPLIT, **BUILT}
+
+
+def split_opencv_js(script: bytes) -> dict[str, bytes]:
+    """The SPLIT files' bytes: Emscripten's SINGLE_FILE opencv.js as its script without the inlined wasm, and the wasm.
+
+    The build writes the wasm as `binaryDecode('...')`: a latin-1 string (each char a byte, UTF-8 in the
+    file) with four escapes. The glue keeps the call with an empty string, never reached, since the loader
+    (frontend/opencv.js) gives `instantiateWasm`; for that the UMD wrapper returns Emscripten's factory
+    instead of calling it with no arguments. Anything else in the file refuses the split."""
+    start_marker, end_marker = b"return binaryDecode('", b"')}function getBinarySync"
+    factory_call = b"return cv(Module);"
+    for marker in (start_marker, end_marker, factory_call):
+        if script.count(marker) != 1:
+            raise SystemExit(f"{OPENCV_JS}: expected {marker!r} once, found it {script.count(marker)} times")
+    start, end = script.index(start_marker) + len(start_marker), script.index(end_marker)
+    escapes = {"r": "\r", "n": "\n", "\\": "\\", "'": "'"}
+    literal = script[start:end].decode("utf-8")
+    unknown = set(re.findall(r"\\(.)", literal, flags=re.DOTALL)) - set(escapes)
+    if unknown:
+        raise SystemExit(f"{OPENCV_JS}: the inlined wasm has escapes this split does not know: {sorted(unknown)}")
+    wasm = re.sub(r"\\(.)", lambda found: escapes[found.group(1)], literal, flags=re.DOTALL).encode("latin-1")
+    if not wasm.startswith(b"\0asm"):
+        raise SystemExit(f"{OPENCV_JS}: the inlined string is not a wasm module")
+    glue = (script[:start] + script[end:]).replace(factory_call, b"return cv;")
+    return {"opencv-js/opencv.wasm": wasm, "opencv-js/opencv-glue.js": glue}
 
 
 def mismatches() -> list[str]:
@@ -117,7 +154,11 @@ def fetch() -> None:
                     if sha256_of(extracted) != expected:
                         raise SystemExit(f"{spec} {inside}: sha256 {sha256_of(extracted)}, pinned {expected}")
                     (VENDOR / target).parent.mkdir(parents=True, exist_ok=True)
-                    shutil.copyfile(extracted, VENDOR / target)
+                    if target == OPENCV_JS:
+                        for part, data in split_opencv_js(extracted.read_bytes()).items():
+                            (VENDOR / part).write_bytes(data)
+                    else:
+                        shutil.copyfile(extracted, VENDOR / target)
             tarball.unlink()
 
 

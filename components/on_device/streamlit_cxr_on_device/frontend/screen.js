@@ -3,13 +3,15 @@
 // never a file's bytes, never its pixels, except the files this browser cannot screen, and only once
 // the user presses the button that uploads them (setTriggerValue: sent once, never again on a rerun).
 import { loadJpeg } from "./jpeg.js";
+import { startOpenCv } from "./opencv.js";
 import * as P from "./pipeline.js";
 import { pictures, runtime } from "./store.js";
 
 const ORT_URL = new URL("./vendor/onnxruntime-web/ort.wasm.bundle.min.mjs", import.meta.url).href;
-// The two large libraries, by their path under vendor/ (Python sends their pinned sha256).
+// The large libraries, by their path under vendor/ (Python sends their pinned sha256).
 const ORT_WASM = "onnxruntime-web/ort-wasm-simd-threaded.wasm";
-const OPENCV = "opencv-js/opencv.js";
+const OPENCV_GLUE = "opencv-js/opencv-glue.js";
+const OPENCV_WASM = "opencv-js/opencv.wasm";
 const LIBJPEG = "libjpeg-turbo/jpeg.wasm";
 const PROBE_URL = new URL("./probe.json", import.meta.url).href;
 const CACHE_NAME = "cxr-on-device-v1";
@@ -103,12 +105,14 @@ async function libraryBytes(path) {
 }
 
 // onnxruntime-web with its wasm given as bytes (one thread: Streamlit sends no COOP/COEP headers, so
-// no SharedArrayBuffer), started once per page load. In its own worker (proxy): its sessions are made
-// while OpenCV.js starts on the page's thread, which cut a second visit's start from 0.89 to 0.78 s.
+// no SharedArrayBuffer), started once per page load, on the page's thread. Its own worker (proxy) helped
+// while OpenCV.js took 0.8 s to start here; with OpenCV.js's wasm compiled from bytes (0.2 s), the worker's
+// own load of the bundle and the wasm's copy cost more: a second visit was ready 50 ms later with it
+// (median of 6 visits each, alternated on one server).
 function loadOrt() {
   runtime.ort ??= Promise.all([import(ORT_URL), libraryBytes(ORT_WASM)]).then(([ort, wasm]) => {
     ort.env.wasm.numThreads = 1;
-    ort.env.wasm.proxy = true;
+    ort.env.wasm.proxy = false;
     ort.env.wasm.wasmBinary = wasm;
     return ort;
   }).catch((error) => { runtime.ort = null; throw error; }); // a later visit tries again
@@ -122,26 +126,24 @@ function loadLibjpeg() {
 }
 
 function loadOpenCv() {
-  runtime.opencv ??= libraryBytes(OPENCV).then((bytes) => openCvScript(URL.createObjectURL(
-    new Blob([bytes], { type: "text/javascript" })))).catch((error) => { runtime.opencv = null; throw error; });
+  runtime.opencv ??= startOpenCv(libraryBytes(OPENCV_GLUE).then(openCvFactory), libraryBytes(OPENCV_WASM))
+    .then((cv) => { runtime.cv = cv; return cv; }) // picture.js draws with it
+    .catch((error) => { runtime.opencv = null; throw error; });
   return runtime.opencv;
 }
 
-function openCvScript(src) {
+// The glue script, run from its checked bytes, leaves Emscripten's factory as window.cv.
+function openCvFactory(bytes) {
+  const src = URL.createObjectURL(new Blob([bytes], { type: "text/javascript;charset=utf-8" }));
   return new Promise((resolve, reject) => {
     const script = document.createElement("script");
     script.src = src;
     script.async = true;
     script.onerror = () => reject(new Error("OpenCV.js did not load"));
-    script.onload = async () => {
-      try {
-        let cv = window.cv;
-        if (typeof cv?.then === "function") cv = await cv; // OpenCV 5's build resolves to the module
-        if (!cv?.Mat) await new Promise((done) => { cv.onRuntimeInitialized = done; });
-        URL.revokeObjectURL(src);
-        runtime.cv = cv; // picture.js draws with it
-        resolve(cv);
-      } catch (error) { reject(error); }
+    script.onload = () => {
+      URL.revokeObjectURL(src);
+      if (typeof window.cv === "function") resolve(window.cv);
+      else reject(new Error("OpenCV.js did not start"));
     };
     document.head.appendChild(script);
   });
@@ -279,7 +281,8 @@ async function start(data, wanted, generation) {
   report({
     phase: "ready", ok: true, reason: "", missing: [], model_sha256: model.sha256,
     selftest: { raw: test.got.raw, expected: test.want.raw },
-    timings_ms: { load: loadedAt - started, selftest: performance.now() - loadedAt, ...parts },
+    // started: since the page was opened (performance.now() counts from the navigation), Streamlit's own part.
+    timings_ms: { started, load: loadedAt - started, selftest: performance.now() - loadedAt, ...parts },
     downloaded_bytes: fromServer, ort: ort.env.versions?.web || "",
   });
 }
