@@ -62,9 +62,9 @@ class CountedFinder:
         self.calls, self._locate = 0, photo.locate
 
     def __enter__(self):
-        def counted(gray):
+        def counted(gray, lossless=False):
             self.calls += 1
-            return self._locate(gray)
+            return self._locate(gray, lossless)
 
         photo.locate = counted
         return self

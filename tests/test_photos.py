@@ -68,12 +68,16 @@ def test_a_film_on_a_larger_lightbox_is_found_inside_the_lightboxs_outline(name)
         assert similarity(decoded.pixels, XRAY) > 0.95, (name, seed)
 
 
-def test_a_viewer_screenshot_is_cut_to_its_viewport_exactly():
-    picture = viewer_screenshot(XRAY, np.random.default_rng(1))
-    decoded = decode_image(picture.data)
-    assert decoded.input_kind == "screenshot"
-    np.testing.assert_allclose(decoded.straightened.location.corners, picture.corners, atol=1)
-    assert similarity(decoded.pixels, XRAY) > 0.95  # toolbars, study list and margins cut away
+@pytest.mark.parametrize("light", [False, True])
+def test_a_viewer_screenshot_is_cut_to_its_viewport_exactly(light):
+    """Dark or light theme: a light viewport is as bright as a lightbox, but a PNG keeps its one exact
+    grey, which only software draws (before, light themes were read as photos of a film on a lightbox)."""
+    for seed in range(3):
+        picture = viewer_screenshot(XRAY, np.random.default_rng(seed), light)
+        decoded = decode_image(picture.data)
+        assert decoded.input_kind == "screenshot", seed
+        np.testing.assert_allclose(decoded.straightened.location.corners, picture.corners, atol=1)
+        assert similarity(decoded.pixels, XRAY) > 0.95  # toolbars, study list and margins cut away
 
 
 def zoomed_viewer(pixels: np.ndarray, zoom: int, size: tuple[int, int]) -> tuple[bytes, np.ndarray]:
@@ -118,7 +122,7 @@ def test_a_viewer_that_enlarges_the_data_sets_x_rays_is_still_a_screenshot(zoom)
 def finder_calls(monkeypatch) -> list[tuple[int, ...]]:
     """The shapes photo.locate is called on, from now on (it still looks)."""
     calls, locate = [], photo.locate
-    monkeypatch.setattr(photo, "locate", lambda gray: calls.append(gray.shape) or locate(gray))
+    monkeypatch.setattr(photo, "locate", lambda gray, lossless=False: calls.append(gray.shape) or locate(gray, lossless))
     return calls
 
 

@@ -281,10 +281,12 @@ VIEWER_SIZE = (1280, 800)
 VIEWER_MARGINS = {"top": 56, "left": 220, "bottom": 28}
 
 
-def viewer_screenshot(gray: np.ndarray, rng: np.random.Generator) -> Picture:
-    """A desktop viewer showing the X-ray fitted into its viewport, with overlays in its corners."""
+def viewer_screenshot(gray: np.ndarray, rng: np.random.Generator, light: bool = False) -> Picture:
+    """A desktop viewer showing the X-ray fitted into its viewport, with overlays in its corners; a dark
+    viewport, or a light theme's (brighter than most of the X-ray, as a lightbox is)."""
     width, height = VIEWER_SIZE
-    canvas = Image.new("RGB", (width, height), (int(rng.integers(0, 40)),) * 3)  # the viewport's grey
+    viewport = int(rng.integers(215, 246)) if light else int(rng.integers(0, 40))
+    canvas = Image.new("RGB", (width, height), (viewport,) * 3)
     draw = ImageDraw.Draw(canvas)
     font = ImageFont.load_default(size=14)
     draw.rectangle([0, 0, width, VIEWER_MARGINS["top"] - 8], fill=(38, 52, 78))  # toolbar

@@ -47,6 +47,8 @@ DIGITAL_LAYOUT_SHARE = 0.8
 # EXIF tags a camera writes and imaging software does not: a picture carrying either was taken with a
 # phone or a camera, so the film finder looks for the film in it.
 CAMERA_TAGS = (ExifTags.Base.Make, ExifTags.Base.Model)
+# Formats that keep every pixel: a margin of one exact grey in them is drawn, not a JPEG-flattened lightbox.
+LOSSLESS_FORMATS = ("PNG", "BMP")
 # Pillow's modes of more than 8 bits: imaging software writes them, cameras do not (no film finder).
 DEEP_MODES = {"I;16": 16, "I;16B": 16, "I;16L": 16, "I": 16, "F": 32}
 
@@ -164,7 +166,7 @@ def _decode_raster(data: bytes, kind: str) -> DecodedImage:
     it as it is with room to spare (DIGITAL_LAYOUT_SHARE). Only then is the film or the viewport looked for
     (photo.locate); found nowhere, the picture is read as digital after all, and the checks refuse it
     with advice that fits what sent the finder there (DecodedImage.not_found)."""
-    image, scale = _open_raster(data, DECODE_SIDE)
+    image, scale, file_format = _open_raster(data, DECODE_SIDE)
     if image.mode in DEEP_MODES:
         return DecodedImage(to_uint8(np.asarray(image, dtype=np.float64)), kind, DEEP_MODES[image.mode])
     picture = _eight_bit(image)
@@ -176,16 +178,17 @@ def _decode_raster(data: bytes, kind: str) -> DecodedImage:
             digital.xray_check = detector.check(digital.pixels)
             if digital.xray_check.passes(DIGITAL_LAYOUT_SHARE):
                 return digital
-    location = photo.locate(photo.gray_of(picture))
+    lossless = file_format in LOSSLESS_FORMATS
+    location = photo.locate(photo.gray_of(picture), lossless)
     if location is None:
         return replace(digital, not_found="photo" if taken else "unsure")
     if min(location.size) < DECODE_SIDE:
         # A film fills only part of a photo: decode again, at the scale that gives the film itself
         # DECODE_SIDE pixels (a no-op where the file has no more), and find it there.
         film_share = min(location.size) / min(picture.shape[:2])
-        image, scale = _open_raster(data, round(DECODE_SIDE / film_share))
+        image, scale, _ = _open_raster(data, round(DECODE_SIDE / film_share))
         picture = _eight_bit(image)
-        location = photo.locate(photo.gray_of(picture))
+        location = photo.locate(photo.gray_of(picture), lossless)
         if location is None:
             return replace(_as_digital(picture, kind), not_found="photo")
     gray, colourfulness, straightened = photo.radiograph_of(picture, location, scale)
@@ -213,11 +216,12 @@ def _as_digital(picture: np.ndarray, kind: str) -> DecodedImage:
     return DecodedImage(to_uint8(gray), kind, 8, colourfulness)
 
 
-def _open_raster(data: bytes, side: int) -> tuple[Image.Image, float]:
-    """The decoded image, at no less than `side` pixels where the format can decode smaller, and its
-    scale: decoded pixels per pixel of the file."""
+def _open_raster(data: bytes, side: int) -> tuple[Image.Image, float, str]:
+    """The decoded image, at no less than `side` pixels where the format can decode smaller, its
+    scale (decoded pixels per pixel of the file) and the file's format (Pillow's name)."""
     try:
         image = Image.open(io.BytesIO(data))
+        file_format = image.format  # a transposed copy has none
         width, height = image.size
         # The header is read; the pixels are not yet: refuse bombs here.
         if width * height > MAX_PIXELS:
@@ -234,7 +238,7 @@ def _open_raster(data: bytes, side: int) -> tuple[Image.Image, float]:
         raise ImageError("the image is too large (decompression bomb)") from exc
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise ImageError("the image is truncated or corrupt") from exc
-    return image, max(image.size) / max(width, height)
+    return image, max(image.size) / max(width, height), file_format
 
 
 def _eight_bit(image: Image.Image) -> np.ndarray:

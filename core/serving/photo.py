@@ -195,9 +195,13 @@ def drawn_margin(picture: np.ndarray) -> bool:
     return any(line.min() == line.max() > PADDING for line in (gray[0], gray[-1], gray[:, 0], gray[:, -1]))
 
 
-def locate(gray: np.ndarray) -> Location | None:
-    """The radiograph inside a screenshot or a photo (8-bit gray), or None when the picture is the radiograph."""
-    corners = _viewport(gray)
+def locate(gray: np.ndarray, lossless: bool = False) -> Location | None:
+    """The radiograph inside a screenshot or a photo (8-bit gray), or None when the picture is the radiograph.
+
+    lossless: the file keeps every pixel as made (PNG). A margin of exactly one grey is then software's:
+    a camera's noise is only made exactly flat by a lossy JPEG, so a bright one is no lightbox behind a
+    film, as it may be in a JPEG (a light-theme viewer's, there)."""
+    corners = _viewport(gray, lossless)
     if corners is not None:
         return Location("screenshot", corners)
     scale = min(1.0, WORK_SIDE / max(gray.shape))
@@ -239,7 +243,7 @@ def _square_enough(corners: np.ndarray) -> bool:
     return True
 
 
-def _viewport(gray: np.ndarray) -> np.ndarray | None:
+def _viewport(gray: np.ndarray, lossless: bool) -> np.ndarray | None:
     """A screenshot's radiograph, at full size: software draws its margins in exactly one grey
     around the viewport, so the radiograph is the box of what differs from that grey there."""
     kernel3 = np.ones((3, 3), np.uint8)
@@ -279,6 +283,8 @@ def _viewport(gray: np.ndarray) -> np.ndarray | None:
     outside[top:top + height, left:left + width] = False
     if drawn[outside].mean() < MIN_FLAT_MARGIN:
         return None
+    if lossless:
+        return corners
     return None if _lit_from_behind(gray, gray[top:top + height, left:left + width], viewport) else corners
 
 
