@@ -25,6 +25,9 @@ if TYPE_CHECKING:  # core.serving.quality imports this module
 # --- Configurable limits (the file-size and pixel limits are in core.serving.settings) ---
 # Smaller than this cannot hold a readable chest X-ray.
 MIN_SIDE = 32
+# A strip with sides further apart than this holds no film or viewer to look for (the X-ray check then
+# refuses it as too elongated); the finder's shrunken copies of it would have no pixels across.
+MAX_ELONGATION = 20
 # Large JPEGs are decoded at no less than this size (see _decode_raster): the
 # models read 64-160 px. Measured on 102 validation X-rays enlarged to 1024 px:
 # decoding at 256 rather than 512 px moved probabilities by 0.003 on average
@@ -171,6 +174,8 @@ def _decode_raster(data: bytes, kind: str) -> DecodedImage:
         return DecodedImage(to_uint8(np.asarray(image, dtype=np.float64)), kind, DEEP_MODES[image.mode])
     picture = _eight_bit(image)
     digital = _as_digital(picture, kind)
+    if max(picture.shape[:2]) > MAX_ELONGATION * min(picture.shape[:2]):
+        return digital
     taken = _from_camera(image) or photo.tinted(picture)
     if not (taken or photo.drawn_margin(picture)):
         detector = _shipped_detector()
