@@ -62,6 +62,8 @@ def main() -> None:
     parser.add_argument("--files", type=int, default=100, help="X-rays screened in one batch")
     parser.add_argument("--second-visits", type=int, default=5, help="second visits timed (median and slowest)")
     args = parser.parse_args()
+    if args.second_visits < 1:
+        parser.error("--second-visits must be at least 1")
     from playwright.sync_api import expect, sync_playwright
 
     kind, files = _files(args.files)

@@ -71,6 +71,8 @@ def test_opencv_js_is_split_into_its_wasm_and_the_script_around_it():
     assert set(parts) == set(vendor.SPLIT)
     with pytest.raises(SystemExit, match="escapes this split does not know"):
         vendor.split_opencv_js(_single_file_script(wasm).replace(b"\\r", b"\\t", 1))
+    with pytest.raises(SystemExit, match="one char per byte"):
+        vendor.split_opencv_js(_single_file_script(wasm).replace(b"\0asm", "\0\u0100sm".encode(), 1))
     with pytest.raises(SystemExit, match="once"):  # another build's layout: refused, not half split
         vendor.split_opencv_js(_single_file_script(wasm).replace(b"return cv(Module);", b"return cv(M);"))
 
@@ -531,6 +533,9 @@ def test_a_second_visit_takes_the_model_from_the_browsers_cache(server, chromium
     report = _wait_ready(first)
     first_s = time.monotonic() - started
     assert report["phase"] == "ready" and report["downloaded"] > 1_000_000
+    # A file kept by an earlier version (npm's single opencv.js, say): gone once the next start is ready.
+    stale = f"{server.url}/cxr-on-device/sha256/{'0' * 64}"
+    first.evaluate("url => caches.open('cxr-on-device-v1').then((cache) => cache.put(url, new Response('old')))", stale)
     first.close()
     second = context.new_page()
     watched = _watch(second)
@@ -543,6 +548,13 @@ def test_a_second_visit_takes_the_model_from_the_browsers_cache(server, chromium
     # libraries came from Cache Storage too (Streamlit's asset headers would have them fetched again).
     assert watched["received_bytes"] < 1_500_000
     assert not [url for url in watched["requests"] if url.endswith(("opencv-glue.js", ".wasm"))], watched["requests"]
+    kept = "() => caches.open('cxr-on-device-v1').then((cache) => cache.keys()).then((keys) => keys.map((k) => k.url))"
+    deadline = time.monotonic() + 15
+    while stale in second.evaluate(kept) and time.monotonic() < deadline:  # removed after the start, unawaited
+        time.sleep(0.1)
+    assert stale not in second.evaluate(kept)
+    # What is used stays: onnxruntime's wasm, OpenCV.js's two parts, libjpeg's wasm, model, localiser, check.
+    assert len(second.evaluate(kept)) == 7
     print(f"first visit to ready {first_s:.1f} s, second {second_s:.1f} s")
     context.close()
 

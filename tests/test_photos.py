@@ -80,6 +80,19 @@ def test_a_viewer_screenshot_is_cut_to_its_viewport_exactly(light):
         assert similarity(decoded.pixels, XRAY) > 0.95  # toolbars, study list and margins cut away
 
 
+@pytest.mark.parametrize("name", ["square on a flat lightbox", "square on a larger lightbox"])
+def test_a_phone_photo_saved_again_as_png_is_still_a_photo(name):
+    """A lossless file's flat margin is software's, unless a camera's EXIF says the picture was a photo
+    first: its JPEG flattened the lightbox before it became a PNG."""
+    camera = Image.Exif()
+    camera[0x010F], camera[0x0110] = "Phone maker", "Phone 12"  # Make, Model
+    for seed in range(2):
+        with Image.open(io.BytesIO(render(XRAY, name, seed).data)) as taken:
+            buffer = io.BytesIO()
+            taken.save(buffer, "PNG", exif=camera)
+        assert decode_image(buffer.getvalue()).input_kind == "photo", (name, seed)
+
+
 def zoomed_viewer(pixels: np.ndarray, zoom: int, size: tuple[int, int]) -> tuple[bytes, np.ndarray]:
     """A plain dark viewer drawn here, apart from both renderers: a toolbar with text, and the X-ray
     enlarged to most of the picture's height as `zoom` (an OpenCV interpolation) enlarges it. PNG bytes

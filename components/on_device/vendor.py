@@ -15,7 +15,7 @@ Why these versions:
   server's opencv-python-headless, so resizes and CLAHE give the same pixels (tested bit for bit in
   tests/test_on_device.py). Its opencv.js inlines the wasm as one 13 MB string literal, which a browser
   parses and decodes on every visit (0.45 s alone, 0.66-0.93 s beside the rest of the start). `fetch`
-  splits it, as split_opencv_js says, into the wasm (compiled lazily from bytes: 0.1 s to ready) and the
+  splits it, as split_opencv_js says, into the wasm (compiled lazily from bytes: 0.1 s alone) and the
   rest of the script; only those two are committed, each pinned. The npm file stays pinned as fetched.
 - dicom-parser 1.8.21 (cornerstonejs, MIT; its bundle's banner says 1.8.12, a stale header) and
   jpeg-lossless-decoder-js 2.1.2 (rii-mango, MIT): the newest releases when pinned (2026-12-07), loaded
@@ -118,11 +118,14 @@ def split_opencv_js(script: bytes) -> dict[str, bytes]:
             raise SystemExit(f"{OPENCV_JS}: expected {marker!r} once, found it {script.count(marker)} times")
     start, end = script.index(start_marker) + len(start_marker), script.index(end_marker)
     escapes = {"r": "\r", "n": "\n", "\\": "\\", "'": "'"}
-    literal = script[start:end].decode("utf-8")
-    unknown = set(re.findall(r"\\(.)", literal, flags=re.DOTALL)) - set(escapes)
-    if unknown:
-        raise SystemExit(f"{OPENCV_JS}: the inlined wasm has escapes this split does not know: {sorted(unknown)}")
-    wasm = re.sub(r"\\(.)", lambda found: escapes[found.group(1)], literal, flags=re.DOTALL).encode("latin-1")
+    try:
+        literal = script[start:end].decode("utf-8")
+        unknown = set(re.findall(r"\\(.)", literal, flags=re.DOTALL)) - set(escapes)
+        if unknown:
+            raise SystemExit(f"{OPENCV_JS}: the inlined wasm has escapes this split does not know: {sorted(unknown)}")
+        wasm = re.sub(r"\\(.)", lambda found: escapes[found.group(1)], literal, flags=re.DOTALL).encode("latin-1")
+    except UnicodeError as exc:  # not UTF-8, or a char past 255: not a string of bytes
+        raise SystemExit(f"{OPENCV_JS}: the inlined string is not one char per byte ({exc})") from None
     if not wasm.startswith(b"\0asm"):
         raise SystemExit(f"{OPENCV_JS}: the inlined string is not a wasm module")
     glue = (script[:start] + script[end:]).replace(factory_call, b"return cv;")

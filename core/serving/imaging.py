@@ -50,8 +50,9 @@ DIGITAL_LAYOUT_SHARE = 0.8
 # EXIF tags a camera writes and imaging software does not: a picture carrying either was taken with a
 # phone or a camera, so the film finder looks for the film in it.
 CAMERA_TAGS = (ExifTags.Base.Make, ExifTags.Base.Model)
-# Formats that keep every pixel: a margin of one exact grey in them is drawn, not a JPEG-flattened lightbox.
-LOSSLESS_FORMATS = ("PNG", "BMP")
+# Formats that keep every pixel (of those sniff_format takes): a margin of one exact grey in them is drawn,
+# not a lightbox a phone's JPEG flattened, unless a camera's EXIF says the file was a photo first.
+LOSSLESS_FORMATS = ("PNG",)
 # Pillow's modes of more than 8 bits: imaging software writes them, cameras do not (no film finder).
 DEEP_MODES = {"I;16": 16, "I;16B": 16, "I;16L": 16, "I": 16, "F": 32}
 
@@ -183,7 +184,7 @@ def _decode_raster(data: bytes, kind: str) -> DecodedImage:
             digital.xray_check = detector.check(digital.pixels)
             if digital.xray_check.passes(DIGITAL_LAYOUT_SHARE):
                 return digital
-    lossless = file_format in LOSSLESS_FORMATS
+    lossless = file_format in LOSSLESS_FORMATS and not _from_camera(image)
     location = photo.locate(photo.gray_of(picture), lossless)
     if location is None:
         return replace(digital, not_found="photo" if taken else "unsure")

@@ -276,7 +276,7 @@ async function start(data, wanted, generation) {
     return fail(test.reason);
   }
   state.context = context;
-  await release(previous); // another model's sessions: their memory, in the worker, is freed
+  await release(previous); // another model's sessions: their memory, in onnxruntime's wasm heap, is freed
   state.phase = "ready";
   report({
     phase: "ready", ok: true, reason: "", missing: [], model_sha256: model.sha256,
@@ -285,9 +285,23 @@ async function start(data, wanted, generation) {
     timings_ms: { started, load: loadedAt - started, selftest: performance.now() - loadedAt, ...parts },
     downloaded_bytes: fromServer, ort: ort.env.versions?.web || "",
   });
+  prune([...Object.values(data.libraries), ...data.assets.map((asset) => asset.sha256)]);
 }
 
-// Another model's sessions, once the batch that may be using them is done: their memory, in the worker, freed.
+// Once ready: Cache Storage entries under hashes this start did not use (a library since upgraded,
+// another model's files, fetched again if it is chosen) are removed, so that a browser keeps only what
+// screening uses, not every version it was ever sent.
+async function prune(used) {
+  try {
+    const cache = await caches.open(CACHE_NAME);
+    const kept = new Set(used.map((sha256) => cacheKey(sha256).url));
+    await Promise.all((await cache.keys()).filter((key) => !kept.has(key.url)).map((key) => cache.delete(key)));
+  } catch {
+    // Storage the browser refuses (a private window): nothing was kept there either.
+  }
+}
+
+// Another model's sessions, once the batch that may be using them is done: their memory freed.
 async function release(context) {
   await state.running.catch(() => undefined);
   if (!context || context === state.context) return;
