@@ -281,9 +281,10 @@ VIEWER_SIZE = (1280, 800)
 VIEWER_MARGINS = {"top": 56, "left": 220, "bottom": 28}
 
 
-def viewer_screenshot(gray: np.ndarray, rng: np.random.Generator, light: bool = False) -> Picture:
+def viewer_screenshot(gray: np.ndarray, rng: np.random.Generator, light: bool = False, flush: bool = False) -> Picture:
     """A desktop viewer showing the X-ray fitted into its viewport, with overlays in its corners; a dark
-    viewport, or a light theme's (brighter than most of the X-ray, as a lightbox is)."""
+    viewport, or a light theme's (brighter than most of the X-ray, as a lightbox is); centred, or flush
+    with the viewport's lower right corner, 10 px from the window's edge."""
     width, height = VIEWER_SIZE
     viewport = int(rng.integers(215, 246)) if light else int(rng.integers(0, 40))
     canvas = Image.new("RGB", (width, height), (viewport,) * 3)
@@ -304,6 +305,8 @@ def viewer_screenshot(gray: np.ndarray, rng: np.random.Generator, light: bool = 
     scale = min(port_w / gray.shape[1], port_h / gray.shape[0]) * rng.uniform(0.85, 1.0)
     shown_w, shown_h = round(gray.shape[1] * scale), round(gray.shape[0] * scale)
     left, top = port_left + (port_w - shown_w) // 2, port_top + (port_h - shown_h) // 2
+    if flush:
+        left, top = port_left + port_w - shown_w, port_top + port_h - shown_h
     shown = Image.fromarray(cv2.resize(gray, (shown_w, shown_h), interpolation=cv2.INTER_LINEAR)).convert("RGB")
     overlay = ImageDraw.Draw(shown)
     overlay.text((8, 6), "IM-0001  2026-11-30", fill=(255, 255, 255), font=font)

@@ -64,6 +64,9 @@ STRAIGHT_SIDE = 0.9
 RING = 3
 MIN_FLAT_MARGIN = 0.5
 MIN_DRAWN = 0.1
+# A viewer may draw the radiograph up to its window's edge: its viewport's grey must still show all round,
+# VIEWPORT_GAP pixels at least (a digital X-ray reaches the picture's edges), not EDGE_GAP of the side.
+VIEWPORT_GAP = RING
 # A film passes no more light than falls on it: a margin, or the picture's edge, at least as bright as
 # this percentile of what the margin surrounds is the lightbox behind a film (the margin then its black
 # rim), however flat a phone's denoising and JPEG made it. The proxy's square-on films: 5 to 8 of 8 taken
@@ -216,15 +219,16 @@ def _axis_aligned(corners: np.ndarray) -> bool:
     return bool(np.abs(corners - rectangle).max() <= SQUARE_TO_SCREEN)
 
 
-def _inside_margin(box_area: float, corners: np.ndarray, shape: tuple[int, int]) -> bool:
+def _inside_margin(box_area: float, corners: np.ndarray, shape: tuple[int, int], gap: float | None = None) -> bool:
     """Large enough to be the radiograph, and with the picture around it on every side: a
     digital X-ray, which reaches the picture's edges, is never cut (nor a body's outline in it)."""
-    return box_area >= MIN_AREA * shape[0] * shape[1] and _within(corners, shape)
+    return box_area >= MIN_AREA * shape[0] * shape[1] and _within(corners, shape, gap)
 
 
-def _within(corners: np.ndarray, shape: tuple[int, int]) -> bool:
+def _within(corners: np.ndarray, shape: tuple[int, int], gap: float | None = None) -> bool:
+    """Inside the picture by `gap` pixels on every side, or by EDGE_GAP of its sides."""
     height, width = shape
-    gap_x, gap_y = EDGE_GAP * width, EDGE_GAP * height
+    gap_x, gap_y = (gap, gap) if gap is not None else (EDGE_GAP * width, EDGE_GAP * height)
     xs, ys = corners[:, 0], corners[:, 1]
     return bool(xs.min() >= gap_x and ys.min() >= gap_y and xs.max() <= width - gap_x and ys.max() <= height - gap_y)
 
@@ -273,7 +277,7 @@ def _viewport(gray: np.ndarray, lossless: bool) -> np.ndarray | None:
         return None
     left, top, width, height = (int(v) for v in stats[int(np.bincount(inside).argmax()), :4])
     corners = np.float32([[left, top], [left + width, top], [left + width, top + height], [left, top + height]])
-    if not _inside_margin(width * height, corners, gray.shape):
+    if not _inside_margin(width * height, corners, gray.shape, VIEWPORT_GAP):
         return None
     # The viewport's grey must surround the box (a drawn rectangle, not an outline inside an X-ray),
     # and software must have drawn most of the picture around it.
