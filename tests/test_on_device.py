@@ -361,6 +361,19 @@ def _watch(page) -> dict:
     return sent
 
 
+def _ready_screen(chromium, server) -> tuple:
+    """A new browser profile on the Screen page, its on-device start passed: (context, page, what the page
+    sends, watched from before it opened its websocket, the start's own traffic cleared)."""
+    context = chromium.new_context(viewport={"width": 1400, "height": 1000}, accept_downloads=True)
+    page = context.new_page()
+    watched = _watch(page)
+    page.goto(f"{server.url}/screen")
+    assert _wait_ready(page)["phase"] == "ready"
+    watched["frames"].clear()
+    watched["requests"].clear()
+    return context, page, watched
+
+
 def _slices(data: bytes):
     """48-byte slices across a file, each with its base64 as it reads inside the whole file's (the
     slices start at multiples of 3 bytes, so that their base64 lines up with the file's)."""
@@ -404,13 +417,7 @@ def test_on_device_no_image_byte_leaves_and_the_answers_are_the_servers(server, 
     from playwright.sync_api import expect
 
     files = synthetic_files()
-    context = chromium.new_context(viewport={"width": 1400, "height": 1000}, accept_downloads=True)
-    page = context.new_page()
-    watched = _watch(page)  # before the page opens its websocket
-    page.goto(f"{server.url}/screen")
-    assert _wait_ready(page)["phase"] == "ready"
-    watched["frames"].clear()
-    watched["requests"].clear()
+    context, page, watched = _ready_screen(chromium, server)
     before = server.resident_mb()
     rows = _screen_on_device(page, files)
     _assert_no_slice_sent(files, watched)
@@ -440,12 +447,7 @@ def test_a_handed_file_is_uploaded_only_once_the_user_agrees_and_only_once(serve
     digital = ("chest.png", encode(xray_like(1, True, 256), "PNG"))
     photo = ("film.jpeg", film_photo(xray_like(2, True, 512), replace(PHOTO, keystone=0.12),
                                      np.random.default_rng(0)).data)
-    context = chromium.new_context(viewport={"width": 1400, "height": 1000}, accept_downloads=True)
-    page = context.new_page()
-    watched = _watch(page)
-    page.goto(f"{server.url}/screen")
-    assert _wait_ready(page)["phase"] == "ready"
-    watched["frames"].clear()
+    context, page, watched = _ready_screen(chromium, server)
     rows = _screen_on_device(page, [digital, photo])
     assert rows[1]["message"].startswith("not screened on this device"), rows
     note = page.get_by_test_id("on-device-handed-note")

@@ -28,9 +28,8 @@ from test_on_device import (
     FRONTEND,
     _assert_no_slice_sent,
     _assert_parity,
+    _ready_screen,
     _screen_on_device,
-    _wait_ready,
-    _watch,
     browser_test,
     chromium,
     predictor,
@@ -239,13 +238,7 @@ def device_cases() -> list[tuple[str, bytes]]:
 def test_dicoms_screened_on_the_device_get_the_servers_rows_and_none_of_their_bytes_leaves(server, chromium,
                                                                                           predictor):
     files = device_cases()
-    context = chromium.new_context(viewport={"width": 1400, "height": 1000}, accept_downloads=True)
-    page = context.new_page()
-    watched = _watch(page)
-    page.goto(f"{server.url}/screen")
-    assert _wait_ready(page)["phase"] == "ready"
-    watched["frames"].clear()
-    watched["requests"].clear()
+    context, page, watched = _ready_screen(chromium, server)
     rows = _screen_on_device(page, files)
     _assert_no_slice_sent(files, watched)
     assert b"Doe^Jane" not in b"".join(watched["frames"])  # make_dicom's made-up patient
