@@ -244,7 +244,7 @@ def ray_env(tmp_path_factory) -> dict:
 
 
 def test_a_ray_job_killed_at_random_points_then_resumed_screens_every_file_once(tmp_path, ray_env):
-    src = make_source(tmp_path / "src", seed=7, count=96)
+    src = make_source(tmp_path / "src", seed=7, count=192)  # 2 s of screening: the kills below land inside it
     expected_out = tmp_path / "reference"
     archive.screen_archive(src, expected_out, archive.JobSpec())
     expected = rows_by_path(expected_out)
@@ -252,9 +252,11 @@ def test_a_ray_job_killed_at_random_points_then_resumed_screens_every_file_once(
     command = [sys.executable, "-m", "core", "screen", str(src), "--out", str(out), "--engine", "ray", "--workers",
                "1", "--batch-size", "2", "--resume"]
     rng = random.Random(38)
-    # In the start-up; then twice while it screens, soon after a run's first part (of 12: a plain
-    # actor's job of 96 files can end a second later, before a kill timed from the run's start).
-    kill_at(command, out, -rng.uniform(2.0, 8.0), ray_env)
+    # In the start-up, before the run begins: starting the local Ray instance takes 4-5 s on 2 cores, and
+    # a job screens 192 files in about 2 s more, so a kill at 5.8 s let a whole job end first (and every
+    # later one found nothing left to screen). Then twice while it screens, soon after a run's first part
+    # (of 24: a kill timed from the run's start could come after the job's end).
+    kill_at(command, out, -rng.uniform(0.5, 2.5), ray_env)
     for _ in range(2):
         kill_at(command, out, rng.uniform(0.0, 0.3), ray_env, after_part=True)
     killed = [run for run in archive.runs(out) if not (run / archive.COMPLETE).exists()]
