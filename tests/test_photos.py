@@ -54,18 +54,44 @@ def test_a_photographed_film_is_found_at_its_corners_and_straightened(keystone):
 
 
 @pytest.mark.parametrize("name", ["film on a larger lightbox at a slant", "larger lightbox, a thumb on a corner",
-                                  "larger lightbox, a clip on a corner", "square on a larger lightbox"])
-def test_a_film_on_a_larger_lightbox_is_found_inside_the_lightboxs_outline(name):
+                                  "larger lightbox, a clip on a corner", "lightbox just larger, a clip",
+                                  "square on a larger lightbox"])
+def test_a_film_on_a_larger_lightbox_is_found_inside_the_lightboxs_outline(name, detector):
     """The lightbox's own edges are in the picture: the film is the outline inside it, dark against its
     light, not the lightbox (which, straightened, leaves a bright margin that fails the layout check)."""
+    # A lightbox just larger than the film lies 2% of the film's side beyond it: a pixel or two of the
+    # finder's small copy, where its edge and the film's are one. Either is the film to within that, and
+    # what is left of the lightbox's line round it must not stop it being screened.
+    narrow = name == "lightbox just larger, a clip"
+    tolerance, alike = (0.02, 0.9) if narrow else (0.01, 0.95)
     for seed in range(2):
         picture = render(XRAY, name, seed)
         decoded = decode_image(picture.data)
         assert decoded.input_kind == "photo", (name, seed)
         scale = max(decoded.straightened.picture.shape[:2]) / max(picture_size(picture.data))
         error = np.abs(decoded.straightened.location.corners / scale - picture.corners).max()
-        assert error <= 0.01 * min(picture_size(picture.data)), (name, seed, error)
-        assert similarity(decoded.pixels, XRAY) > 0.95, (name, seed)
+        assert error <= tolerance * min(picture_size(picture.data)), (name, seed, error)
+        assert similarity(decoded.pixels, XRAY) > alike, (name, seed)
+        check_chest_xray(decoded, detector)  # screened: no refusal
+
+
+@requires_real_data
+@pytest.mark.parametrize("name", ["larger lightbox, a clip on a corner", "lightbox just larger, a clip"])
+def test_a_clip_from_beyond_the_lightbox_leaves_real_films_found(name):
+    """The clip joins the film's outline to the lightbox's, so the film is sought inside the lightbox alone;
+    a lightbox made for the film's size shows only a thin line of light round it. On 40 validation X-rays
+    (seeded as benchmarks.photos seeds them), 30 of the clip case and 37 with the lightbox just larger were
+    found before (the film then sought only as an outline nested in the lightbox's, judged on a band as deep
+    as the lightbox's frame), all 40 of each after."""
+    found = 0
+    for seed, example in enumerate(split_examples(real_data_dir(), "validation", 0)[:40]):
+        picture = render(decode_image(example.path.read_bytes()).pixels, name, seed)
+        decoded = decode_image(picture.data)
+        if decoded.straightened is not None:
+            scale = max(decoded.straightened.picture.shape[:2]) / max(picture_size(picture.data))
+            error = np.abs(decoded.straightened.location.corners / scale - picture.corners).max()
+            found += bool(error <= 0.02 * min(picture_size(picture.data)))
+    assert found >= 38, found
 
 
 @pytest.mark.parametrize("light", [False, True])

@@ -47,6 +47,8 @@ SCREEN_SUBPIXELS = 3  # an LCD's red, green and blue stripes per displayed pixel
 # A lightbox larger than the film, its own edges in the picture: it reaches this share of the film's side
 # beyond each of the film's edges, in a room this dim; photographed at this slant (corners moved).
 LIGHTBOX_MARGIN = 0.12
+# A viewer made for the film's size is barely larger than it: the lightbox shows in a thin line round it.
+NARROW_LIGHTBOX_MARGIN = 0.02
 ROOM = 0.22
 LARGER_LIGHTBOX_SLANT = 0.07
 # What may lie over one of the film's top corners: a thumb holding it (skin in room light) or the
@@ -92,6 +94,8 @@ RENDERINGS: dict[str, Rendering | str] = {
     "larger lightbox, a thumb on a corner": replace(PHOTO, lightbox_margin=LIGHTBOX_MARGIN,
                                                     keystone=LARGER_LIGHTBOX_SLANT, occluder="thumb"),
     "larger lightbox, a clip on a corner": replace(PHOTO, lightbox_margin=LIGHTBOX_MARGIN, occluder="clip"),
+    "lightbox just larger, a clip": replace(PHOTO, lightbox_margin=NARROW_LIGHTBOX_MARGIN,
+                                            keystone=LARGER_LIGHTBOX_SLANT, occluder="clip"),
     "square on a flat lightbox": SQUARE,
     "square on a larger lightbox": replace(SQUARE, lightbox_margin=LIGHTBOX_MARGIN),
     "square, warm light": replace(SQUARE, light=WARM_LIGHT),

@@ -90,9 +90,8 @@ MIN_STEP = 25
 # hand touching the film adds bumps to its outline that the looser ones cut off.
 QUAD_FITS = (0.02, 0.04, 0.07)
 CANDIDATES = 8  # the largest outlines tried
-# An outline inside another, with at most this share of its area, may be the film on a larger lightbox.
-NESTED = 0.92
 SIDE_ENDS = 0.2  # share of each side at either end left out where a nested film's sides are read
+SIDE_SAMPLES = 32  # points along each side where the light inside and outside it is read
 NESTED_TOLERANCE = 2.0  # pixels of the small copy a nested outline's corner may lie outside (sides it shares)
 CANNY = (0.25, 0.5)  # Canny's thresholds, as shares of the picture's Otsu threshold
 # Failing an outline, the film's sides are sought among straight edges at least MIN_SIDE_LINE of the
@@ -331,7 +330,13 @@ def _film_outline(small: np.ndarray) -> np.ndarray | None:
     # A film on a larger lightbox may be found only by its lines (a clip joins its outline to the
     # lightbox's), the lightbox by its outline: the innermost film is sought among both.
     outlines = list(_quadrilaterals(hulls[:CANDIDATES] + _dark_region(blurred), edges, small))
-    return _innermost(outlines + list(_from_lines(lines[spans < SPANNING], edges, small)), small)
+    outlines += list(_from_lines(lines[spans < SPANNING], edges, small))
+    if outlines and not _lit_from_behind_all_round(outlines[0], small):
+        # The largest outline is a lightbox's (or mixes its sides with the film's): a clip or a thumb
+        # reaching over the film from beyond the lightbox joins their outlines, so the film is also
+        # sought as the dark region inside the lightbox alone.
+        outlines += list(_quadrilaterals(_dark_region(blurred, outlines[0]), edges, small))
+    return _innermost(outlines, small)
 
 
 def _straight_lines(edges: np.ndarray) -> np.ndarray:
@@ -423,11 +428,21 @@ def _crossings(across: np.ndarray, down: np.ndarray) -> np.ndarray:
         return meets[..., :2] / meets[..., 2:]
 
 
-def _dark_region(blurred: np.ndarray) -> list[np.ndarray]:
+def _dark_region(blurred: np.ndarray, inside: np.ndarray | None = None) -> list[np.ndarray]:
     """The hull of the dark regions away from the picture's edges, once thin things are opened away:
     a film lit from behind is darker than the light around it, and a window bar or a hand touching
-    it is narrower than it (a body as bright as the light splits the film into parts)."""
-    _, dark = cv2.threshold(blurred, 0, 1, cv2.THRESH_BINARY_INV + cv2.THRESH_OTSU)
+    it is narrower than it (a body as bright as the light splits the film into parts).
+    inside: an outline (a lightbox's) that the regions must lie inside, all outside it left out: the
+    room beyond a lightbox is dark too, and a clip reaching from it joins it to the film."""
+    region = blurred
+    if inside is not None:
+        within = np.zeros(blurred.shape, np.uint8)
+        cv2.fillConvexPoly(within, inside.round().astype(np.int32), 1)
+        within = cv2.erode(within, np.ones((5, 5), np.uint8)) > 0  # clear of the lightbox's own edge
+        if not within.any():
+            return []
+        region = np.where(within, blurred, np.percentile(blurred[within], 99)).astype(np.uint8)
+    _, dark = cv2.threshold(region, 0, 1, cv2.THRESH_BINARY_INV + cv2.THRESH_OTSU)
     side = max(3, round(DARK_OPENING * max(blurred.shape)))
     dark = cv2.morphologyEx(dark, cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (side, side)))
     regions, _ = cv2.findContours(dark, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
@@ -439,38 +454,48 @@ def _innermost(outlines: list[np.ndarray], small: np.ndarray) -> np.ndarray | No
     """Of the film outlines found (from the largest hulls first), the first, or the film inside it: a
     lightbox, a window or a sheet of paper larger than the film has an outline of its own around the
     film's. Unless the first is a film itself (darker than the light just outside it along every side), the
-    film is the first outline lying within it, clearly smaller, and that dark against its light: an outline
-    mixing the film's sides with the lightbox's has a side with the lightbox inside."""
+    film is the largest smaller outline lying within it that is dark against its light (an outline mixing the
+    film's sides with the lightbox's has a side with the lightbox inside); a film on a lightbox made for its
+    size lies a pixel or two inside the lightbox's outline."""
     if not outlines:
         return None
     first = outlines[0]
     if _lit_from_behind_all_round(first, small):  # a film already: what lies inside it is its anatomy
         return first
-    inner = (o for o in outlines if cv2.contourArea(o) <= NESTED * cv2.contourArea(first)
-             and _lies_within(o, first) and _lit_from_behind_all_round(o, small))
-    return next(inner, first)
+    inner = [o for o in outlines[1:] if cv2.contourArea(o) < cv2.contourArea(first)
+             and _lies_within(o, first) and _lit_from_behind_all_round(o, small)]
+    # The largest: an outline inside the film (its anatomy, some lit all round too) is smaller than it.
+    return max(inner, key=cv2.contourArea, default=first)
 
 
 def _lit_from_behind_all_round(corners: np.ndarray, small: np.ndarray) -> bool:
     """Along each side, away from the corners (a thumb or a clip), the band just inside is darker by
-    MIN_STEP than the band just outside."""
-    depth = max(3.0, BAND * max(small.shape))
+    MIN_STEP than the light just outside: the brightest line of the band outside, at any depth, since a
+    lightbox made for the film's size shows only a thin line of light round it, its frame beyond."""
+    depth = max(3, round(BAND * max(small.shape)))
+    height, width = small.shape
     centre = corners.mean(axis=0)
+    along = np.linspace(SIDE_ENDS, 1 - SIDE_ENDS, SIDE_SAMPLES)[:, np.newaxis]
     for i in range(4):
         start, end = corners[i], corners[(i + 1) % 4]
-        start, end = start + SIDE_ENDS * (end - start), end - SIDE_ENDS * (end - start)
         normal = np.float32([start[1] - end[1], end[0] - start[0]])
-        normal *= depth / max(float(np.linalg.norm(normal)), 1e-9)
+        normal /= max(float(np.linalg.norm(normal)), 1e-9)
         if normal @ (centre - start) < 0:
-            normal = -normal
-        levels = []
-        for offset in (normal, -normal):
-            strip = np.zeros(small.shape, np.uint8)
-            cv2.fillConvexPoly(strip, np.float32([start, end, end + offset, start + offset]).round().astype(np.int32), 1)
-            if not strip.any():
+            normal = -normal  # pointing into the film
+        on_side = start + along * (end - start)
+        levels = {}
+        for direction in (1, -1):  # inside, then outside
+            rows = []
+            for step in range(1, depth + 1):
+                points = (on_side + direction * step * normal).round().astype(int)
+                seen = (points[:, 0] >= 0) & (points[:, 0] < width) & (points[:, 1] >= 0) & (points[:, 1] < height)
+                if seen.any():
+                    rows.append(small[points[seen, 1], points[seen, 0]])
+            if not rows:
                 return False
-            levels.append(float(np.median(small[strip > 0])))
-        if levels[0] - levels[1] > -MIN_STEP:
+            levels[direction] = (float(np.median(np.concatenate(rows))) if direction == 1
+                                 else max(float(np.median(row)) for row in rows))
+        if levels[1] - levels[-1] > -MIN_STEP:
             return False
     return True
 
