@@ -16,6 +16,9 @@ from core.analysis import data, evaluation, reports
 from core.analysis.shift import FRAMING_MEAN, PAIRED_METRICS, SHIFTS, paired_comparison, sharpen, shift_report
 from core.cli import _recipe_settings
 from core.learning.pipeline import (
+    REFLECTION_PEAK,
+    REFLECTION_RAMP,
+    REFLECTION_WIDTH,
     FramingConsistency,
     augmentation,
     augmenter,
@@ -23,6 +26,7 @@ from core.learning.pipeline import (
     detail_blur,
     gaussian_blur,
     mixer,
+    reflected_light,
     training_dataset,
     with_contrast_step,
 )
@@ -229,6 +233,27 @@ def test_max_gamma_widens_the_exposure_augmentation():
     assert centres[3.0].max() > 0.6 and centres[3.0].min() < centres[0.0].min()
     with pytest.raises(ValueError, match="above 1"):
         augmenter("strong", seed=0, max_gamma=0.6)
+
+
+def test_reflected_light_adds_a_soft_spot_to_the_chosen_share_of_images():
+    # A reflection adds light, never takes it: on a flat grey of 0.2 every change is a rise, smooth (no
+    # steeper than the narrowest spot's flank, peak / (sigma e^0.5), with the ramp's slope: 0.092 a pixel
+    # here), peaking within the drawn range; chance 0 changes nothing.
+    flat = tf.constant(np.full((400, 48, 48, 1), 0.2, np.float32))
+    np.testing.assert_array_equal(reflected_light(flat, 0.0).numpy(), flat.numpy())
+    lit = reflected_light(flat, 0.5).numpy() - 0.2
+    assert lit.min() >= -1e-6
+    steepest = REFLECTION_PEAK[1] / (REFLECTION_WIDTH[0] * 48 * np.sqrt(np.e)) + REFLECTION_RAMP / 47
+    assert np.abs(np.diff(lit, axis=1)).max() < steepest and np.abs(np.diff(lit, axis=2)).max() < steepest
+    peaks = lit.max(axis=(1, 2, 3))
+    touched = peaks > 1e-6
+    assert 0.4 < touched.mean() < 0.6  # 200 of 400 expected
+    assert peaks[touched].max() <= REFLECTION_PEAK[1] + REFLECTION_RAMP + 1e-6
+    assert np.median(peaks[touched]) > REFLECTION_PEAK[0]
+    # Clipped at white, as a camera clips it.
+    assert reflected_light(tf.ones((4, 16, 16, 1)), 1.0).numpy().max() == 1.0
+    with pytest.raises(ValueError, match="chance per image"):
+        augmenter("strong", seed=0, reflections=1.5)
 
 
 def test_augmentation_before_the_contrast_step_is_followed_by_it():

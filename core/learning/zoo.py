@@ -49,6 +49,9 @@ class Recipe:
     # Widest gamma of the exposure augmentation, drawn log-uniformly in [1/g, g]; 0: the augment
     # level's own (e^0.35, about 1.42, for the strong levels)
     max_gamma: float = 0.0
+    # Chance per training image of a reflection's light added over part of it (core.learning.pipeline.
+    # reflected_light): a phone photo of a film under a lamp or beside a window; 0: none
+    reflections: float = 0.0
     label_smoothing: float = 0.0
     mixup: float = 0.0  # Beta(alpha, alpha) of mixup; 0 turns it off
     # Weight of the framing-consistency term (core.learning.pipeline.FramingConsistency); 0 turns it off
