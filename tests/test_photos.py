@@ -260,6 +260,19 @@ def test_every_rendering_is_reported_as_its_kind(name):
         assert decode_image(picture.data).input_kind == picture.kind, (name, seed)
 
 
+def test_a_film_upside_down_in_a_photo_is_refused_with_advice_about_the_photo(detector):
+    """A film is turned on the lightbox, not saved again; where the light was uneven too (a brightening over
+    the lower film reads as a chest upside down), that is named as a possible cause with its own advice."""
+    turned = np.ascontiguousarray(np.rot90(XRAY, 2))
+    with pytest.raises(NotChestXRayError, match="turn it upright on the lightbox") as refused:
+        check_chest_xray(decode_image(render(turned, "film on a lightbox", 0).data), detector)
+    assert "save it upright" not in str(refused.value) and RETAKE["uneven light"] not in str(refused.value)
+    with pytest.raises(NotChestXRayError, match="turn it upright on the lightbox") as refused:
+        check_chest_xray(decode_image(render(turned, "uneven light", 1).data), detector)
+    assert f"if it is upright, the light may be why: the light is uneven across the film: {RETAKE['uneven light']}" \
+        in str(refused.value)
+
+
 def test_uneven_light_across_the_film_is_warned_and_even_light_is_not(detector):
     hint = RETAKE["uneven light"]
     for seed in range(3):

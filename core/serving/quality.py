@@ -266,6 +266,13 @@ def layout_hint(decoded: DecodedImage, detector: XrayDetector) -> str:
     return CHECK_UPRIGHT
 
 
+def _light_as_cause(warnings: list[str], unless: str) -> str:
+    """A photo's glare or uneven light, as what may have made the film fail a check: a reflection's haze
+    changes its grey levels, and a brightening over the lower film reads as a chest upside down."""
+    found = [w for w in warnings if RETAKE["glare"] in w or RETAKE["uneven light"] in w]
+    return f"; {unless}, the light may be why: {'; '.join(found)}" if found else ""
+
+
 def check_chest_xray(decoded: DecodedImage, detector: XrayDetector | None = None) -> list[str]:
     """Raise NotChestXRayError for what is no chest X-ray; return quality warnings.
 
@@ -286,8 +293,12 @@ def check_chest_xray(decoded: DecodedImage, detector: XrayDetector | None = None
                                     + layout_hint(decoded, detector))
         if not measured.radiograph_profile:
             raise NotChestXRayError("not a chest X-ray: its grey levels and texture are not those of a radiograph"
-                                    + (f"; {NOT_FOUND}" if decoded.not_found == "photo" else ""))
+                                    + (f"; {NOT_FOUND}" if decoded.not_found == "photo" else "")
+                                    + _light_as_cause(warnings, "if it is a chest X-ray"))
         if detector.looks_upside_down(decoded.pixels, measured.layout_residual):
+            if decoded.input_kind == "photo":
+                raise NotChestXRayError("the film looks upside down in the photo: turn it upright on the lightbox, "
+                                        "then take the photo again" + _light_as_cause(warnings, "if it is upright"))
             raise NotChestXRayError("the X-ray is upside down: save it upright, then upload it again")
     pixels = decoded.pixels.astype(np.float32) / 255.0
     clipped = float(np.mean((decoded.pixels <= 2) | (decoded.pixels >= 253)))
