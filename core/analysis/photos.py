@@ -35,8 +35,6 @@ WARM_LIGHT = (1.0, 0.8, 0.58)
 # Glare: a lamp reflected on the film, a bright spot of this strength (1 = just saturating at its centre).
 # The plain glare rendering should be screened with a warning; the strong one refused with its hint.
 GLARE_STRENGTH = 0.25
-# A lamp's reflection just bright enough to clip: a small saturated core in a wide bright flank.
-PAST_WHITE_GLARE_STRENGTH = 0.6
 STRONG_GLARE_STRENGTH = 2.0
 ROOM_LIGHT = 0.9  # a print on a desk, lit from the front
 # A plain lightbox, photographed square on: one even brightness, up to past the camera's white (clipped).
@@ -86,7 +84,6 @@ RENDERINGS: dict[str, Rendering | str] = {
     "warm light": replace(PHOTO, light=WARM_LIGHT),
     "strong perspective": replace(PHOTO, keystone=0.1),
     "slight glare": replace(PHOTO, glare=GLARE_STRENGTH),
-    "glare just past white": replace(PHOTO, glare=PAST_WHITE_GLARE_STRENGTH),
     "strong glare (should be refused)": replace(PHOTO, glare=STRONG_GLARE_STRENGTH),
     "soft blur": replace(PHOTO, blur=2.5),
     "phone JPEG, small": replace(PHOTO, jpeg_quality=50, film_side=360),

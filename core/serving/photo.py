@@ -122,15 +122,6 @@ GLARE_RIM = 2  # pixels around a saturated patch filled with it
 # film's mean difference from the same photo without glare, 27 grey levels with the rim alone, was least
 # at this share (9-20; 0.5 and 1.5 left 9-21).
 GLARE_HALO = 1.0
-# A reflection just bright enough to clip has a small core in a wide bright flank: its patch is grown further
-# while the median of each ring round it is still HALO_FALL grey levels above the ring HALO_AHEAD pixels
-# beyond, up to HALO_REACH of the film's side. Fitted on the photo proxy (16 validation X-rays, the same
-# photo with the glare and without): the straightened films' mean difference, by the core's radius alone
-# 10.1 for glare just past white and 17.6 for slight glare, was 6.1 and 9.2 at a fall of 1, 6.6 and 9.2 at
-# 2, 6.6 and 10.0 at 3.
-HALO_FALL = 2.0
-HALO_AHEAD = 3
-HALO_REACH = 0.15
 GLARE_FILL = 5  # pixels around a glare patch that its filling reads
 DISPLAY_SIDE = 640
 # Photo quality is measured on the straightened film at these sizes.
@@ -706,7 +697,7 @@ def radiograph_of(picture: np.ndarray, location: Location,
     if location.kind == "photo" and glare > 0:
         # A reflection leaves no radiograph under it: fill it from around, so that neither the checks
         # nor the model read a white blot as an opacity. Too much of it is refused (core.serving.quality).
-        cut = cv2.inpaint(cut, _with_halo(glared, cut), GLARE_FILL, cv2.INPAINT_TELEA)
+        cut = cv2.inpaint(cut, _with_halo(glared), GLARE_FILL, cv2.INPAINT_TELEA)
     quality = None
     if location.kind == "photo":
         quality = PhotoQuality(glare, sharpness(cut), fringes, round(min(location.size) / scale),
@@ -714,31 +705,18 @@ def radiograph_of(picture: np.ndarray, location: Location,
     return cut, chroma, Straightened(location, picture, quality)
 
 
-def _with_halo(glared: np.ndarray, gray: np.ndarray) -> np.ndarray:
-    """The saturated patches with their halo (8-bit mask) in the grey film `gray`: each patch grown by
-    GLARE_RIM pixels and by GLARE_HALO of its own radius, so a large reflection takes its wide halo and a
-    speck only its rim, and further while the light keeps falling away from it (HALO_FALL): a reflection
-    just bright enough to clip has a small core in a wide flank. The radius is the patch's inscribed one
-    (its deepest pixel's distance to its edge): a reflection's disc gets what the disc of its area would,
-    but a thin bright strip (a film's clear edge, a sliver of lightbox) only its rim, where a disc of its
-    area would have spread over much of the film."""
+def _with_halo(glared: np.ndarray) -> np.ndarray:
+    """The saturated patches with their halo (8-bit mask): each patch grown by GLARE_RIM pixels and by
+    GLARE_HALO of its own radius, so a large reflection takes its wide halo and a speck only its rim. The
+    radius is the patch's inscribed one (its deepest pixel's distance to its edge): a reflection's disc gets
+    what the disc of its area would, but a thin bright strip (a film's clear edge, a sliver of lightbox)
+    only its rim, where a disc of its area would have spread over much of the film."""
     distance, nearest = cv2.distanceTransformWithLabels(np.uint8(~glared), cv2.DIST_L2, 5,
                                                         labelType=cv2.DIST_LABEL_CCOMP)
     depth = cv2.distanceTransform(np.uint8(glared), cv2.DIST_L2, 5)
     radius = np.zeros(int(nearest.max()) + 1, np.float32)
     np.maximum.at(radius, nearest[glared], depth[glared])
-    reach = GLARE_RIM + GLARE_HALO * radius
-    farthest = max(1, round(HALO_REACH * min(gray.shape)))
-    rings = distance.astype(int)  # whole pixels from the nearest patch
-    for label in np.flatnonzero(radius > 0):
-        around = (nearest == label) & (rings >= 1) & (rings <= farthest)
-        levels = np.full(farthest + 1, np.nan, np.float32)  # the median of each ring round the patch
-        for ring in np.unique(rings[around]):
-            levels[ring] = np.median(gray[around & (rings == ring)])
-        falling = levels[1:-HALO_AHEAD] - levels[1 + HALO_AHEAD:] >= HALO_FALL  # NaN (no ring) stops it
-        flank = int(np.argmin(falling)) if not falling.all() else len(falling)  # rings before the first flat one
-        reach[label] = max(reach[label], flank + 1)
-    return np.uint8(distance <= reach[nearest])
+    return np.uint8(distance <= GLARE_RIM + GLARE_HALO * radius[nearest])
 
 
 def display_copy(picture: np.ndarray) -> np.ndarray:
