@@ -111,7 +111,8 @@ def summarise(results: list[dict], labels: np.ndarray, threshold: float, names) 
         refusals: dict[str, int] = {}
         for r in results:
             if r[name]["refusal"]:
-                reason = next((hint for hint in RETAKE if RETAKE[hint] in r[name]["refusal"]), r[name]["refusal"][:60])
+                own = r[name]["refusal"].split("; if it is")[0]  # not the light named as a possible cause after it
+                reason = next((hint for hint in RETAKE if RETAKE[hint] in own), own[:60])
                 refusals[reason] = refusals.get(reason, 0) + 1
         figures[name] = {
             "screened": float(screened.sum() / usable.sum()),

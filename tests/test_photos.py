@@ -63,7 +63,7 @@ def test_a_film_on_a_larger_lightbox_is_found_inside_the_lightboxs_outline(name,
     # finder's small copy, where its edge and the film's are one. Either is the film to within that, and
     # what is left of the lightbox's line round it must not stop it being screened.
     narrow = name == "lightbox just larger, a clip"
-    tolerance, alike = (0.02, 0.9) if narrow else (0.01, 0.95)
+    tolerance, alike = (0.02, 0.94) if narrow else (0.01, 0.95)
     for seed in range(2):
         picture = render(XRAY, name, seed)
         decoded = decode_image(picture.data)
@@ -261,13 +261,13 @@ def test_every_rendering_is_reported_as_its_kind(name):
 
 
 def test_a_film_upside_down_in_a_photo_is_refused_with_advice_about_the_photo(detector):
-    """A film is turned on the lightbox, not saved again; where the light was uneven too (a brightening over
+    """A film is turned upright and photographed again, not saved again; where the light was uneven too (a brightening over
     the lower film reads as a chest upside down), that is named as a possible cause with its own advice."""
     turned = np.ascontiguousarray(np.rot90(XRAY, 2))
-    with pytest.raises(NotChestXRayError, match="turn it upright on the lightbox") as refused:
+    with pytest.raises(NotChestXRayError, match="turn it upright, then take the photo again") as refused:
         check_chest_xray(decode_image(render(turned, "film on a lightbox", 0).data), detector)
     assert "save it upright" not in str(refused.value) and RETAKE["uneven light"] not in str(refused.value)
-    with pytest.raises(NotChestXRayError, match="turn it upright on the lightbox") as refused:
+    with pytest.raises(NotChestXRayError, match="turn it upright, then take the photo again") as refused:
         check_chest_xray(decode_image(render(turned, "uneven light", 1).data), detector)
     assert f"if it is upright, the light may be why: the light is uneven across the film: {RETAKE['uneven light']}" \
         in str(refused.value)

@@ -243,7 +243,7 @@ def test_reflected_light_adds_a_soft_spot_to_the_chosen_share_of_images():
     np.testing.assert_array_equal(reflected_light(flat, 0.0).numpy(), flat.numpy())
     lit = reflected_light(flat, 0.5).numpy() - 0.2
     assert lit.min() >= -1e-6
-    steepest = REFLECTION_PEAK[1] / (REFLECTION_WIDTH[0] * 48 * np.sqrt(np.e)) + REFLECTION_RAMP / 47
+    steepest = REFLECTION_PEAK[1] / (REFLECTION_WIDTH[0] * 48 * np.sqrt(np.e)) + REFLECTION_RAMP / 47  # the spot's sigma in pixels: a share of the side, 48 pixels
     assert np.abs(np.diff(lit, axis=1)).max() < steepest and np.abs(np.diff(lit, axis=2)).max() < steepest
     peaks = lit.max(axis=(1, 2, 3))
     touched = peaks > 1e-6
@@ -254,6 +254,8 @@ def test_reflected_light_adds_a_soft_spot_to_the_chosen_share_of_images():
     assert reflected_light(tf.ones((4, 16, 16, 1)), 1.0).numpy().max() == 1.0
     with pytest.raises(ValueError, match="chance per image"):
         augmenter("strong", seed=0, reflections=1.5)
+    with pytest.raises(ValueError, match="choose an augment level"):
+        augmenter("none", seed=0, reflections=0.5)
 
 
 def test_augmentation_before_the_contrast_step_is_followed_by_it():

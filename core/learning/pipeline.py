@@ -163,6 +163,8 @@ def augmenter(level: str, seed: int, *, min_crop_area: float = 0.4, sharpness_wi
     if not 0 <= reflections <= 1:
         raise ValueError(f"reflections is a chance per image, in [0, 1], not {reflections}")
     if level == "none":
+        if reflections:
+            raise ValueError("reflections are part of the augmentation: choose an augment level, not 'none'")
         return None
     if any(width <= 0 or width >= 0.1 for width in sharpness_widths):
         raise ValueError(f"sharpness widths are shares of the image side in (0, 0.1), not {sharpness_widths}")

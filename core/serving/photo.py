@@ -82,7 +82,7 @@ LIT_PERCENTILE = 95
 EDGE_SUPPORT = 0.6
 MAX_SURROUND_EDGES = 0.03  # measured: films 0-1.2%; two digital X-rays cut to under half of them at 6%
 # Around and just inside the film, bands of BAND of the side differ by MIN_STEP grey levels in
-# their medians: measured 55-170 for the photo proxy's films on a lightbox or window, less for some
+# their medians (_lit_from_behind_all_round reads the band outside as its brightest line): measured 55-170 for the photo proxy's films on a lightbox or window, less for some
 # photographed screens (a grey bezel), 8-19 for the lungs of drawn X-rays.
 BAND = 0.04
 MIN_STEP = 25
@@ -489,7 +489,7 @@ def _lit_from_behind_all_round(corners: np.ndarray, small: np.ndarray) -> bool:
             for step in range(1, depth + 1):
                 points = (on_side + direction * step * normal).round().astype(int)
                 seen = (points[:, 0] >= 0) & (points[:, 0] < width) & (points[:, 1] >= 0) & (points[:, 1] < height)
-                if seen.any():
+                if 2 * seen.sum() >= SIDE_SAMPLES:  # a row mostly off the picture is not read (one noisy pixel)
                     rows.append(small[points[seen, 1], points[seen, 0]])
             if not rows:
                 return False

@@ -297,7 +297,7 @@ def check_chest_xray(decoded: DecodedImage, detector: XrayDetector | None = None
                                     + _light_as_cause(warnings, "if it is a chest X-ray"))
         if detector.looks_upside_down(decoded.pixels, measured.layout_residual):
             if decoded.input_kind == "photo":
-                raise NotChestXRayError("the film looks upside down in the photo: turn it upright on the lightbox, "
+                raise NotChestXRayError("the film looks upside down in the photo: turn it upright, "
                                         "then take the photo again" + _light_as_cause(warnings, "if it is upright"))
             raise NotChestXRayError("the X-ray is upside down: save it upright, then upload it again")
     pixels = decoded.pixels.astype(np.float32) / 255.0
