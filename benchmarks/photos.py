@@ -39,7 +39,7 @@ from core.analysis.reports import split_examples
 from core.serving import photo, registry
 from core.serving.imaging import ImageError, decode_image
 from core.serving.predictor import Predictor
-from core.serving.quality import RETAKE
+from core.serving.quality import LIGHT_AS_CAUSE, RETAKE
 from core.serving.settings import DEFAULT_OPERATING_POINT
 
 CORNER_TOLERANCE = 0.02  # of the picture's shorter side
@@ -111,7 +111,9 @@ def summarise(results: list[dict], labels: np.ndarray, threshold: float, names) 
         refusals: dict[str, int] = {}
         for r in results:
             if r[name]["refusal"]:
-                own = r[name]["refusal"].split("; if it is")[0]  # not the light named as a possible cause after it
+                refusal = r[name]["refusal"]
+                # The refusal's own reason, not the light named after it as a possible cause.
+                own = refusal.split(LIGHT_AS_CAUSE)[0].rsplit("; ", 1)[0] if LIGHT_AS_CAUSE in refusal else refusal
                 reason = next((hint for hint in RETAKE if RETAKE[hint] in own), own[:60])
                 refusals[reason] = refusals.get(reason, 0) + 1
         figures[name] = {

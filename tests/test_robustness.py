@@ -243,7 +243,8 @@ def test_reflected_light_adds_a_soft_spot_to_the_chosen_share_of_images():
     np.testing.assert_array_equal(reflected_light(flat, 0.0).numpy(), flat.numpy())
     lit = reflected_light(flat, 0.5).numpy() - 0.2
     assert lit.min() >= -1e-6
-    steepest = REFLECTION_PEAK[1] / (REFLECTION_WIDTH[0] * 48 * np.sqrt(np.e)) + REFLECTION_RAMP / 47  # the spot's sigma in pixels: a share of the side, 48 pixels
+    # The spot's sigma is a share of the 48-pixel side; the ramp rises over 47 steps.
+    steepest = REFLECTION_PEAK[1] / (REFLECTION_WIDTH[0] * 48 * np.sqrt(np.e)) + REFLECTION_RAMP / 47
     assert np.abs(np.diff(lit, axis=1)).max() < steepest and np.abs(np.diff(lit, axis=2)).max() < steepest
     peaks = lit.max(axis=(1, 2, 3))
     touched = peaks > 1e-6

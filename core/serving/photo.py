@@ -82,7 +82,8 @@ LIT_PERCENTILE = 95
 EDGE_SUPPORT = 0.6
 MAX_SURROUND_EDGES = 0.03  # measured: films 0-1.2%; two digital X-rays cut to under half of them at 6%
 # Around and just inside the film, bands of BAND of the side differ by MIN_STEP grey levels in
-# their medians (_lit_from_behind_all_round reads the band outside as its brightest line): measured 55-170 for the photo proxy's films on a lightbox or window, less for some
+# their medians (_lit_from_behind_all_round reads the band outside as its brightest line): measured
+# 55-170 for the photo proxy's films on a lightbox or window, less for some
 # photographed screens (a grey bezel), 8-19 for the lungs of drawn X-rays.
 BAND = 0.04
 MIN_STEP = 25

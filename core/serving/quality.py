@@ -266,11 +266,14 @@ def layout_hint(decoded: DecodedImage, detector: XrayDetector) -> str:
     return CHECK_UPRIGHT
 
 
+LIGHT_AS_CAUSE = "the light may be why"  # what a refusal adds before a photo's glare or uneven light
+
+
 def _light_as_cause(warnings: list[str], unless: str) -> str:
     """A photo's glare or uneven light, as what may have made the film fail a check: a reflection's haze
     changes its grey levels, and a brightening over the lower film reads as a chest upside down."""
     found = [w for w in warnings if RETAKE["glare"] in w or RETAKE["uneven light"] in w]
-    return f"; {unless}, the light may be why: {'; '.join(found)}" if found else ""
+    return f"; {unless}, {LIGHT_AS_CAUSE}: {'; '.join(found)}" if found else ""
 
 
 def check_chest_xray(decoded: DecodedImage, detector: XrayDetector | None = None) -> list[str]:
