@@ -55,6 +55,31 @@ def test_early_stopping_watches_only_from_the_recipes_epoch(tiny_data, tmp_path,
     assert card.training["recipe"]["patience_from_epoch"] == patience_from_epoch
 
 
+def test_fine_tuning_starts_from_the_trained_models_weights(tiny_models, tiny_data, tmp_path):
+    from core.learning.train import TrainConfig, train
+
+    source = tiny_models / "cnn_small.keras"
+    # At a learning rate of 0 the weights cannot move (cnn_small has no batch-norm statistics), so the
+    # fine-tuned file holds the source's weights exactly, where a fresh initialisation would not.
+    card = train(TrainConfig(arch="cnn_small", data_dir=tiny_data, epochs=1, size=TINY_SIZE, learning_rate=0.0,
+                             weights=str(source), models_dir=tmp_path, name="tuned"), log=lambda *_: None)
+    tuned = keras_model.load("tuned", tmp_path)[0].get_weights()
+    trained = keras.saving.load_model(source, compile=False).get_weights()
+    assert all(np.array_equal(a, b) for a, b in zip(tuned, trained, strict=True))
+    assert card.training["weights_sha256"] == registry.sha256_of(source)
+
+
+def test_weights_of_another_architecture_are_refused_by_name(tiny_models):
+    from core.learning.pipeline import build_network
+    from core.learning.zoo import get_architecture
+
+    source = str(tiny_models / "cnn_small.keras")
+    with pytest.raises(ValueError, match=f"{source} is not a trained mlp"):
+        build_network(get_architecture("mlp", TINY_SIZE), source)
+    with pytest.raises(ValueError, match="cxrnet starts from scratch"):
+        build_network(get_architecture("cxrnet", TINY_SIZE), "imagenet")
+
+
 def test_deterministic_training_writes_the_same_weights_twice(tiny_data, tmp_path):
     # In a fresh process each time, as a user runs it: op determinism is process-wide. The default's
     # levers (two framings per image, augmentation before CLAHE) run under it without a missing kernel.

@@ -20,6 +20,7 @@ from core.learning.keras_model import KerasNetwork
 from core.learning.pipeline import (
     FramingConsistency,
     LearningRateLog,
+    build_network,
     compile_model,
     hardware,
     load_split,
@@ -79,7 +80,7 @@ def fit_member(arch, recipe: Recipe, train_set, val_ds, batch: int, seed: int, s
     network, pretraining = None, None
     if recipe.pretrain_epochs:
         with strategy.scope():
-            network = arch.build(arch.preprocess, weights)
+            network = build_network(arch, weights)
         losses = pretrain(network, train_set.inputs, recipe, seed, strategy, log, arch.preprocess).history["loss"]
         pretraining = {"method": "SimCLR (NT-Xent) on the training side's images, no labels",
                        "epochs": recipe.pretrain_epochs, "loss": [round(float(v), 4) for v in losses],
@@ -177,6 +178,7 @@ def train(config: TrainConfig, log=print) -> dict:
             "command": "python -m core " + " ".join(sys.argv[1:]),
             "recipe": asdict(recipe),
             "weights": config.weights,
+            "weights_sha256": registry.sha256_of(Path(config.weights)) if config.weights.endswith(".keras") else None,
             "pretraining": [f.pretraining for f in fitted] if recipe.pretrain_epochs else None,
             "init_seed": init_seed,
             "ensemble": None if len(fitted) == 1 else {
