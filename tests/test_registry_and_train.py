@@ -1,4 +1,5 @@
 """Training on a tiny generated set, the card it writes, and the registry's hash check."""
+import hashlib
 import json
 import shutil
 from dataclasses import replace
@@ -66,18 +67,52 @@ def test_fine_tuning_starts_from_the_trained_models_weights(tiny_models, tiny_da
     tuned = keras_model.load("tuned", tmp_path)[0].get_weights()
     trained = keras.saving.load_model(source, compile=False).get_weights()
     assert all(np.array_equal(a, b) for a, b in zip(tuned, trained, strict=True))
-    assert card.training["weights_sha256"] == registry.sha256_of(source)
+    # The card names the source and its hash, not the path it was read from (paths are the operator's).
+    assert card.training["fine_tuned_from"] == {"model": "cnn_small",
+                                                "sha256": hashlib.sha256(source.read_bytes()).hexdigest()}
+    assert card.training["weights"] == "none" and str(tiny_models) not in json.dumps(card.training["fine_tuned_from"])
+    assert "fine-tuned from cnn_small" in card.summary
 
 
-def test_weights_of_another_architecture_are_refused_by_name(tiny_models):
-    from core.learning.pipeline import build_network
+@pytest.mark.parametrize("arch, size, reason", [
+    ("cnn_reg", TINY_SIZE, "is a cnn_small, and this run trains a cnn_reg"),  # the same weight shapes
+    ("cnn_small", 2 * TINY_SIZE, r"reads X-rays otherwise than this run \(size\)"),
+])
+def test_fine_tuning_refuses_another_architecture_or_preprocessing(tiny_models, arch, size, reason):
+    from core.learning.train import fine_tuning_source
     from core.learning.zoo import get_architecture
 
-    source = str(tiny_models / "cnn_small.keras")
-    with pytest.raises(ValueError, match=f"{source} is not a trained mlp"):
-        build_network(get_architecture("mlp", TINY_SIZE), source)
+    with pytest.raises(ValueError, match=reason):
+        fine_tuning_source(get_architecture(arch, size), str(tiny_models / "cnn_small.keras"))
+
+
+def test_fine_tuning_refuses_a_file_its_card_did_not_hash(tiny_models, tmp_path):
+    from core.learning.train import fine_tuning_source
+    from core.learning.zoo import get_architecture
+
+    for name in ("cnn_small.json", "cnn_small.keras"):
+        shutil.copy(tiny_models / name, tmp_path / name)
+    with (tmp_path / "cnn_small.keras").open("ab") as file:
+        file.write(b"\0")
+    with pytest.raises(registry.ModelIntegrityError, match="does not match its card"):
+        fine_tuning_source(get_architecture("cnn_small", TINY_SIZE), str(tmp_path / "cnn_small.keras"))
+
+
+@pytest.mark.parametrize("refused", [{"ensemble": 2}, {"lr_auto": True}])
+def test_a_fine_tuned_run_is_one_network_at_a_given_learning_rate(tiny_models, tiny_data, tmp_path, refused):
+    from core.learning.train import TrainConfig, train
+
+    with pytest.raises(ValueError, match="drop --ensemble or --lr auto"):
+        train(TrainConfig(arch="cnn_small", data_dir=tiny_data, size=TINY_SIZE, models_dir=tmp_path,
+                          weights=str(tiny_models / "cnn_small.keras"), **refused), log=lambda *_: None)
+
+
+def test_weights_other_than_a_trained_model_are_refused_but_for_the_backbone():
+    from core.learning.pipeline import initial_network
+    from core.learning.zoo import get_architecture
+
     with pytest.raises(ValueError, match="cxrnet starts from scratch"):
-        build_network(get_architecture("cxrnet", TINY_SIZE), "imagenet")
+        initial_network(get_architecture("cxrnet", TINY_SIZE), "imagenet")
 
 
 def test_deterministic_training_writes_the_same_weights_twice(tiny_data, tmp_path):

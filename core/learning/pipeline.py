@@ -383,28 +383,24 @@ def load_split(data_dir, spec, seed: int, max_train_images: int | None = None, l
     return train_set, val_set
 
 
-def build_network(arch, weights: str = "none") -> keras.Model:
-    """The architecture's network: from scratch ("none"); from a trained model's .keras file of the same
-    architecture, to fine-tune it; or, for the backbone alone, with ImageNet weights or its own weights file."""
-    if weights.endswith(".keras"):
-        network = arch.build(arch.preprocess, "none")
-        trained = keras.saving.load_model(weights, compile=False, safe_mode=True)
-        try:
-            network.set_weights(trained.get_weights())
-        except ValueError as error:
-            raise ValueError(f"{weights} is not a trained {arch.name}: {error}") from None
-        return network
+def initial_network(arch, weights: str = "none", initial: list[np.ndarray] | None = None) -> keras.Model:
+    """The architecture's network before training: from scratch ("none"), or holding `initial`, a trained
+    model's weights (fine-tuning, core.learning.train.fine_tuning_source); the backbone alone may start
+    from keras.applications' weights ("imagenet" or its own weights file)."""
     if weights != "none" and arch.name != "backbone":
-        raise ValueError(f"{arch.name} starts from scratch ('none') or from a trained {arch.name}'s .keras file, "
-                         f"not '{weights}'")
-    return arch.build(arch.preprocess, weights)
+        raise ValueError(f"{arch.name} starts from scratch ('none') or from a trained {arch.name}'s .keras file "
+                         f"beside its card, not '{weights}'")
+    network = arch.build(arch.preprocess, weights)
+    if initial is not None:
+        network.set_weights(initial)
+    return network
 
 
 def compile_model(arch, recipe: Recipe, steps_per_epoch: int, weights: str = "none",
                   network: keras.Model | None = None) -> keras.Model:
     """The architecture built (or `network`, built already) and compiled with its recipe
     (call inside a strategy scope)."""
-    model = network or build_network(arch, weights)
+    model = network or initial_network(arch, weights)
     if recipe.framing_consistency:
         model = FramingConsistency(model, recipe.framing_consistency, name=f"{model.name}_training")
     if not 0.0 <= recipe.weight_average < 1.0:

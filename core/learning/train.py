@@ -20,9 +20,9 @@ from core.learning.keras_model import KerasNetwork
 from core.learning.pipeline import (
     FramingConsistency,
     LearningRateLog,
-    build_network,
     compile_model,
     hardware,
+    initial_network,
     load_split,
     make_dataset,
     pick_strategy,
@@ -72,15 +72,39 @@ class FittedMember:
     pretraining: dict | None = None  # its NT-Xent curve and minutes, when the recipe pre-trains
 
 
+def fine_tuning_source(arch, weights: str) -> tuple[list[np.ndarray] | None, dict | None]:
+    """A trained model's weights to fine-tune, from a .keras file beside its card, and what the new card
+    keeps of it; (None, None) for any other `weights`. The file must be the one its card hashed, of this
+    architecture and preprocessing: a cxrnet's weights have a cxrnet_fine's shapes, and a 160 px model's
+    would load into a 224 px one, so shapes alone would not refuse them."""
+    if not weights.endswith(".keras"):
+        return None, None
+    path = Path(weights)
+    source = registry.load_card(path.stem, path.parent)
+    verified = registry.verified_path(source.file, source.sha256, path.parent)
+    if source.architecture != arch.name:
+        raise ValueError(f"{path.name} is a {source.architecture}, and this run trains a {arch.name}: fine-tune a "
+                         "model of the same architecture")
+    ours = arch.preprocess.to_dict()
+    differing = sorted(k for k in {*source.preprocess, *ours} if source.preprocess.get(k) != ours.get(k))
+    if differing:
+        raise ValueError(f"{path.name} reads X-rays otherwise than this run ({', '.join(differing)}): fine-tune "
+                         "with the preprocessing it was trained with (its card's preprocess)")
+    trained = keras.saving.load_model(verified, compile=False, safe_mode=True)
+    return trained.get_weights(), {"model": source.name, "sha256": source.sha256}
+
+
 def fit_member(arch, recipe: Recipe, train_set, val_ds, batch: int, seed: int, strategy, weights: str,
-               log=print) -> FittedMember:
-    """One network trained with the recipe from one initialisation, at its best validation AUC."""
+               log=print, initial: list[np.ndarray] | None = None) -> FittedMember:
+    """One network trained with the recipe from one initialisation (or from `initial`, a trained model's
+    weights), at its best validation AUC."""
     set_seeds(seed)
     started = time.perf_counter()
     network, pretraining = None, None
-    if recipe.pretrain_epochs:
+    if recipe.pretrain_epochs or initial is not None:
         with strategy.scope():
-            network = build_network(arch, weights)
+            network = initial_network(arch, weights, initial)
+    if recipe.pretrain_epochs:
         losses = pretrain(network, train_set.inputs, recipe, seed, strategy, log, arch.preprocess).history["loss"]
         pretraining = {"method": "SimCLR (NT-Xent) on the training side's images, no labels",
                        "epochs": recipe.pretrain_epochs, "loss": [round(float(v), 4) for v in losses],
@@ -135,6 +159,11 @@ def train(config: TrainConfig, log=print) -> dict:
         "epochs": config.epochs, "batch_size": config.batch_size, "learning_rate": config.learning_rate,
     }.items() if v is not None}})
     name = config.name or config.arch
+    initial, fine_tuned_from = fine_tuning_source(arch, config.weights)
+    if initial is not None and (config.ensemble > 1 or config.lr_auto):
+        # Members would all start from the same weights; the finder would sweep a fresh network's rates.
+        raise ValueError("a fine-tuned run trains one network at a given learning rate: drop --ensemble or --lr auto")
+    weights = "none" if initial is not None else config.weights
     strategy, strategy_name = pick_strategy()
     log(f"strategy: {strategy_name} ({type(strategy).__name__}), replicas: {strategy.num_replicas_in_sync}")
     train_set, val_set = load_split(config.data_dir, arch.preprocess, config.seed, config.max_train_images, log,
@@ -150,7 +179,7 @@ def train(config: TrainConfig, log=print) -> dict:
     val_ds = make_dataset(val_set.inputs, val_set.labels, batch)
     # An ensemble's members differ only in their initialisation and batch order.
     member_seeds = [init_seed + ENSEMBLE_SEED_STEP * k for k in range(config.ensemble)]
-    fitted = [fit_member(arch, recipe, train_set, val_ds, batch, seed, strategy, config.weights, log)
+    fitted = [fit_member(arch, recipe, train_set, val_ds, batch, seed, strategy, weights, log, initial)
               for seed in member_seeds]
     model = fitted[0].model if len(fitted) == 1 else ensemble.combine([f.model for f in fitted], name)
     history = fitted[0].history
@@ -177,8 +206,8 @@ def train(config: TrainConfig, log=print) -> dict:
         training={
             "command": "python -m core " + " ".join(sys.argv[1:]),
             "recipe": asdict(recipe),
-            "weights": config.weights,
-            "weights_sha256": registry.sha256_of(Path(config.weights)) if config.weights.endswith(".keras") else None,
+            "weights": weights,
+            "fine_tuned_from": fine_tuned_from,
             "pretraining": [f.pretraining for f in fitted] if recipe.pretrain_epochs else None,
             "init_seed": init_seed,
             "ensemble": None if len(fitted) == 1 else {

@@ -53,6 +53,7 @@ class ModelCard:
             f"early stopping from epoch {recipe['patience_from_epoch']}" if recipe.get("patience_from_epoch") else "",
             f"SimCLR pre-training ({recipe['pretrain_epochs']} epochs)" if recipe.get("pretrain_epochs") else "",
             f"ensemble of {members['members']} initialisations" if members else "",
+            f"fine-tuned from {self.training['fine_tuned_from']['model']}" if self.training.get("fine_tuned_from") else "",
         ]
         return "; ".join([self.description, *filter(None, added)])
 
