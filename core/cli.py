@@ -553,7 +553,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="histogram-equalise every image first, at training and at screening")
     train.add_argument("--deterministic", action="store_true",
                        help="deterministic ops: the same command writes the same weights again")
-    train.add_argument("--weights", default="none", help="'none' (from scratch); a trained model's .keras file beside its card, of the "
+    train.add_argument("--weights", default="none",
+                       help="'none' (from scratch); a trained model's .keras file beside its card, of the "
                        "same architecture and preprocessing, to fine-tune (the new card names it and its "
                        "sha256); or for the backbone 'imagenet' or its own .weights.h5 file")
     train.add_argument("--max-train-images", type=int, help="subsample the training split (quick runs)")

@@ -42,6 +42,7 @@ class ModelCard:
     def summary(self) -> str:
         """The architecture's description, then what this file's own training added to it."""
         spec, recipe, members = self.spec, self.training.get("recipe", {}), self.training.get("ensemble")
+        source = self.training.get("fine_tuned_from")
         added = [
             f"every X-ray cut to the localiser's standard frame ({spec.frame_side:.0%})" if spec.frame else "",
             "grey levels histogram-equalised" if spec.equalise else "",
@@ -53,7 +54,7 @@ class ModelCard:
             f"early stopping from epoch {recipe['patience_from_epoch']}" if recipe.get("patience_from_epoch") else "",
             f"SimCLR pre-training ({recipe['pretrain_epochs']} epochs)" if recipe.get("pretrain_epochs") else "",
             f"ensemble of {members['members']} initialisations" if members else "",
-            f"fine-tuned from {self.training['fine_tuned_from']['model']}" if self.training.get("fine_tuned_from") else "",
+            f"fine-tuned from {source['model']}" if source else "",
         ]
         return "; ".join([self.description, *filter(None, added)])
 
