@@ -70,7 +70,7 @@ def test_fine_tuning_starts_from_the_trained_models_weights(tiny_models, tiny_da
     # The card names the source and its hash, not the path it was read from (paths are the operator's).
     assert card.training["fine_tuned_from"] == {"model": "cnn_small",
                                                 "sha256": hashlib.sha256(source.read_bytes()).hexdigest()}
-    assert card.training["weights"] == "none" and str(tiny_models) not in json.dumps(card.training["fine_tuned_from"])
+    assert card.training["weights"] == "none" and str(tiny_models) not in json.dumps(card.to_dict())
     assert "fine-tuned from cnn_small" in card.summary
 
 
@@ -98,13 +98,21 @@ def test_fine_tuning_refuses_a_file_its_card_did_not_hash(tiny_models, tmp_path)
         fine_tuning_source(get_architecture("cnn_small", TINY_SIZE), str(tmp_path / "cnn_small.keras"))
 
 
-@pytest.mark.parametrize("refused", [{"ensemble": 2}, {"lr_auto": True}])
-def test_a_fine_tuned_run_is_one_network_at_a_given_learning_rate(tiny_models, tiny_data, tmp_path, refused):
+@pytest.mark.parametrize("refused, reason", [
+    ({"ensemble": 2}, "drop --ensemble"), ({"lr_auto": True}, "drop --ensemble"),
+    ({"overrides": {"pretrain_epochs": 1}}, "drop --ensemble"),
+    ({"name": "cnn_small", "models_dir": None}, "would overwrite its source cnn_small.keras"),
+])
+def test_a_fine_tuned_run_is_one_new_network_at_a_given_learning_rate(tiny_models, tiny_data, tmp_path, refused,
+                                                                      reason):
     from core.learning.train import TrainConfig, train
 
-    with pytest.raises(ValueError, match="drop --ensemble or --lr auto"):
-        train(TrainConfig(arch="cnn_small", data_dir=tiny_data, size=TINY_SIZE, models_dir=tmp_path,
-                          weights=str(tiny_models / "cnn_small.keras"), **refused), log=lambda *_: None)
+    settings = {"models_dir": tmp_path, **refused}
+    if settings["models_dir"] is None:  # written into the source's own folder, under its name
+        settings["models_dir"] = tiny_models
+    with pytest.raises(ValueError, match=reason):
+        train(TrainConfig(arch="cnn_small", data_dir=tiny_data, size=TINY_SIZE, epochs=1,
+                          weights=str(tiny_models / "cnn_small.keras"), **settings), log=lambda *_: None)
 
 
 def test_weights_other_than_a_trained_model_are_refused_but_for_the_backbone():

@@ -386,14 +386,23 @@ def load_split(data_dir, spec, seed: int, max_train_images: int | None = None, l
 def initial_network(arch, weights: str = "none", initial: list[np.ndarray] | None = None) -> keras.Model:
     """The architecture's network before training: from scratch ("none"), or holding `initial`, a trained
     model's weights (fine-tuning, core.learning.train.fine_tuning_source); the backbone alone may start
-    from keras.applications' weights ("imagenet" or its own weights file)."""
+    from keras.applications' weights ("imagenet" or its own weights file). A fine-tuned backbone keeps the
+    batch-norm momentum of one trained from scratch (core.learning.zoo.build_backbone)."""
+    check_starting_weights(arch, weights)
+    network = arch.build(arch.preprocess, weights)
+    if initial is not None:
+        try:
+            network.set_weights(initial)
+        except ValueError as error:  # the architecture changed since the source was trained
+            raise ValueError(f"the trained weights no longer fit {arch.name}: {error}") from None
+    return network
+
+
+def check_starting_weights(arch, weights: str) -> None:
+    """Refuses keras.applications weights for any architecture but the backbone, before any image is read."""
     if weights != "none" and arch.name != "backbone":
         raise ValueError(f"{arch.name} starts from scratch ('none') or from a trained {arch.name}'s .keras file "
                          f"beside its card, not '{weights}'")
-    network = arch.build(arch.preprocess, weights)
-    if initial is not None:
-        network.set_weights(initial)
-    return network
 
 
 def compile_model(arch, recipe: Recipe, steps_per_epoch: int, weights: str = "none",

@@ -20,6 +20,7 @@ from core.learning.keras_model import KerasNetwork
 from core.learning.pipeline import (
     FramingConsistency,
     LearningRateLog,
+    check_starting_weights,
     compile_model,
     hardware,
     initial_network,
@@ -81,6 +82,8 @@ def fine_tuning_source(arch, weights: str) -> tuple[list[np.ndarray] | None, dic
         return None, None
     path = Path(weights)
     source = registry.load_card(path.stem, path.parent)
+    if source.file != path.name:
+        raise ValueError(f"the card beside {path.name} describes {source.file}: name the file its card describes")
     verified = registry.verified_path(source.file, source.sha256, path.parent)
     if source.architecture != arch.name:
         raise ValueError(f"{path.name} is a {source.architecture}, and this run trains a {arch.name}: fine-tune a "
@@ -160,10 +163,17 @@ def train(config: TrainConfig, log=print) -> dict:
     }.items() if v is not None}})
     name = config.name or config.arch
     initial, fine_tuned_from = fine_tuning_source(arch, config.weights)
-    if initial is not None and (config.ensemble > 1 or config.lr_auto):
-        # Members would all start from the same weights; the finder would sweep a fresh network's rates.
-        raise ValueError("a fine-tuned run trains one network at a given learning rate: drop --ensemble or --lr auto")
+    if initial is not None and (config.ensemble > 1 or config.lr_auto or recipe.pretrain_epochs):
+        # Members would all start from the same weights; the finder would sweep a fresh network's rates;
+        # pre-training would retrain the trunk the run was asked to start from.
+        raise ValueError("a fine-tuned run trains one network at a given learning rate: drop --ensemble, "
+                         "--lr auto or pretrain_epochs")
+    if initial is not None and ((config.models_dir or registry.models_dir()) / f"{name}.keras").resolve() == Path(
+            config.weights).resolve():
+        raise ValueError(f"the fine-tuned model would overwrite its source {Path(config.weights).name}: "
+                         "give it another --name")
     weights = "none" if initial is not None else config.weights
+    check_starting_weights(arch, weights)
     strategy, strategy_name = pick_strategy()
     log(f"strategy: {strategy_name} ({type(strategy).__name__}), replicas: {strategy.num_replicas_in_sync}")
     train_set, val_set = load_split(config.data_dir, arch.preprocess, config.seed, config.max_train_images, log,
