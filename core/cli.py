@@ -556,7 +556,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--weights", default="none",
                        help="'none' (from scratch); a trained model's .keras file beside its card, of the "
                        "same architecture and preprocessing, to fine-tune (the new card names it and its "
-                       "sha256); or for the backbone 'imagenet' or its own .weights.h5 file")
+                       "sha256; one network, under another --name, without --ensemble, --lr auto or "
+                       "pre-training); or for the backbone 'imagenet' or its own .weights.h5 file")
     train.add_argument("--max-train-images", type=int, help="subsample the training split (quick runs)")
     train.add_argument("--models-dir", help="where to write the model (default: models/)")
     train.set_defaults(run=cmd_train)

@@ -98,21 +98,55 @@ def test_fine_tuning_refuses_a_file_its_card_did_not_hash(tiny_models, tmp_path)
         fine_tuning_source(get_architecture("cnn_small", TINY_SIZE), str(tmp_path / "cnn_small.keras"))
 
 
+def _reading_no_images(*_args, **_kwargs):
+    raise AssertionError("images were read before the run was refused")
+
+
 @pytest.mark.parametrize("refused, reason", [
-    ({"ensemble": 2}, "drop --ensemble"), ({"lr_auto": True}, "drop --ensemble"),
-    ({"overrides": {"pretrain_epochs": 1}}, "drop --ensemble"),
-    ({"name": "cnn_small", "models_dir": None}, "would overwrite its source cnn_small.keras"),
+    ({"ensemble": 2}, "drop --ensemble$"), ({"lr_auto": True}, "drop --lr auto$"),
+    ({"overrides": {"pretrain_epochs": 1}}, "drop --set pretrain_epochs$"),
 ])
-def test_a_fine_tuned_run_is_one_new_network_at_a_given_learning_rate(tiny_models, tiny_data, tmp_path, refused,
-                                                                      reason):
+def test_a_fine_tuned_run_is_one_network_at_a_given_learning_rate(tiny_models, tiny_data, tmp_path, monkeypatch,
+                                                                  refused, reason):
     from core.learning.train import TrainConfig, train
 
-    settings = {"models_dir": tmp_path, **refused}
-    if settings["models_dir"] is None:  # written into the source's own folder, under its name
-        settings["models_dir"] = tiny_models
+    monkeypatch.setattr("core.learning.train.load_split", _reading_no_images)
     with pytest.raises(ValueError, match=reason):
-        train(TrainConfig(arch="cnn_small", data_dir=tiny_data, size=TINY_SIZE, epochs=1,
-                          weights=str(tiny_models / "cnn_small.keras"), **settings), log=lambda *_: None)
+        train(TrainConfig(arch="cnn_small", data_dir=tiny_data, size=TINY_SIZE, epochs=1, models_dir=tmp_path,
+                          weights=str(tiny_models / "cnn_small.keras"), **refused), log=lambda *_: None)
+
+
+def test_a_fine_tuned_run_may_not_overwrite_its_source(tiny_models, tiny_data, tmp_path, monkeypatch):
+    from core.learning.train import TrainConfig, train
+
+    for name in ("cnn_small.json", "cnn_small.keras"):
+        shutil.copy(tiny_models / name, tmp_path / name)
+    # The models folder from the setting, the source by a relative path: the two resolve to one file.
+    monkeypatch.setenv(registry.MODELS_ENV, str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("core.learning.train.load_split", _reading_no_images)
+    with pytest.raises(ValueError, match="would overwrite its source cnn_small.keras"):
+        train(TrainConfig(arch="cnn_small", data_dir=tiny_data, size=TINY_SIZE, epochs=1, weights="cnn_small.keras"),
+              log=lambda *_: None)
+
+
+def test_foreign_weights_are_refused_before_images_are_read(tiny_data, tmp_path, monkeypatch):
+    from core.learning.train import TrainConfig, train
+
+    monkeypatch.setattr("core.learning.train.load_split", _reading_no_images)
+    with pytest.raises(ValueError, match="cxrnet starts from scratch"):
+        train(TrainConfig(arch="cxrnet", data_dir=tiny_data, size=TINY_SIZE, models_dir=tmp_path, weights="imagenet"),
+              log=lambda *_: None)
+
+
+def test_fine_tuning_refuses_a_file_its_card_does_not_describe(tiny_models, tmp_path):
+    from core.learning.train import fine_tuning_source
+    from core.learning.zoo import get_architecture
+
+    shutil.copy(tiny_models / "cnn_small.json", tmp_path / "other.json")  # its card names cnn_small.keras
+    shutil.copy(tiny_models / "cnn_small.keras", tmp_path / "other.keras")
+    with pytest.raises(ValueError, match="the card beside other.keras describes cnn_small.keras"):
+        fine_tuning_source(get_architecture("cnn_small", TINY_SIZE), str(tmp_path / "other.keras"))
 
 
 def test_weights_other_than_a_trained_model_are_refused_but_for_the_backbone():

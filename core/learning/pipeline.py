@@ -391,10 +391,7 @@ def initial_network(arch, weights: str = "none", initial: list[np.ndarray] | Non
     check_starting_weights(arch, weights)
     network = arch.build(arch.preprocess, weights)
     if initial is not None:
-        try:
-            network.set_weights(initial)
-        except ValueError as error:  # the architecture changed since the source was trained
-            raise ValueError(f"the trained weights no longer fit {arch.name}: {error}") from None
+        network.set_weights(initial)
     return network
 
 

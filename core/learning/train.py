@@ -93,8 +93,26 @@ def fine_tuning_source(arch, weights: str) -> tuple[list[np.ndarray] | None, dic
     if differing:
         raise ValueError(f"{path.name} reads X-rays otherwise than this run ({', '.join(differing)}): fine-tune "
                          "with the preprocessing it was trained with (its card's preprocess)")
-    trained = keras.saving.load_model(verified, compile=False, safe_mode=True)
-    return trained.get_weights(), {"model": source.name, "sha256": source.sha256}
+    weights = keras.saving.load_model(verified, compile=False, safe_mode=True).get_weights()
+    try:  # on a throwaway network, so that a source the architecture has outgrown is refused now
+        arch.build(arch.preprocess, "none").set_weights(weights)
+    except ValueError as error:
+        raise ValueError(f"{path.name} no longer fits {arch.name}: {error}") from None
+    return weights, {"model": source.name, "sha256": source.sha256}
+
+
+def _refuse_fine_tuning_with(config: TrainConfig, recipe: Recipe, name: str) -> None:
+    """What a fine-tuned run cannot also do, refused before any image is read: members would all start
+    from the same weights, the finder would sweep a fresh network's rates, pre-training would retrain the
+    trunk the run was asked to start from, and a file of the source's name would overwrite it."""
+    given = [option for option, set_ in (("--ensemble", config.ensemble > 1), ("--lr auto", config.lr_auto),
+                                         ("--set pretrain_epochs", recipe.pretrain_epochs)) if set_]
+    if given:
+        raise ValueError(f"a fine-tuned run trains one network from {Path(config.weights).name} at a given "
+                         f"learning rate: drop {', '.join(given)}")
+    if ((config.models_dir or registry.models_dir()) / f"{name}.keras").resolve() == Path(config.weights).resolve():
+        raise ValueError(f"the fine-tuned model would overwrite its source {Path(config.weights).name}: "
+                         "give it another --name")
 
 
 def fit_member(arch, recipe: Recipe, train_set, val_ds, batch: int, seed: int, strategy, weights: str,
@@ -148,6 +166,15 @@ def train(config: TrainConfig, log=print) -> dict:
         tf.config.experimental.enable_op_determinism()
     set_seeds(init_seed)
     arch = get_architecture(config.arch, config.size)
+    recipe = replace(arch.recipe, **{**config.overrides, **{k: v for k, v in {
+        "epochs": config.epochs, "batch_size": config.batch_size, "learning_rate": config.learning_rate,
+    }.items() if v is not None}})
+    name = config.name or config.arch
+    fine_tuning = config.weights.endswith(".keras")
+    if fine_tuning:
+        _refuse_fine_tuning_with(config, recipe, name)
+    else:
+        check_starting_weights(arch, config.weights)
     if config.frame_side:
         if not framing.LOCALISER_PATH.exists():  # so that one command trains a framed model from scratch
             from core.learning.framing import train_localiser
@@ -158,22 +185,8 @@ def train(config: TrainConfig, log=print) -> dict:
                                                 frame_side=config.frame_side))
     if config.equalise:
         arch = replace(arch, preprocess=replace(arch.preprocess, equalise=True))
-    recipe = replace(arch.recipe, **{**config.overrides, **{k: v for k, v in {
-        "epochs": config.epochs, "batch_size": config.batch_size, "learning_rate": config.learning_rate,
-    }.items() if v is not None}})
-    name = config.name or config.arch
     initial, fine_tuned_from = fine_tuning_source(arch, config.weights)
-    if initial is not None and (config.ensemble > 1 or config.lr_auto or recipe.pretrain_epochs):
-        # Members would all start from the same weights; the finder would sweep a fresh network's rates;
-        # pre-training would retrain the trunk the run was asked to start from.
-        raise ValueError("a fine-tuned run trains one network at a given learning rate: drop --ensemble, "
-                         "--lr auto or pretrain_epochs")
-    if initial is not None and ((config.models_dir or registry.models_dir()) / f"{name}.keras").resolve() == Path(
-            config.weights).resolve():
-        raise ValueError(f"the fine-tuned model would overwrite its source {Path(config.weights).name}: "
-                         "give it another --name")
-    weights = "none" if initial is not None else config.weights
-    check_starting_weights(arch, weights)
+    weights = "none" if fine_tuning else config.weights
     strategy, strategy_name = pick_strategy()
     log(f"strategy: {strategy_name} ({type(strategy).__name__}), replicas: {strategy.num_replicas_in_sync}")
     train_set, val_set = load_split(config.data_dir, arch.preprocess, config.seed, config.max_train_images, log,
