@@ -32,7 +32,7 @@ from core.learning.pipeline import (
 )
 from core.learning.train import TrainConfig, train
 from core.learning.zoo import Recipe
-from core.serving import tta
+from core.serving import photo, tta
 from core.serving.imaging import PreprocessSpec, contrast_step, preprocess
 from core.serving.predictor import Predictor
 from tests.conftest import TINY_SIZE, xray_like
@@ -259,6 +259,40 @@ def test_reflected_light_adds_a_soft_spot_to_the_chosen_share_of_images():
         augmenter("none", seed=0, reflections=0.5)
 
 
+def test_reflections_peak_as_high_as_asked_and_what_they_saturate_is_filled_as_screening_fills_it():
+    # Up to 0.6 on a grey of 0.2 nothing saturates (0.2 + 0.6 + the ramp's 0.15 < 1): peaks above the
+    # default range's 0.35 appear, none above 0.6 and the ramp.
+    flat = tf.constant(np.full((300, 48, 48, 1), 0.2, np.float32))
+    peaks = (reflected_light(flat, 1.0, peak=0.6).numpy() - 0.2).max(axis=(1, 2, 3))
+    assert peaks.max() > REFLECTION_PEAK[1] + REFLECTION_RAMP and peaks.max() <= 0.6 + REFLECTION_RAMP + 1e-6
+    # On a grey of 0.75 a strong spot saturates its centre. Filled, no white is left: the patch takes
+    # the grey around it, at most the brightest unsaturated pixel (Telea's fill averages its rim).
+    grey = np.full((64, 96, 96, 1), 0.75, np.float32)
+    tf.random.set_seed(3)
+    clipped = reflected_light(tf.constant(grey), 1.0, peak=0.6).numpy()
+    tf.random.set_seed(3)
+    filled = reflected_light(tf.constant(grey), 1.0, peak=0.6, fill=True).numpy()
+    eight_bit = np.uint8(clipped * 255 + 0.5)
+    saturated = (eight_bit >= photo.SATURATED).reshape(64, -1).any(axis=1)
+    assert 10 < saturated.sum() < 64
+    for image, lit, white in zip(filled, clipped, saturated):
+        if not white:
+            np.testing.assert_array_equal(image, lit)
+            continue
+        assert np.uint8(image * 255 + 0.5).max() < photo.SATURATED
+        assert image.max() <= lit[np.uint8(lit * 255 + 0.5) < photo.SATURATED].max() + 1 / 255
+        # Exactly the pixels screening's fill would change, changed to its values.
+        gray = np.uint8(lit[..., 0] * 255 + 0.5)
+        screened = photo.glare_filled(gray, gray >= photo.SATURATED)
+        changed = screened != gray
+        np.testing.assert_allclose(image[..., 0][changed], screened[changed] / 255.0, atol=1e-6)
+        np.testing.assert_array_equal(image[..., 0][~changed], lit[..., 0][~changed])
+    with pytest.raises(ValueError, match="share of white"):
+        augmenter("strong", seed=0, reflections=0.5, reflection_peak=1.5)
+    with pytest.raises(ValueError, match="set reflections too"):
+        augmenter("strong", seed=0, reflection_fill=True)
+
+
 def test_augmentation_before_the_contrast_step_is_followed_by_it():
     # Eight well-separated grey levels: halving the contrast keeps them apart, so
     # equalisation after it gives back exactly the equalised original.
@@ -277,15 +311,18 @@ def test_augmentation_before_the_contrast_step_is_followed_by_it():
 
 
 def test_levers_train_and_serving_reproduces_the_validation_evidence(tiny_data, tmp_path):
-    """Mixup, balanced sampling, robust augmentation (sharpened at two scales) before equalisation and
-    test-time zooms together: the Predictor must give exactly the probabilities that calibration was fitted on."""
+    """Mixup, balanced sampling, robust augmentation (sharpened at two scales, filled reflections) before
+    equalisation and test-time zooms together: the Predictor must give exactly the probabilities that
+    calibration was fitted on."""
     overrides = {"mixup": 0.2, "sampling": "balanced", "augment": "robust", "augment_before_contrast": True,
-                 "sharpness_widths": (0.03, 0.06), "test_time_zooms": (1.0, 1.12, 0.9)}
+                 "sharpness_widths": (0.03, 0.06), "test_time_zooms": (1.0, 1.12, 0.9),
+                 "reflections": 0.5, "reflection_peak": 0.6, "reflection_fill": True}
     card = train(TrainConfig(arch="cnn_small", data_dir=tiny_data, epochs=1, size=TINY_SIZE, models_dir=tmp_path,
                              overrides=overrides, equalise=True), log=lambda *_: None)
     assert card.test_time_zooms == [1.0, 1.12, 0.9] and card.preprocess["equalise"]
     assert card.training["recipe"]["augment_before_contrast"] is True
     assert list(card.training["recipe"]["sharpness_widths"]) == [0.03, 0.06]
+    assert "reflections up to 60% of white" in card.summary and "saturate filled" in card.summary
     assert card.training["recipe"]["sampling"] == "balanced" and card.training["class_weights"] is None
     saved = json.loads((tmp_path / "cnn_small.validation.json").read_text())["predictions"]
     # The Keras path that calibration was fitted on, exactly; the ONNX path within the parity bound.

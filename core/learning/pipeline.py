@@ -19,6 +19,7 @@ from tqdm import tqdm
 from core.analysis import data
 from core.learning.zoo import Recipe
 from core.serving.imaging import PreprocessSpec, contrast_step
+from core.serving.photo import SATURATED, glare_filled
 
 AUTOTUNE = tf.data.AUTOTUNE
 
@@ -100,7 +101,8 @@ def augmentation(recipe: Recipe, seed: int, spec: PreprocessSpec | None = None):
     """The recipe's augmentation, followed by the contrast step when the recipe augments before it."""
     transform = augmenter(recipe.augment, seed, min_crop_area=recipe.min_crop_area,
                           sharpness_widths=recipe.sharpness_widths, max_gamma=recipe.max_gamma,
-                          reflections=recipe.reflections)
+                          reflections=recipe.reflections, reflection_peak=recipe.reflection_peak,
+                          reflection_fill=recipe.reflection_fill)
     if not recipe.augment_before_contrast:
         return transform
     if spec is None:
@@ -134,9 +136,11 @@ def detail_blur(images, widths: tuple[float, ...] = ()):
     return tf.einsum("nk,knhwc->nhwc", tf.one_hot(picked, len(widths)), blurs)
 
 
-def reflected_light(images, chance: float):
+def reflected_light(images, chance: float, peak: float = 0.0, fill: bool = False):
     """A batch of [0, 1] images (N, H, W, 1), each with chance `chance` given a reflection's light: a
-    soft spot somewhere on it and a ramp across it, added (see REFLECTION_PEAK), then clipped at white."""
+    soft spot somewhere on it, its peak drawn from REFLECTION_PEAK's lower end up to `peak` (0: its upper
+    end), and a ramp across it, added, then clipped at white; with `fill`, what saturates is filled as
+    the photo finder fills it (filled_reflections)."""
     n, height, width = tf.shape(images)[0], images.shape[1], images.shape[2]
     shape = tf.stack([n, 1, 1, 1])
     rows = tf.reshape(tf.linspace(0.0, 1.0, height), [1, height, 1, 1])
@@ -147,21 +151,45 @@ def reflected_light(images, chance: float):
     angle = tf.random.uniform(shape, 0.0, 2 * np.pi)
     across = (rows - 0.5) * tf.sin(angle) + (columns - 0.5) * tf.cos(angle)  # -0.71..0.71 along the ramp
     ramp = tf.clip_by_value(across / np.sqrt(2.0) + 0.5, 0.0, 1.0)
-    light = tf.random.uniform(shape, *REFLECTION_PEAK) * spot + tf.random.uniform(shape, 0.0, REFLECTION_RAMP) * ramp
+    strongest = peak or REFLECTION_PEAK[1]
+    light = tf.random.uniform(shape, REFLECTION_PEAK[0], strongest) * spot + tf.random.uniform(shape, 0.0, REFLECTION_RAMP) * ramp
     reflected = tf.cast(tf.random.uniform(shape) < chance, images.dtype)
-    return tf.minimum(images + reflected * light, 1.0)
+    lit = tf.minimum(images + reflected * light, 1.0)
+    if not fill:
+        return lit
+    filled = tf.numpy_function(filled_reflections, [lit], lit.dtype, stateful=False)
+    return tf.ensure_shape(filled, lit.shape)
+
+
+def filled_reflections(images: np.ndarray) -> np.ndarray:
+    """[0, 1] images (N, H, W, 1) with what is saturated at 8 bits, and its halo, filled as the photo
+    finder fills a film's glare (core.serving.photo.glare_filled); the rest is left as it was."""
+    images = images.copy()
+    for image in images:
+        gray = np.uint8(np.clip(image[..., 0], 0, 1) * 255 + 0.5)
+        glared = gray >= SATURATED
+        if glared.any():
+            filled = glare_filled(gray, glared)
+            changed = filled != gray
+            image[..., 0][changed] = filled[changed] / 255.0
+    return images
 
 
 def augmenter(level: str, seed: int, *, min_crop_area: float = 0.4, sharpness_widths: tuple[float, ...] = (),
-              max_gamma: float = 0.0, reflections: float = 0.0):
+              max_gamma: float = 0.0, reflections: float = 0.0, reflection_peak: float = 0.0,
+              reflection_fill: bool = False):
     """A function from a batch of [0, 1] images to an augmented batch, or None.
 
     `max_gamma` > 1 replaces the level's exposure range: gamma drawn log-uniformly in [1/max_gamma, max_gamma].
     `reflections`: the chance of a reflection's light on each image (reflected_light), before the camera's
-    exposure and contrast.
+    exposure and contrast; `reflection_peak` and `reflection_fill` are reflected_light's `peak` and `fill`.
     """
     if not 0 <= reflections <= 1:
         raise ValueError(f"reflections is a chance per image, in [0, 1], not {reflections}")
+    if reflection_peak and not REFLECTION_PEAK[0] < reflection_peak <= 1:
+        raise ValueError(f"reflection_peak is a share of white in ({REFLECTION_PEAK[0]}, 1], not {reflection_peak}")
+    if (reflection_peak or reflection_fill) and not reflections:
+        raise ValueError("reflection_peak and reflection_fill shape reflections: set reflections too")
     if level == "none":
         if reflections:
             raise ValueError("reflections are part of the augmentation: choose an augment level, not 'none'")
@@ -182,7 +210,7 @@ def augmenter(level: str, seed: int, *, min_crop_area: float = 0.4, sharpness_wi
             images = random_resized_crops(images, min_crop_area)
         images = geometry(images, training=True)
         if reflections:
-            images = reflected_light(images, reflections)
+            images = reflected_light(images, reflections, reflection_peak, reflection_fill)
         n = tf.shape(images)[0]
         shape = tf.stack([n, 1, 1, 1])
         if p.get("sharpness"):

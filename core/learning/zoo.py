@@ -52,6 +52,12 @@ class Recipe:
     # Chance per training image of a reflection's light added over part of it (core.learning.pipeline.
     # reflected_light): a phone photo of a film under a lamp or beside a window; 0: none
     reflections: float = 0.0
+    # The strongest reflection's peak, a share of white (the peak is drawn from REFLECTION_PEAK's lower
+    # end up to it); 0: REFLECTION_PEAK's own upper end
+    reflection_peak: float = 0.0
+    # Fill what a reflection saturates, and its halo, as the photo finder fills it (core.serving.photo.
+    # glare_filled), rather than leave it clipped at white, which screening never shows the model
+    reflection_fill: bool = False
     label_smoothing: float = 0.0
     mixup: float = 0.0  # Beta(alpha, alpha) of mixup; 0 turns it off
     # Weight of the framing-consistency term (core.learning.pipeline.FramingConsistency); 0 turns it off

@@ -698,12 +698,19 @@ def radiograph_of(picture: np.ndarray, location: Location,
     if location.kind == "photo" and glare > 0:
         # A reflection leaves no radiograph under it: fill it from around, so that neither the checks
         # nor the model read a white blot as an opacity. Too much of it is refused (core.serving.quality).
-        cut = cv2.inpaint(cut, _with_halo(glared), GLARE_FILL, cv2.INPAINT_TELEA)
+        cut = glare_filled(cut, glared)
     quality = None
     if location.kind == "photo":
         quality = PhotoQuality(glare, sharpness(cut), fringes, round(min(location.size) / scale),
                                location.keystone, light)
     return cut, chroma, Straightened(location, picture, quality)
+
+
+def glare_filled(gray: np.ndarray, glared: np.ndarray) -> np.ndarray:
+    """An 8-bit gray film with its saturated patches (`glared`, boolean) and their halo filled from
+    around them. Training's reflections (core.learning.pipeline.reflected_light) fill theirs with it, so
+    that the model learns what screening shows it."""
+    return cv2.inpaint(gray, _with_halo(glared), GLARE_FILL, cv2.INPAINT_TELEA)
 
 
 def _with_halo(glared: np.ndarray) -> np.ndarray:
