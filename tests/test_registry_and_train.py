@@ -139,6 +139,21 @@ def test_foreign_weights_are_refused_before_images_are_read(tiny_data, tmp_path,
               log=lambda *_: None)
 
 
+@pytest.mark.parametrize("overrides, reason", [
+    ({"reflection_fill": True, "augment": "strong", "augment_before_contrast": True}, "set reflections too"),
+    ({"reflections": 0.5, "reflection_peak": 1.5, "augment": "strong"}, "share of white"),
+    ({"reflections": 0.5, "reflection_fill": True, "augment": "strong"}, "set augment_before_contrast too"),
+])
+def test_reflection_settings_that_do_not_fit_are_refused_before_images_are_read(tiny_data, tmp_path, monkeypatch,
+                                                                                 overrides, reason):
+    from core.learning.train import TrainConfig, train
+
+    monkeypatch.setattr("core.learning.train.load_split", _reading_no_images)
+    with pytest.raises(ValueError, match=reason):
+        train(TrainConfig(arch="cnn_small", data_dir=tiny_data, size=TINY_SIZE, epochs=1, models_dir=tmp_path,
+                          overrides=overrides), log=lambda *_: None)
+
+
 def test_fine_tuning_refuses_a_file_its_card_does_not_describe(tiny_models, tmp_path):
     from core.learning.train import fine_tuning_source
     from core.learning.zoo import get_architecture

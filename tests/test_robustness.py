@@ -287,10 +287,22 @@ def test_reflections_peak_as_high_as_asked_and_what_they_saturate_is_filled_as_s
         changed = screened != gray
         np.testing.assert_allclose(image[..., 0][changed], screened[changed] / 255.0, atol=1e-6)
         np.testing.assert_array_equal(image[..., 0][~changed], lit[..., 0][~changed])
+    # White the X-ray had before its light (a marker) is not a reflection: unlit, or lit without
+    # saturating, an image with a white block keeps it; lit and saturated, only the light's white is filled.
+    marked = np.full((64, 96, 96, 1), 0.3, np.float32)
+    marked[:, 4:12, 4:20] = 1.0
+    np.testing.assert_array_equal(reflected_light(tf.constant(marked), 0.0, peak=0.6, fill=True).numpy(), marked)
+    tf.random.set_seed(5)
+    kept = reflected_light(tf.constant(marked), 1.0, peak=0.6, fill=True).numpy()
+    np.testing.assert_array_equal(kept[:, 4:12, 4:20], marked[:, 4:12, 4:20])
     with pytest.raises(ValueError, match="share of white"):
         augmenter("strong", seed=0, reflections=0.5, reflection_peak=1.5)
+    with pytest.raises(ValueError, match="share of white"):
+        augmenter("strong", seed=0, reflections=0.5, reflection_peak=0.05)
     with pytest.raises(ValueError, match="set reflections too"):
         augmenter("strong", seed=0, reflection_fill=True)
+    with pytest.raises(ValueError, match="set augment_before_contrast too"):
+        augmentation(Recipe(augment="strong", reflections=0.5, reflection_fill=True), seed=0)
 
 
 def test_augmentation_before_the_contrast_step_is_followed_by_it():

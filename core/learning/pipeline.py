@@ -99,6 +99,8 @@ def random_resized_crops(images, min_area: float):
 
 def augmentation(recipe: Recipe, seed: int, spec: PreprocessSpec | None = None):
     """The recipe's augmentation, followed by the contrast step when the recipe augments before it."""
+    check_reflections(recipe.reflections, recipe.reflection_peak, recipe.reflection_fill,
+                      recipe.augment_before_contrast)
     transform = augmenter(recipe.augment, seed, min_crop_area=recipe.min_crop_area,
                           sharpness_widths=recipe.sharpness_widths, max_gamma=recipe.max_gamma,
                           reflections=recipe.reflections, reflection_peak=recipe.reflection_peak,
@@ -139,8 +141,8 @@ def detail_blur(images, widths: tuple[float, ...] = ()):
 def reflected_light(images, chance: float, peak: float = 0.0, fill: bool = False):
     """A batch of [0, 1] images (N, H, W, 1), each with chance `chance` given a reflection's light: a
     soft spot somewhere on it, its peak drawn from REFLECTION_PEAK's lower end up to `peak` (0: its upper
-    end), and a ramp across it, added, then clipped at white; with `fill`, what saturates is filled as
-    the photo finder fills it (filled_reflections)."""
+    end), and a ramp across it, added, then clipped at white; with `fill`, what the light saturates is
+    filled as the photo finder fills it (filled_reflections)."""
     n, height, width = tf.shape(images)[0], images.shape[1], images.shape[2]
     shape = tf.stack([n, 1, 1, 1])
     rows = tf.reshape(tf.linspace(0.0, 1.0, height), [1, height, 1, 1])
@@ -157,22 +159,40 @@ def reflected_light(images, chance: float, peak: float = 0.0, fill: bool = False
     lit = tf.minimum(images + reflected * light, 1.0)
     if not fill:
         return lit
-    filled = tf.numpy_function(filled_reflections, [lit], lit.dtype, stateful=False)
+    filled = tf.numpy_function(filled_reflections, [images, lit], lit.dtype, stateful=False)
     return tf.ensure_shape(filled, lit.shape)
 
 
-def filled_reflections(images: np.ndarray) -> np.ndarray:
-    """[0, 1] images (N, H, W, 1) with what is saturated at 8 bits, and its halo, filled as the photo
-    finder fills a film's glare (core.serving.photo.glare_filled); the rest is left as it was."""
-    images = images.copy()
-    for image in images:
+def filled_reflections(unlit: np.ndarray, lit: np.ndarray) -> np.ndarray:
+    """`lit`, [0, 1] images (N, H, W, 1), with what its light saturated at 8 bits, and its halo, filled as
+    the photo finder fills a film's glare (core.serving.photo.glare_filled). White the X-ray had before
+    its light (a marker, a label) is not a reflection: an image the light left unsaturated is unchanged.
+    The finder's rim and fill radius are pixels of a film photographed at several hundred pixels a
+    side, so at a training size they reach a few times further across the X-ray."""
+    filled_images = lit.copy()
+    for before, image in zip(unlit, filled_images):
         gray = np.uint8(np.clip(image[..., 0], 0, 1) * 255 + 0.5)
-        glared = gray >= SATURATED
+        glared = (gray >= SATURATED) & (np.uint8(np.clip(before[..., 0], 0, 1) * 255 + 0.5) < SATURATED)
         if glared.any():
             filled = glare_filled(gray, glared)
             changed = filled != gray
             image[..., 0][changed] = filled[changed] / 255.0
-    return images
+    return filled_images
+
+
+def check_reflections(reflections: float, peak: float = 0.0, fill: bool = False,
+                      before_contrast: bool = True) -> None:
+    """Refuses reflection settings that make no sense together (ValueError naming the setting)."""
+    if not 0 <= reflections <= 1:
+        raise ValueError(f"reflections is a chance per image, in [0, 1], not {reflections}")
+    if peak and not REFLECTION_PEAK[0] < peak <= 1:
+        raise ValueError(f"reflection_peak is a share of white in ({REFLECTION_PEAK[0]}, 1], not {peak}")
+    if (peak or fill) and not reflections:
+        raise ValueError("reflection_peak and reflection_fill shape reflections: set reflections too")
+    if fill and not before_contrast:
+        # Screening fills a film's glare in its grey levels, before the model's contrast step.
+        raise ValueError("reflection_fill fills the grey levels before the contrast step: set "
+                         "augment_before_contrast too")
 
 
 def augmenter(level: str, seed: int, *, min_crop_area: float = 0.4, sharpness_widths: tuple[float, ...] = (),
@@ -184,12 +204,7 @@ def augmenter(level: str, seed: int, *, min_crop_area: float = 0.4, sharpness_wi
     `reflections`: the chance of a reflection's light on each image (reflected_light), before the camera's
     exposure and contrast; `reflection_peak` and `reflection_fill` are reflected_light's `peak` and `fill`.
     """
-    if not 0 <= reflections <= 1:
-        raise ValueError(f"reflections is a chance per image, in [0, 1], not {reflections}")
-    if reflection_peak and not REFLECTION_PEAK[0] < reflection_peak <= 1:
-        raise ValueError(f"reflection_peak is a share of white in ({REFLECTION_PEAK[0]}, 1], not {reflection_peak}")
-    if (reflection_peak or reflection_fill) and not reflections:
-        raise ValueError("reflection_peak and reflection_fill shape reflections: set reflections too")
+    check_reflections(reflections, reflection_peak, reflection_fill)
     if level == "none":
         if reflections:
             raise ValueError("reflections are part of the augmentation: choose an augment level, not 'none'")

@@ -20,6 +20,7 @@ from core.learning.keras_model import KerasNetwork
 from core.learning.pipeline import (
     FramingConsistency,
     LearningRateLog,
+    check_reflections,
     check_starting_weights,
     compile_model,
     hardware,
@@ -170,6 +171,9 @@ def train(config: TrainConfig, log=print) -> dict:
         "epochs": config.epochs, "batch_size": config.batch_size, "learning_rate": config.learning_rate,
     }.items() if v is not None}})
     name = config.name or config.arch
+    # Before any image is read: a wrong setting should cost the operator seconds, not the data's loading.
+    check_reflections(recipe.reflections, recipe.reflection_peak, recipe.reflection_fill,
+                      recipe.augment_before_contrast)
     fine_tuning = config.weights.endswith(".keras")
     if fine_tuning:
         _refuse_fine_tuning_with(config, recipe, name)

@@ -55,8 +55,9 @@ class Recipe:
     # The strongest reflection's peak, a share of white (the peak is drawn from REFLECTION_PEAK's lower
     # end up to it); 0: REFLECTION_PEAK's own upper end
     reflection_peak: float = 0.0
-    # Fill what a reflection saturates, and its halo, as the photo finder fills it (core.serving.photo.
-    # glare_filled), rather than leave it clipped at white, which screening never shows the model
+    # Fill what a reflection's light saturates, and its halo, as the photo finder fills it (core.serving.
+    # photo.glare_filled), rather than leave it clipped at white; the exposure and contrast augmentations
+    # follow, as a camera's exposure follows the light on the film. Needs augment_before_contrast
     reflection_fill: bool = False
     label_smoothing: float = 0.0
     mixup: float = 0.0  # Beta(alpha, alpha) of mixup; 0 turns it off
