@@ -24,6 +24,7 @@ from core.learning.pipeline import (
     augmenter,
     bernoulli_js_divergence,
     detail_blur,
+    filled_reflections,
     gaussian_blur,
     mixer,
     reflected_light,
@@ -287,14 +288,20 @@ def test_reflections_peak_as_high_as_asked_and_what_they_saturate_is_filled_as_s
         changed = screened != gray
         np.testing.assert_allclose(image[..., 0][changed], screened[changed] / 255.0, atol=1e-6)
         np.testing.assert_array_equal(image[..., 0][~changed], lit[..., 0][~changed])
-    # White the X-ray had before its light (a marker) is not a reflection: unlit, or lit without
-    # saturating, an image with a white block keeps it; lit and saturated, only the light's white is filled.
-    marked = np.full((64, 96, 96, 1), 0.3, np.float32)
+    # White the X-ray had before its light (a marker) is not a reflection: unlit, an image with a white
+    # block keeps it; lit by a spot beside it that saturates, the spot is filled, the marker kept whole,
+    # though the spot's halo reaches over it.
+    marked = np.full((1, 96, 96, 1), 0.3, np.float32)
     marked[:, 4:12, 4:20] = 1.0
     np.testing.assert_array_equal(reflected_light(tf.constant(marked), 0.0, peak=0.6, fill=True).numpy(), marked)
-    tf.random.set_seed(5)
-    kept = reflected_light(tf.constant(marked), 1.0, peak=0.6, fill=True).numpy()
+    rows, columns = np.mgrid[0:96, 0:96]
+    spot = 0.8 * np.exp(-((rows - 16) ** 2 + (columns - 12) ** 2) / (2 * 6.0 ** 2))
+    lit = np.minimum(marked + spot[None, ..., None], 1.0).astype(np.float32)
+    light_white = (np.uint8(lit * 255 + 0.5) >= photo.SATURATED) & (marked < 1.0)
+    assert light_white.sum() > 20
+    kept = filled_reflections(marked, lit)
     np.testing.assert_array_equal(kept[:, 4:12, 4:20], marked[:, 4:12, 4:20])
+    assert np.uint8(kept[light_white] * 255 + 0.5).max() < photo.SATURATED
     with pytest.raises(ValueError, match="share of white"):
         augmenter("strong", seed=0, reflections=0.5, reflection_peak=1.5)
     with pytest.raises(ValueError, match="share of white"):

@@ -99,7 +99,7 @@ def random_resized_crops(images, min_area: float):
 
 def augmentation(recipe: Recipe, seed: int, spec: PreprocessSpec | None = None):
     """The recipe's augmentation, followed by the contrast step when the recipe augments before it."""
-    check_reflections(recipe.reflections, recipe.reflection_peak, recipe.reflection_fill,
+    check_reflections(recipe.augment, recipe.reflections, recipe.reflection_peak, recipe.reflection_fill,
                       recipe.augment_before_contrast)
     transform = augmenter(recipe.augment, seed, min_crop_area=recipe.min_crop_area,
                           sharpness_widths=recipe.sharpness_widths, max_gamma=recipe.max_gamma,
@@ -172,24 +172,29 @@ def filled_reflections(unlit: np.ndarray, lit: np.ndarray) -> np.ndarray:
     filled_images = lit.copy()
     for before, image in zip(unlit, filled_images):
         gray = np.uint8(np.clip(image[..., 0], 0, 1) * 255 + 0.5)
-        glared = (gray >= SATURATED) & (np.uint8(np.clip(before[..., 0], 0, 1) * 255 + 0.5) < SATURATED)
+        white_before = np.uint8(np.clip(before[..., 0], 0, 1) * 255 + 0.5) >= SATURATED
+        glared = (gray >= SATURATED) & ~white_before
         if glared.any():
             filled = glare_filled(gray, glared)
-            changed = filled != gray
+            # The halo reaches beyond the patch, over a marker beside it too: that stays as it was.
+            changed = (filled != gray) & ~white_before
             image[..., 0][changed] = filled[changed] / 255.0
     return filled_images
 
 
-def check_reflections(reflections: float, peak: float = 0.0, fill: bool = False,
-                      before_contrast: bool = True) -> None:
-    """Refuses reflection settings that make no sense together (ValueError naming the setting)."""
+def check_reflections(level: str, reflections: float, peak: float = 0.0, fill: bool = False,
+                      before_contrast: bool | None = None) -> None:
+    """Refuses reflection settings that make no sense together (ValueError naming the setting), with the
+    augment level; `before_contrast` is the recipe's augment_before_contrast, None where it is not known."""
     if not 0 <= reflections <= 1:
         raise ValueError(f"reflections is a chance per image, in [0, 1], not {reflections}")
     if peak and not REFLECTION_PEAK[0] < peak <= 1:
         raise ValueError(f"reflection_peak is a share of white in ({REFLECTION_PEAK[0]}, 1], not {peak}")
     if (peak or fill) and not reflections:
         raise ValueError("reflection_peak and reflection_fill shape reflections: set reflections too")
-    if fill and not before_contrast:
+    if reflections and level == "none":
+        raise ValueError("reflections are part of the augmentation: choose an augment level, not 'none'")
+    if fill and before_contrast is False:
         # Screening fills a film's glare in its grey levels, before the model's contrast step.
         raise ValueError("reflection_fill fills the grey levels before the contrast step: set "
                          "augment_before_contrast too")
@@ -204,10 +209,8 @@ def augmenter(level: str, seed: int, *, min_crop_area: float = 0.4, sharpness_wi
     `reflections`: the chance of a reflection's light on each image (reflected_light), before the camera's
     exposure and contrast; `reflection_peak` and `reflection_fill` are reflected_light's `peak` and `fill`.
     """
-    check_reflections(reflections, reflection_peak, reflection_fill)
+    check_reflections(level, reflections, reflection_peak, reflection_fill)
     if level == "none":
-        if reflections:
-            raise ValueError("reflections are part of the augmentation: choose an augment level, not 'none'")
         return None
     if any(width <= 0 or width >= 0.1 for width in sharpness_widths):
         raise ValueError(f"sharpness widths are shares of the image side in (0, 0.1), not {sharpness_widths}")

@@ -172,7 +172,7 @@ def train(config: TrainConfig, log=print) -> dict:
     }.items() if v is not None}})
     name = config.name or config.arch
     # Before any image is read: a wrong setting should cost the operator seconds, not the data's loading.
-    check_reflections(recipe.reflections, recipe.reflection_peak, recipe.reflection_fill,
+    check_reflections(recipe.augment, recipe.reflections, recipe.reflection_peak, recipe.reflection_fill,
                       recipe.augment_before_contrast)
     fine_tuning = config.weights.endswith(".keras")
     if fine_tuning:
