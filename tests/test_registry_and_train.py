@@ -144,6 +144,7 @@ def test_foreign_weights_are_refused_before_images_are_read(tiny_data, tmp_path,
     ({"reflections": 0.5, "reflection_peak": 1.5, "augment": "strong"}, "share of white"),
     ({"reflections": 0.5, "reflection_fill": True, "augment": "strong"}, "set augment_before_contrast too"),
     ({"reflections": 0.5, "augment": "none"}, "choose an augment level"),
+    ({"lit_validation": True, "augment": "strong"}, "lit_validation lights validation X-rays"),
 ])
 def test_reflection_settings_that_do_not_fit_are_refused_before_images_are_read(tiny_data, tmp_path, monkeypatch,
                                                                                  overrides, reason):

@@ -26,12 +26,13 @@ from core.learning.pipeline import (
     detail_blur,
     filled_reflections,
     gaussian_blur,
+    lit_copies,
     mixer,
     reflected_light,
     training_dataset,
     with_contrast_step,
 )
-from core.learning.train import TrainConfig, train
+from core.learning.train import TrainConfig, epoch_choosing_set, train
 from core.learning.zoo import Recipe
 from core.serving import photo, tta
 from core.serving.imaging import PreprocessSpec, contrast_step, preprocess
@@ -312,6 +313,33 @@ def test_reflections_peak_as_high_as_asked_and_what_they_saturate_is_filled_as_s
         augmentation(Recipe(augment="strong", reflections=0.5, reflection_fill=True), seed=0)
 
 
+def test_lit_validation_judges_every_epoch_on_the_same_lit_copies_beside_the_plain_x_rays(tiny_data):
+    _, examples = data.patient_split(tiny_data, 42)
+    spec = PreprocessSpec(TINY_SIZE, equalise=True)
+    plain = data.load_set(examples, spec)
+    after = Recipe(augment="strong", reflections=0.5, reflection_peak=0.6, lit_validation=True)
+    before = replace(after, augment_before_contrast=True)
+    # Without it, the plain validation X-rays alone, as they were loaded.
+    inputs, labels = epoch_choosing_set(plain, replace(after, lit_validation=False), spec, seed=42)
+    assert inputs is plain.inputs and labels is plain.labels
+    n = len(plain.labels)
+    inputs, labels = epoch_choosing_set(plain, before, spec, seed=42)
+    assert inputs.shape == (2 * n, *plain.inputs.shape[1:])
+    np.testing.assert_array_equal(inputs[:n], plain.inputs)
+    np.testing.assert_array_equal(labels, np.concatenate([plain.labels, plain.labels]))
+    # The same light for every epoch and run; another seed, another light.
+    np.testing.assert_array_equal(epoch_choosing_set(plain, before, spec, seed=42)[0], inputs)
+    assert not np.array_equal(epoch_choosing_set(plain, before, spec, seed=7)[0][n:], inputs[n:])
+    # Light only adds, every image gets some, and no more than the strongest spot and ramp.
+    unfinished = data.load_set(examples, spec.before_contrast()).inputs
+    lit = lit_copies(unfinished, after, seed=42)
+    assert (lit >= unfinished).all() and (lit.mean(axis=(1, 2, 3)) > unfinished.mean(axis=(1, 2, 3))).all()
+    assert (lit - unfinished).max() <= 0.6 + REFLECTION_RAMP + 1e-6
+    # Augmenting before the contrast step, the copies are those X-rays under that same light, then the
+    # model's contrast step: what the model reads of a lit film.
+    np.testing.assert_array_equal(inputs[n:], with_contrast_step(None, spec)(tf.constant(lit)).numpy())
+
+
 def test_augmentation_before_the_contrast_step_is_followed_by_it():
     # Eight well-separated grey levels: halving the contrast keeps them apart, so
     # equalisation after it gives back exactly the equalised original.
@@ -335,13 +363,15 @@ def test_levers_train_and_serving_reproduces_the_validation_evidence(tiny_data, 
     calibration was fitted on."""
     overrides = {"mixup": 0.2, "sampling": "balanced", "augment": "robust", "augment_before_contrast": True,
                  "sharpness_widths": (0.03, 0.06), "test_time_zooms": (1.0, 1.12, 0.9),
-                 "reflections": 0.5, "reflection_peak": 0.6, "reflection_fill": True}
+                 "reflections": 0.5, "reflection_peak": 0.6, "reflection_fill": True, "lit_validation": True}
     card = train(TrainConfig(arch="cnn_small", data_dir=tiny_data, epochs=1, size=TINY_SIZE, models_dir=tmp_path,
                              overrides=overrides, equalise=True), log=lambda *_: None)
     assert card.test_time_zooms == [1.0, 1.12, 0.9] and card.preprocess["equalise"]
     assert card.training["recipe"]["augment_before_contrast"] is True
     assert list(card.training["recipe"]["sharpness_widths"]) == [0.03, 0.06]
     assert "reflections up to 60% of white" in card.summary and "saturate filled" in card.summary
+    assert "the epoch picked on validation X-rays lit and plain" in card.summary
+    assert card.training["epoch_chosen_by"] == "validation AUC, plain and lit X-rays pooled"
     assert card.training["recipe"]["sampling"] == "balanced" and card.training["class_weights"] is None
     saved = json.loads((tmp_path / "cnn_small.validation.json").read_text())["predictions"]
     # The Keras path that calibration was fitted on, exactly; the ONNX path within the parity bound.

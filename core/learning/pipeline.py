@@ -183,7 +183,7 @@ def filled_reflections(unlit: np.ndarray, lit: np.ndarray) -> np.ndarray:
 
 
 def check_reflections(level: str, reflections: float, peak: float = 0.0, fill: bool = False,
-                      before_contrast: bool | None = None) -> None:
+                      before_contrast: bool | None = None, lit_validation: bool = False) -> None:
     """Refuses reflection settings that make no sense together (ValueError naming the setting), with the
     augment level; `before_contrast` is the recipe's augment_before_contrast, None where it is not known."""
     if not 0 <= reflections <= 1:
@@ -192,12 +192,29 @@ def check_reflections(level: str, reflections: float, peak: float = 0.0, fill: b
         raise ValueError(f"reflection_peak is a share of white in ({REFLECTION_PEAK[0]}, 1], not {peak}")
     if (peak or fill) and not reflections:
         raise ValueError("reflection_peak and reflection_fill shape reflections: set reflections too")
+    if lit_validation and not reflections:
+        raise ValueError("lit_validation lights validation X-rays as training lights them: set reflections too")
     if reflections and level == "none":
         raise ValueError("reflections are part of the augmentation: choose an augment level, not 'none'")
     if fill and before_contrast is False:
         # Screening fills a film's glare in its grey levels, before the model's contrast step.
         raise ValueError("reflection_fill fills the grey levels before the contrast step: set "
                          "augment_before_contrast too")
+
+
+def lit_copies(images: np.ndarray, recipe: Recipe, seed: int, spec: PreprocessSpec | None = None,
+               batch: int = 64) -> np.ndarray:
+    """Each of `images`, loaded as training loads them (training_spec), given a reflection's light as the
+    recipe draws it (reflected_light, every image lit) and finished as the model reads it: by the contrast
+    step when the recipe augments before it. The draws follow `seed`, so every epoch is judged on the same
+    light (Recipe.lit_validation)."""
+    def light(batch_images):
+        return reflected_light(batch_images, 1.0, recipe.reflection_peak, recipe.reflection_fill)
+
+    transform = with_contrast_step(light, spec) if recipe.augment_before_contrast else light
+    tf.random.set_seed(seed)
+    return np.concatenate([transform(tf.constant(images[start:start + batch])).numpy()
+                           for start in range(0, len(images), batch)] or [images])
 
 
 def augmenter(level: str, seed: int, *, min_crop_area: float = 0.4, sharpness_widths: tuple[float, ...] = (),

@@ -25,11 +25,13 @@ from core.learning.pipeline import (
     compile_model,
     hardware,
     initial_network,
+    lit_copies,
     load_split,
     make_dataset,
     pick_strategy,
     set_seeds,
     training_dataset,
+    training_spec,
 )
 from core.learning.pretrain import pretrain
 from core.learning.tuning import find_learning_rate
@@ -152,9 +154,26 @@ def fit_member(arch, recipe: Recipe, train_set, val_ds, batch: int, seed: int, s
         model.load_weights(best)
     if isinstance(model, FramingConsistency):
         model = model.network  # the wrapper only adds a training loss
-    log(f"member (init seed {seed}) trained in {seconds / 60:.1f} min, best validation AUC "
+    log(f"member (init seed {seed}) trained in {seconds / 60:.1f} min, best {epoch_chosen_by(recipe)} "
         f"{max(history.history['val_auc']):.4f}")
     return FittedMember(model, history, seconds, pretraining)
+
+
+def epoch_chosen_by(recipe: Recipe) -> str:
+    """What the history's val_auc, which picks the epoch, is of."""
+    return "validation AUC, plain and lit X-rays pooled" if recipe.lit_validation else "validation AUC"
+
+
+def epoch_choosing_set(val_set: data.LoadedSet, recipe: Recipe, spec, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """The (inputs, labels) whose AUC picks the epoch and stops training early: the validation X-rays, and
+    with Recipe.lit_validation each of them lit too (pipeline.lit_copies), both pooled. Calibration and
+    the operating points are still fitted on the plain X-rays, as screening reads a digital file."""
+    if not recipe.lit_validation:
+        return val_set.inputs, val_set.labels
+    source = (data.load_set(val_set.examples, training_spec(spec, recipe)).inputs if recipe.augment_before_contrast
+              else val_set.inputs)
+    return (np.concatenate([val_set.inputs, lit_copies(source, recipe, seed, spec)]),
+            np.concatenate([val_set.labels, val_set.labels]))
 
 
 def train(config: TrainConfig, log=print) -> dict:
@@ -173,7 +192,7 @@ def train(config: TrainConfig, log=print) -> dict:
     name = config.name or config.arch
     # Before any image is read: a wrong setting should cost the operator seconds, not the data's loading.
     check_reflections(recipe.augment, recipe.reflections, recipe.reflection_peak, recipe.reflection_fill,
-                      recipe.augment_before_contrast)
+                      recipe.augment_before_contrast, recipe.lit_validation)
     fine_tuning = config.weights.endswith(".keras")
     if fine_tuning:
         _refuse_fine_tuning_with(config, recipe, name)
@@ -203,7 +222,7 @@ def train(config: TrainConfig, log=print) -> dict:
         log(f"learning-rate finder suggests {found['suggestion']:.2e} ({found['method']})")
 
     batch = recipe.batch_size * strategy.num_replicas_in_sync
-    val_ds = make_dataset(val_set.inputs, val_set.labels, batch)
+    val_ds = make_dataset(*epoch_choosing_set(val_set, recipe, arch.preprocess, config.seed), batch)
     # An ensemble's members differ only in their initialisation and batch order.
     member_seeds = [init_seed + ENSEMBLE_SEED_STEP * k for k in range(config.ensemble)]
     fitted = [fit_member(arch, recipe, train_set, val_ds, batch, seed, strategy, weights, log, initial)
@@ -253,6 +272,7 @@ def train(config: TrainConfig, log=print) -> dict:
             },
             "epochs_run": epochs_run,
             "best_epoch": int(np.argmax(history.history["val_auc"])) + 1,
+            "epoch_chosen_by": epoch_chosen_by(recipe),
             "seconds": round(seconds, 1),
             "strategy": strategy_name,
             "deterministic": config.deterministic,

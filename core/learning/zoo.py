@@ -59,6 +59,10 @@ class Recipe:
     # photo.glare_filled), rather than leave it clipped at white; the exposure and contrast augmentations
     # follow, as a camera's exposure follows the light on the film. Needs augment_before_contrast
     reflection_fill: bool = False
+    # Pick the epoch (and stop early) on validation AUC over the plain validation X-rays and a copy of each
+    # lit as training lights them, drawn once at a fixed seed, pooled: plain validation AUC alone cannot see
+    # whether healthy lit X-rays score above sick unlit ones (core.learning.pipeline.lit_copies)
+    lit_validation: bool = False
     label_smoothing: float = 0.0
     mixup: float = 0.0  # Beta(alpha, alpha) of mixup; 0 turns it off
     # Weight of the framing-consistency term (core.learning.pipeline.FramingConsistency); 0 turns it off

@@ -52,6 +52,7 @@ class ModelCard:
             f"reflected light added to {recipe['reflections']:.0%} of training images" if recipe.get("reflections") else "",
             f"reflections up to {recipe['reflection_peak']:.0%} of white" if recipe.get("reflection_peak") else "",
             "what reflections saturate filled as screening fills it" if recipe.get("reflection_fill") else "",
+            "the epoch picked on validation X-rays lit and plain" if recipe.get("lit_validation") else "",
             f"weights averaged (momentum {recipe['weight_average']})" if recipe.get("weight_average") else "",
             f"early stopping from epoch {recipe['patience_from_epoch']}" if recipe.get("patience_from_epoch") else "",
             f"SimCLR pre-training ({recipe['pretrain_epochs']} epochs)" if recipe.get("pretrain_epochs") else "",
