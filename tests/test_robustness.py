@@ -16,10 +16,12 @@ from core.analysis import data, evaluation, reports
 from core.analysis.shift import FRAMING_MEAN, PAIRED_METRICS, SHIFTS, paired_comparison, sharpen, shift_report
 from core.cli import _recipe_settings
 from core.learning.pipeline import (
+    LIT_AUC,
     REFLECTION_PEAK,
     REFLECTION_RAMP,
     REFLECTION_WIDTH,
     FramingConsistency,
+    PooledValidationAUC,
     augmentation,
     augmenter,
     bernoulli_js_divergence,
@@ -32,7 +34,7 @@ from core.learning.pipeline import (
     training_dataset,
     with_contrast_step,
 )
-from core.learning.train import TrainConfig, epoch_choosing_set, train
+from core.learning.train import TrainConfig, lit_validation_set, train
 from core.learning.zoo import Recipe
 from core.serving import photo, tta
 from core.serving.imaging import PreprocessSpec, contrast_step, preprocess
@@ -317,27 +319,51 @@ def test_lit_validation_judges_every_epoch_on_the_same_lit_copies_beside_the_pla
     _, examples = data.patient_split(tiny_data, 42)
     spec = PreprocessSpec(TINY_SIZE, equalise=True)
     plain = data.load_set(examples, spec)
-    after = Recipe(augment="strong", reflections=0.5, reflection_peak=0.6, lit_validation=True)
+    after = Recipe(augment="strong", reflections=0.5, reflection_peak=1.0, lit_validation=True)
     before = replace(after, augment_before_contrast=True)
-    # Without it, the plain validation X-rays alone, as they were loaded.
-    inputs, labels = epoch_choosing_set(plain, replace(after, lit_validation=False), spec, seed=42)
-    assert inputs is plain.inputs and labels is plain.labels
     n = len(plain.labels)
-    inputs, labels = epoch_choosing_set(plain, before, spec, seed=42)
+    inputs, labels = lit_validation_set(plain, before, spec, seed=42)
     assert inputs.shape == (2 * n, *plain.inputs.shape[1:])
     np.testing.assert_array_equal(inputs[:n], plain.inputs)
     np.testing.assert_array_equal(labels, np.concatenate([plain.labels, plain.labels]))
     # The same light for every epoch and run; another seed, another light.
-    np.testing.assert_array_equal(epoch_choosing_set(plain, before, spec, seed=42)[0], inputs)
-    assert not np.array_equal(epoch_choosing_set(plain, before, spec, seed=7)[0][n:], inputs[n:])
-    # Light only adds, every image gets some, and no more than the strongest spot and ramp.
+    np.testing.assert_array_equal(lit_validation_set(plain, before, spec, seed=42)[0], inputs)
+    assert not np.array_equal(lit_validation_set(plain, before, spec, seed=7)[0][n:], inputs[n:])
+    # Light only adds, every image gets some, and the recipe's peak is drawn: spots beyond the default
+    # peak's reach (its upper end and the ramp), though none beyond the peak asked for and the ramp.
     unfinished = data.load_set(examples, spec.before_contrast()).inputs
     lit = lit_copies(unfinished, after, seed=42)
-    assert (lit >= unfinished).all() and (lit.mean(axis=(1, 2, 3)) > unfinished.mean(axis=(1, 2, 3))).all()
-    assert (lit - unfinished).max() <= 0.6 + REFLECTION_RAMP + 1e-6
+    added = lit - unfinished
+    assert (added >= 0).all() and (added.mean(axis=(1, 2, 3)) > 0).all()
+    assert REFLECTION_PEAK[1] + REFLECTION_RAMP < added.max() <= 1.0 + REFLECTION_RAMP + 1e-6
     # Augmenting before the contrast step, the copies are those X-rays under that same light, then the
     # model's contrast step: what the model reads of a lit film.
     np.testing.assert_array_equal(inputs[n:], with_contrast_step(None, spec)(tf.constant(lit)).numpy())
+    # With the fill, what the light saturated is filled as screening fills it: none of it is left white.
+    saturated = lambda images: np.uint8(np.clip(images, 0, 1) * 255 + 0.5) >= photo.SATURATED
+    white_before = saturated(unfinished)
+    assert (saturated(lit) & ~white_before).any()
+    filled = lit_copies(unfinished, replace(after, reflection_fill=True), seed=42)
+    assert not (saturated(filled) & ~white_before).any()
+    with pytest.raises(ValueError, match="PreprocessSpec"):
+        lit_copies(unfinished, before, seed=42)
+
+
+def test_pooled_validation_auc_is_what_the_checkpoint_watches_and_leaves_keras_validation_plain():
+    """A network whose score is the image's mean brightness: plain normals 0.1 and 0.2, plain pneumonias
+    0.5 and 0.6, so plain AUC 1; lit, the normals 0.55 and 0.7 and the pneumonias 0.8 and 0.9. Pooled,
+    13 of the 16 (pneumonia, normal) pairs are in order: AUC 13/16."""
+    inputs = keras.Input((4, 4, 1))
+    mean = keras.layers.Dense(1, kernel_initializer="ones", use_bias=False)(keras.layers.GlobalAveragePooling2D()(inputs))
+    network = keras.Model(inputs, mean)
+    network.compile(optimizer=keras.optimizers.SGD(0.0), loss="mse", metrics=[keras.metrics.AUC(name="auc")])
+    images = lambda levels: np.stack([np.full((4, 4, 1), v, np.float32) for v in levels])
+    plain, labels = images([0.1, 0.2, 0.5, 0.6]), np.array([0, 0, 1, 1], np.float32)
+    pooled = np.concatenate([plain, images([0.55, 0.7, 0.8, 0.9])]), np.concatenate([labels, labels])
+    history = network.fit(plain, labels, validation_data=(plain, labels), epochs=2, verbose=0,
+                          callbacks=[PooledValidationAUC(*pooled, batch_size=3)])
+    assert history.history["val_auc"] == pytest.approx([1.0, 1.0])
+    assert history.history[LIT_AUC] == pytest.approx([13 / 16] * 2, abs=1e-3)
 
 
 def test_augmentation_before_the_contrast_step_is_followed_by_it():
@@ -372,6 +398,8 @@ def test_levers_train_and_serving_reproduces_the_validation_evidence(tiny_data, 
     assert "reflections up to 60% of white" in card.summary and "saturate filled" in card.summary
     assert "the epoch picked on validation X-rays lit and plain" in card.summary
     assert card.training["epoch_chosen_by"] == "validation AUC, plain and lit X-rays pooled"
+    history = json.loads((tmp_path / "cnn_small.history.json").read_text())
+    assert len(history[LIT_AUC]) == len(history["val_auc"]) == card.training["epochs_run"]
     assert card.training["recipe"]["sampling"] == "balanced" and card.training["class_weights"] is None
     saved = json.loads((tmp_path / "cnn_small.validation.json").read_text())["predictions"]
     # The Keras path that calibration was fitted on, exactly; the ONNX path within the parity bound.

@@ -105,6 +105,11 @@ def augmentation(recipe: Recipe, seed: int, spec: PreprocessSpec | None = None):
                           sharpness_widths=recipe.sharpness_widths, max_gamma=recipe.max_gamma,
                           reflections=recipe.reflections, reflection_peak=recipe.reflection_peak,
                           reflection_fill=recipe.reflection_fill)
+    return finished_as_read(transform, recipe, spec)
+
+
+def finished_as_read(transform, recipe: Recipe, spec: PreprocessSpec | None):
+    """`transform`, then the spec's contrast step when the recipe augments before it: the model's input."""
     if not recipe.augment_before_contrast:
         return transform
     if spec is None:
@@ -211,10 +216,10 @@ def lit_copies(images: np.ndarray, recipe: Recipe, seed: int, spec: PreprocessSp
     def light(batch_images):
         return reflected_light(batch_images, 1.0, recipe.reflection_peak, recipe.reflection_fill)
 
-    transform = with_contrast_step(light, spec) if recipe.augment_before_contrast else light
+    transform = finished_as_read(light, recipe, spec)
     tf.random.set_seed(seed)
     return np.concatenate([transform(tf.constant(images[start:start + batch])).numpy()
-                           for start in range(0, len(images), batch)] or [images])
+                           for start in range(0, len(images), batch)])
 
 
 def augmenter(level: str, seed: int, *, min_crop_area: float = 0.4, sharpness_widths: tuple[float, ...] = (),
@@ -422,6 +427,26 @@ class LearningRateLog(keras.callbacks.Callback):
         if logs is not None:
             optimizer = self.model.optimizer
             logs["learning_rate"] = float(keras.ops.convert_to_numpy(optimizer.learning_rate))
+
+
+LIT_AUC = "val_lit_auc"
+
+
+class PooledValidationAUC(keras.callbacks.Callback):
+    """Adds LIT_AUC to each epoch's logs: the AUC, as val_auc's keras.metrics.AUC computes it, over
+    validation X-rays plain and lit pooled (Recipe.lit_validation), for the checkpoint and early stopping
+    after it to watch. Keras's own val_* stay those of the plain X-rays."""
+
+    def __init__(self, inputs: np.ndarray, labels: np.ndarray, batch_size: int):
+        super().__init__()
+        self.inputs, self.labels, self.batch_size = inputs, labels.astype(np.float32), batch_size
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            scores = self.model.predict(self.inputs, batch_size=self.batch_size, verbose=0)
+            auc = keras.metrics.AUC()
+            auc.update_state(self.labels, scores)
+            logs[LIT_AUC] = float(auc.result())
 
 
 def hardware() -> str:

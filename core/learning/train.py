@@ -18,8 +18,10 @@ from core.learning import ensemble, keras_model
 from core.learning.export import export
 from core.learning.keras_model import KerasNetwork
 from core.learning.pipeline import (
+    LIT_AUC,
     FramingConsistency,
     LearningRateLog,
+    PooledValidationAUC,
     check_reflections,
     check_starting_weights,
     compile_model,
@@ -119,9 +121,10 @@ def _refuse_fine_tuning_with(config: TrainConfig, recipe: Recipe, name: str) -> 
 
 
 def fit_member(arch, recipe: Recipe, train_set, val_ds, batch: int, seed: int, strategy, weights: str,
-               log=print, initial: list[np.ndarray] | None = None) -> FittedMember:
+               log=print, initial: list[np.ndarray] | None = None,
+               pooled: tuple[np.ndarray, np.ndarray] | None = None) -> FittedMember:
     """One network trained with the recipe from one initialisation (or from `initial`, a trained model's
-    weights), at its best validation AUC."""
+    weights), at its best validation AUC, or with `pooled` (lit_validation_set) at its best AUC there."""
     set_seeds(seed)
     started = time.perf_counter()
     network, pretraining = None, None
@@ -140,12 +143,15 @@ def fit_member(arch, recipe: Recipe, train_set, val_ds, batch: int, seed: int, s
         best = Path(scratch) / "best.weights.h5"
         # With weight averaging, the average is swapped in for validation and for the checkpoint after it.
         averaging = [keras.callbacks.SwapEMAWeights(swap_on_epoch=True)] if recipe.weight_average else []
+        lit = [PooledValidationAUC(*pooled, batch)] if pooled is not None else []
+        monitor = chosen_on(recipe)
         callbacks = [
             LearningRateLog(),
             *averaging,
-            keras.callbacks.ModelCheckpoint(best, monitor="val_auc", mode="max", save_best_only=True,
+            *lit,  # after the averaging, so that it scores the averaged weights, as the checkpoint saves them
+            keras.callbacks.ModelCheckpoint(best, monitor=monitor, mode="max", save_best_only=True,
                                             save_weights_only=True),
-            keras.callbacks.EarlyStopping(monitor="val_auc", mode="max", patience=recipe.patience,
+            keras.callbacks.EarlyStopping(monitor=monitor, mode="max", patience=recipe.patience,
                                           start_from_epoch=recipe.patience_from_epoch),
         ]
         history = model.fit(train_ds, validation_data=val_ds, epochs=recipe.epochs,
@@ -155,23 +161,29 @@ def fit_member(arch, recipe: Recipe, train_set, val_ds, batch: int, seed: int, s
     if isinstance(model, FramingConsistency):
         model = model.network  # the wrapper only adds a training loss
     log(f"member (init seed {seed}) trained in {seconds / 60:.1f} min, best {epoch_chosen_by(recipe)} "
-        f"{max(history.history['val_auc']):.4f}")
+        f"{max(history.history[monitor]):.4f}")
     return FittedMember(model, history, seconds, pretraining)
 
 
+def chosen_on(recipe: Recipe) -> str:
+    """The history's series whose best epoch is kept: val_auc, or with Recipe.lit_validation LIT_AUC."""
+    return LIT_AUC if recipe.lit_validation else "val_auc"
+
+
 def epoch_chosen_by(recipe: Recipe) -> str:
-    """What the history's val_auc, which picks the epoch, is of."""
     return "validation AUC, plain and lit X-rays pooled" if recipe.lit_validation else "validation AUC"
 
 
-def epoch_choosing_set(val_set: data.LoadedSet, recipe: Recipe, spec, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """The (inputs, labels) whose AUC picks the epoch and stops training early: the validation X-rays, and
-    with Recipe.lit_validation each of them lit too (pipeline.lit_copies), both pooled. Calibration and
-    the operating points are still fitted on the plain X-rays, as screening reads a digital file."""
-    if not recipe.lit_validation:
-        return val_set.inputs, val_set.labels
-    source = (data.load_set(val_set.examples, training_spec(spec, recipe)).inputs if recipe.augment_before_contrast
-              else val_set.inputs)
+def lit_validation_set(val_set: data.LoadedSet, recipe: Recipe, spec, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """The (inputs, labels) whose AUC picks the epoch under Recipe.lit_validation: the validation X-rays and
+    each of them lit too (pipeline.lit_copies), pooled. Calibration and the operating points are still
+    fitted on the plain X-rays, as screening reads a digital file."""
+    source = val_set.inputs
+    if recipe.augment_before_contrast:
+        source = data.load_set(val_set.examples, training_spec(spec, recipe)).inputs
+        if len(source) != len(val_set.inputs):
+            raise ValueError(f"{len(val_set.inputs) - len(source)} validation images could not be read again "
+                             "before their contrast step: check that the data folder is not being changed")
     return (np.concatenate([val_set.inputs, lit_copies(source, recipe, seed, spec)]),
             np.concatenate([val_set.labels, val_set.labels]))
 
@@ -222,10 +234,11 @@ def train(config: TrainConfig, log=print) -> dict:
         log(f"learning-rate finder suggests {found['suggestion']:.2e} ({found['method']})")
 
     batch = recipe.batch_size * strategy.num_replicas_in_sync
-    val_ds = make_dataset(*epoch_choosing_set(val_set, recipe, arch.preprocess, config.seed), batch)
+    val_ds = make_dataset(val_set.inputs, val_set.labels, batch)
+    pooled = lit_validation_set(val_set, recipe, arch.preprocess, config.seed) if recipe.lit_validation else None
     # An ensemble's members differ only in their initialisation and batch order.
     member_seeds = [init_seed + ENSEMBLE_SEED_STEP * k for k in range(config.ensemble)]
-    fitted = [fit_member(arch, recipe, train_set, val_ds, batch, seed, strategy, weights, log, initial)
+    fitted = [fit_member(arch, recipe, train_set, val_ds, batch, seed, strategy, weights, log, initial, pooled)
               for seed in member_seeds]
     model = fitted[0].model if len(fitted) == 1 else ensemble.combine([f.model for f in fitted], name)
     history = fitted[0].history
@@ -271,7 +284,7 @@ def train(config: TrainConfig, log=print) -> dict:
                 "validation": {c: int((val_set.labels == i).sum()) for i, c in enumerate(data.CLASS_NAMES)},
             },
             "epochs_run": epochs_run,
-            "best_epoch": int(np.argmax(history.history["val_auc"])) + 1,
+            "best_epoch": int(np.argmax(history.history[chosen_on(recipe)])) + 1,
             "epoch_chosen_by": epoch_chosen_by(recipe),
             "seconds": round(seconds, 1),
             "strategy": strategy_name,
