@@ -39,6 +39,8 @@ def test_an_assembled_ensemble_serves_what_its_calibrated_members_average_to(tin
     calibrations = card.training["ensemble"]["member_calibrations"]
     assert len(calibrations) == 2 and all(c["method"] == "platt" for c in calibrations)
     assert [f["sha256"] for f in card.training["ensemble"]["member_files"]] == [m.card.sha256 for m in members]
+    assert card.training["epoch_chosen_by"] == "validation AUC"
+    assert [f["epoch_chosen_by"] for f in card.training["ensemble"]["member_files"]] == ["validation AUC"] * 2
     assert "under every acquisition shift" in card.calibration["fitted_on"]
     served = Predictor.load("assembled", tmp_path)
     assert served.runtime == "onnx" and card.onnx["heatmap"] == "cam" and card.architecture == "ensemble of 2 cxrnet"

@@ -12,6 +12,7 @@ from conftest import TINY_SIZE, run_core
 
 from core.analysis import data, reports
 from core.learning import keras_model
+from core.learning.pipeline import LIT_AUC
 from core.serving import registry
 from core.serving.card import ModelCard
 from core.serving.predictor import Predictor
@@ -214,6 +215,55 @@ def test_weight_averaging_validates_and_keeps_the_averaged_weights(tiny_data, tm
     p = np.clip(Predictor.load("cnn_small", tmp_path).raw_probabilities(validation.inputs), 1e-7, 1 - 1e-7)
     loss = -np.mean(validation.labels * np.log(p) + (1 - validation.labels) * np.log(1 - p))
     assert loss == pytest.approx(val_loss[card.training["best_epoch"] - 1], rel=1e-3)
+
+
+LIT_SETTINGS = {"lr_schedule": "constant", "augment": "strong", "reflections": 0.5, "lit_validation": True}
+
+
+def test_lit_validation_keeps_the_epoch_and_stops_by_the_pooled_auc_alone(tiny_data, tmp_path, monkeypatch):
+    from core.learning import train as training
+
+    # The pooled AUC scripted, peaking at epoch 3 whatever the network does: patience 2 then stops after
+    # epoch 5, and the file must hold epoch 3's weights (a learning rate that moves them every epoch).
+    scripted = [0.1, 0.2, 0.9, 0.3, 0.2, 0.1, 0.1]
+
+    class ScriptedPooledAUC(keras.callbacks.Callback):
+        def __init__(self, *_):
+            super().__init__()
+
+        def on_epoch_end(self, epoch, logs=None):
+            logs[LIT_AUC] = scripted[epoch]
+
+    monkeypatch.setattr(training, "PooledValidationAUC", ScriptedPooledAUC)
+    config = training.TrainConfig(arch="cnn_small", data_dir=tiny_data, epochs=len(scripted), size=TINY_SIZE,
+                                  learning_rate=0.003, models_dir=tmp_path, overrides={**LIT_SETTINGS, "patience": 2})
+    card = training.train(config, log=lambda *_: None)
+    history = registry.load_report("cnn_small", "history", tmp_path)
+    assert history[LIT_AUC] == scripted[:5] and card.training["epochs_run"] == 5
+    assert card.training["best_epoch"] == 3
+    # An ensemble's card gives each member's plain validation AUC at that kept epoch (the history is the
+    # first member's).
+    ensemble = training.train(replace(config, ensemble=2, models_dir=tmp_path / "pair"), log=lambda *_: None)
+    first_member = registry.load_report("cnn_small", "history", tmp_path / "pair")["val_auc"]
+    assert ensemble.training["ensemble"]["member_best_validation_auc"][0] == first_member[2]
+    validation = data.load_set(reports.split_examples(tiny_data, "validation", card.split_seed), card.spec)
+    p = np.clip(Predictor.load("cnn_small", tmp_path).raw_probabilities(validation.inputs), 1e-7, 1 - 1e-7)
+    loss = -np.mean(validation.labels * np.log(p) + (1 - validation.labels) * np.log(1 - p))
+    assert loss == pytest.approx(history["val_loss"][2], rel=1e-4)
+
+
+def test_lit_validation_scores_the_averaged_weights_that_keras_validates(tiny_data, tmp_path, monkeypatch):
+    from core.learning import train as training
+
+    # The "lit" half given labels opposite to the X-rays': on the same weights the pooled AUC is then one
+    # less the plain one. A high learning rate moves the raw weights every step while an average with a
+    # momentum near 1 stays put, so scoring the raw weights instead would break the relation.
+    monkeypatch.setattr(training, "lit_validation_set", lambda val_set, *_: (val_set.inputs, 1 - val_set.labels))
+    training.train(training.TrainConfig(
+        arch="cnn_small", data_dir=tiny_data, epochs=3, size=TINY_SIZE, learning_rate=0.01, models_dir=tmp_path,
+        overrides={**LIT_SETTINGS, "weight_average": 0.9999999}), log=lambda *_: None)
+    history = registry.load_report("cnn_small", "history", tmp_path)
+    np.testing.assert_allclose(history[LIT_AUC], 1 - np.array(history["val_auc"]), atol=2e-3)
 
 
 def test_weight_average_outside_zero_to_one_fails_loudly(tiny_data, tmp_path):

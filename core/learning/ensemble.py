@@ -215,6 +215,7 @@ def member_file(card: ModelCard) -> dict:
     return {"name": card.name, "sha256": card.sha256, "command": card.training["command"],
             "best_validation_auc": card.validation.get("auc"),
             "epochs_run": card.training.get("epochs_run"), "best_epoch": card.training.get("best_epoch"),
+            "epoch_chosen_by": card.training.get("epoch_chosen_by"),
             "minutes": round(card.training.get("seconds", 0) / 60, 1),
             "hardware": card.training.get("hardware")}
 
@@ -252,6 +253,7 @@ def ensemble_card(name: str, cards: list[ModelCard], model: keras.Model, calibra
             "counts": first.training["counts"],
             "epochs_run": first.training.get("epochs_run"),
             "best_epoch": first.training.get("best_epoch"),
+            "epoch_chosen_by": first.training.get("epoch_chosen_by"),
             "seconds": round(sum(c.training.get("seconds", 0) for c in cards), 1),
             "deterministic": all(c.training.get("deterministic") for c in cards),
             "strategy": first.training.get("strategy"),

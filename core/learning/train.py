@@ -170,6 +170,11 @@ def chosen_on(recipe: Recipe) -> str:
     return LIT_AUC if recipe.lit_validation else "val_auc"
 
 
+def best_epoch(history, recipe: Recipe) -> int:
+    """The kept epoch, counted from 1: the best of the series the checkpoint watched."""
+    return int(np.argmax(history.history[chosen_on(recipe)])) + 1
+
+
 def epoch_chosen_by(recipe: Recipe) -> str:
     return "validation AUC, plain and lit X-rays pooled" if recipe.lit_validation else "validation AUC"
 
@@ -271,7 +276,9 @@ def train(config: TrainConfig, log=print) -> dict:
             "init_seed": init_seed,
             "ensemble": None if len(fitted) == 1 else {
                 "members": len(fitted), "combination": "mean of the members' logits", "init_seeds": member_seeds,
-                "member_best_validation_auc": [max(f.history.history["val_auc"]) for f in fitted],
+                # the plain validation AUC at each member's kept epoch, which lit_validation may pick elsewhere
+                "member_best_validation_auc": [f.history.history["val_auc"][best_epoch(f.history, recipe) - 1]
+                                               for f in fitted],
                 "member_epochs_run": [len(f.history.history["loss"]) for f in fitted],
                 "member_minutes": [round(f.seconds / 60, 1) for f in fitted]},
             "hyperparameters_from": hyperparameters_from,
@@ -284,7 +291,7 @@ def train(config: TrainConfig, log=print) -> dict:
                 "validation": {c: int((val_set.labels == i).sum()) for i, c in enumerate(data.CLASS_NAMES)},
             },
             "epochs_run": epochs_run,
-            "best_epoch": int(np.argmax(history.history[chosen_on(recipe)])) + 1,
+            "best_epoch": best_epoch(history, recipe),
             "epoch_chosen_by": epoch_chosen_by(recipe),
             "seconds": round(seconds, 1),
             "strategy": strategy_name,
