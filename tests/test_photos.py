@@ -427,3 +427,23 @@ def test_the_archive_job_records_each_files_kind(tiny_models, tmp_path):
     assert {path: row["input_kind"] for path, row in rows.items()} == {
         "film.jpeg": "photo", "file.png": "digital", "glare.jpeg": "photo", "notes.png": None}
     assert rows["film.jpeg"]["probability"] is not None and rows["glare.jpeg"]["probability"] is None
+
+
+def test_the_uneven_light_benchmark_splits_normal_x_rays_by_whether_their_light_measured_uneven():
+    from benchmarks.uneven_light import figures_of, measured_uneven
+
+    # Six X-rays, the third refused: normals 0, 1, 3 and 5, one pneumonia (4); threshold 0.25.
+    p = np.array([0.1, 0.5, np.nan, 0.3, 0.9, 0.2])
+    digital = np.array([0.1, 0.1, 0.1, 0.4, 0.8, 0.1])
+    labels = np.array([0, 0, 0, 0, 1, 0])
+    uneven = np.array([True, True, True, False, True, False])
+    figures = figures_of(p, digital, labels, 0.25, uneven)
+    assert figures.screened == pytest.approx(5 / 6) and figures.measured_uneven == pytest.approx(3 / 5)
+    assert (figures.specificity, figures.digital_specificity, figures.sensitivity) == (0.5, 0.75, 1.0)
+    assert (figures.specificity_measured_uneven, figures.digital_specificity_measured_uneven) == (0.5, 1.0)
+    assert (figures.specificity_elsewhere, figures.digital_specificity_elsewhere) == (0.5, 0.5)
+    assert figures.median_abs_dp_normal == pytest.approx(0.1) and figures.median_rise_normal == pytest.approx(0.05)
+    # Measured as screening measures it: a brightened film, not an even one, a digital file or a bad file.
+    assert measured_uneven(render(XRAY, "uneven light", 0).data)
+    assert not measured_uneven(render(XRAY, "film on a lightbox", 0).data)
+    assert not measured_uneven(encode(XRAY)) and not measured_uneven(b"not an image")
