@@ -54,10 +54,10 @@ class Figures:
     sensitivity: float
     digital_sensitivity: float
     measured_uneven: float  # share of the screened photos whose light measured uneven
-    specificity_measured_uneven: float  # normal X-rays among those: the photos', then the digital files'
-    digital_specificity_measured_uneven: float
-    specificity_elsewhere: float  # normal X-rays among the rest
-    digital_specificity_elsewhere: float
+    specificity_measured_uneven: float | None  # normal X-rays among those: the photos', then the digital files'
+    digital_specificity_measured_uneven: float | None
+    specificity_elsewhere: float | None  # normal X-rays among the rest
+    digital_specificity_elsewhere: float | None
 
 
 @contextmanager
@@ -88,8 +88,9 @@ def measured_uneven(payload: bytes) -> bool:
     return quality is not None and quality.uneven_light > photo.UNEVEN_LIGHT
 
 
-def _specificity(p: np.ndarray, where: np.ndarray, threshold: float) -> float:
-    return float(np.mean(p[where] < threshold)) if where.any() else float("nan")
+def _specificity(p: np.ndarray, where: np.ndarray, threshold: float) -> float | None:
+    """At the threshold over the X-rays `where` picks; None where it picks none (strict JSON has no NaN)."""
+    return float(np.mean(p[where] < threshold)) if where.any() else None
 
 
 def figures_of(p: np.ndarray, digital: np.ndarray, labels: np.ndarray, threshold: float,

@@ -443,6 +443,9 @@ def test_the_uneven_light_benchmark_splits_normal_x_rays_by_whether_their_light_
     assert (figures.specificity_measured_uneven, figures.digital_specificity_measured_uneven) == (0.5, 1.0)
     assert (figures.specificity_elsewhere, figures.digital_specificity_elsewhere) == (0.5, 0.5)
     assert figures.median_abs_dp_normal == pytest.approx(0.1) and figures.median_rise_normal == pytest.approx(0.05)
+    # Where no normal X-ray's light measured uneven, there is no figure for them.
+    even = figures_of(p, digital, labels, 0.25, np.zeros(6, bool))
+    assert even.specificity_measured_uneven is None and even.specificity_elsewhere == 0.5
     # Measured as screening measures it: a brightened film, not an even one, a digital file or a bad file.
     assert measured_uneven(render(XRAY, "uneven light", 0).data)
     assert not measured_uneven(render(XRAY, "film on a lightbox", 0).data)

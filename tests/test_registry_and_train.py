@@ -225,14 +225,16 @@ def test_lit_validation_keeps_the_epoch_and_stops_by_the_pooled_auc_alone(tiny_d
 
     # The pooled AUC scripted, peaking at epoch 3 whatever the network does: patience 2 then stops after
     # epoch 5, and the file must hold epoch 3's weights (a learning rate that moves them every epoch).
+    # The plain AUC is scripted too, peaking elsewhere, so that its value at the kept epoch is known.
     scripted = [0.1, 0.2, 0.9, 0.3, 0.2, 0.1, 0.1]
+    scripted_plain = [0.95, 0.5, 0.6, 0.7, 0.8, 0.8, 0.8]
 
     class ScriptedPooledAUC(keras.callbacks.Callback):
         def __init__(self, *_):
             super().__init__()
 
         def on_epoch_end(self, epoch, logs=None):
-            logs[LIT_AUC] = scripted[epoch]
+            logs[LIT_AUC], logs["val_auc"] = scripted[epoch], scripted_plain[epoch]
 
     monkeypatch.setattr(training, "PooledValidationAUC", ScriptedPooledAUC)
     config = training.TrainConfig(arch="cnn_small", data_dir=tiny_data, epochs=len(scripted), size=TINY_SIZE,
@@ -241,11 +243,9 @@ def test_lit_validation_keeps_the_epoch_and_stops_by_the_pooled_auc_alone(tiny_d
     history = registry.load_report("cnn_small", "history", tmp_path)
     assert history[LIT_AUC] == scripted[:5] and card.training["epochs_run"] == 5
     assert card.training["best_epoch"] == 3
-    # An ensemble's card gives each member's plain validation AUC at that kept epoch (the history is the
-    # first member's).
+    # An ensemble's card gives each member's plain validation AUC at that kept epoch, not its best.
     ensemble = training.train(replace(config, ensemble=2, models_dir=tmp_path / "pair"), log=lambda *_: None)
-    first_member = registry.load_report("cnn_small", "history", tmp_path / "pair")["val_auc"]
-    assert ensemble.training["ensemble"]["member_best_validation_auc"][0] == first_member[2]
+    assert ensemble.training["ensemble"]["member_best_validation_auc"] == [0.6, 0.6]
     validation = data.load_set(reports.split_examples(tiny_data, "validation", card.split_seed), card.spec)
     p = np.clip(Predictor.load("cnn_small", tmp_path).raw_probabilities(validation.inputs), 1e-7, 1 - 1e-7)
     loss = -np.mean(validation.labels * np.log(p) + (1 - validation.labels) * np.log(1 - p))
@@ -255,8 +255,8 @@ def test_lit_validation_keeps_the_epoch_and_stops_by_the_pooled_auc_alone(tiny_d
 def test_lit_validation_scores_the_averaged_weights_that_keras_validates(tiny_data, tmp_path, monkeypatch):
     from core.learning import train as training
 
-    # The "lit" half given labels opposite to the X-rays': on the same weights the pooled AUC is then one
-    # less the plain one. A high learning rate moves the raw weights every step while an average with a
+    # The pooled set replaced by the plain X-rays under opposite labels: on the same weights its AUC is
+    # then one less the plain one. A high learning rate moves the raw weights every step while an average with a
     # momentum near 1 stays put, so scoring the raw weights instead would break the relation.
     monkeypatch.setattr(training, "lit_validation_set", lambda val_set, *_: (val_set.inputs, 1 - val_set.labels))
     training.train(training.TrainConfig(

@@ -171,8 +171,9 @@ def chosen_on(recipe: Recipe) -> str:
 
 
 def best_epoch(history, recipe: Recipe) -> int:
-    """The kept epoch, counted from 1: the best of the series the checkpoint watched."""
-    return int(np.argmax(history.history[chosen_on(recipe)])) + 1
+    """The kept epoch, counted from 1: the best of the series the checkpoint watched (which never keeps
+    an epoch whose figure is NaN)."""
+    return int(np.nanargmax(history.history[chosen_on(recipe)])) + 1
 
 
 def epoch_chosen_by(recipe: Recipe) -> str:
