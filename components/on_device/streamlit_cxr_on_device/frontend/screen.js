@@ -459,6 +459,9 @@ export default function (component) {
   }
   render();
   state.chain = state.chain.then(advance).catch((error) => fail(String(error?.message || error))).then(render);
-  // Run when the component is unmounted (the page left): the files the user did not upload go.
-  return () => { state.handed = null; };
+  // Run when the component is unmounted (the page left): the files the user did not upload go. Streamlit
+  // also runs it at once for a call whose data changed again before the call had begun (two runs of
+  // Python in quick succession), the component still on the page: that is no leaving, so only an element
+  // gone from the page, once Streamlit has done, lets them go.
+  return () => setTimeout(() => { if (!parentElement.isConnected) state.handed = null; });
 }
