@@ -321,7 +321,9 @@ with st.expander("Table and CSV download"):
               "Probability": format_probability(r.probability) if r.probability is not None else "",
               "Note": r.message} for r in rows]
     st.dataframe(table, hide_index=True, width="stretch")
-    st.download_button("Download results (CSV)", screening.rows_to_csv(rows), "screening_results.csv", "text/csv")
+    # A download needs nothing from Python: no rerun, which would draw every result card again.
+    st.download_button("Download results (CSV)", screening.rows_to_csv(rows), "screening_results.csv", "text/csv",
+                       on_click="ignore")
     st.caption("Keep this file: add each child's diagnosis (NORMAL or PNEUMONIA) in its **diagnosis** column when it "
                "is known, and bring it back to **Site calibration** for your clinic's own thresholds. It holds no "
                "image, only each image's fingerprint (sha256) and scores.")

@@ -138,7 +138,7 @@ sample = content["sample_size"]
     f"{sample['pneumonia_images']} pneumonia images; {sample['needed']} are needed to show a sensitivity of "
     f"{target:.2f} with 95% confidence.")
 st.download_button("Download the site profile (JSON)", json.dumps(content, indent=1), f"{name}.json",
-                   "application/json", type="primary")
+                   "application/json", type="primary", on_click="ignore")
 st.caption(f"Use it on the Screen page (Settings → Operating points → upload), put it in models/sites/ for "
            f"everyone, or `python -m core screen --site {name}.json`. Calibration: "
            f"{content['calibration']['source']}; images used: {int(np.size(local.labels))}, resampled by "
