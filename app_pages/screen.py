@@ -8,6 +8,7 @@ import streamlit as st
 from core.serving import registry, screening
 from core.serving.heatmap import overlay
 from core.serving.imaging import ImageError, decode_image, is_dicom
+from core.serving.quality import RETAKE_BEFORE_REFERRAL
 from core.serving.settings import OPERATING_POINTS
 from core.serving.site import SiteProfileError, shipped_profiles
 from ui import on_device
@@ -282,7 +283,9 @@ def result_card(row: screening.ScreeningRow, index: int) -> None:
             result = row.result
             if result.warnings:
                 st.warning("**Result may be unreliable:** " + "; ".join(result.warnings))
-            if row.flagged:
+            if row.retake_first:
+                st.error(f"**Possible pneumonia**, but {RETAKE_BEFORE_REFERRAL}.")
+            elif row.flagged:
                 st.error("**Possible pneumonia**: refer for clinical review.")
             elif result.warnings:  # no reassuring green for a result that cannot be relied on
                 st.info("**No pneumonia flagged**, but see the warning above: repeat or review the X-ray.")

@@ -350,6 +350,29 @@ def test_screen_page_shows_a_photographed_film_straightened_beside_the_photo():
     assert list(table["Input"]) == ["photo of a film, straightened"] * 2
 
 
+def test_screen_page_asks_for_a_photo_flagged_under_uneven_light_to_be_taken_again_before_referral():
+    from dataclasses import replace
+
+    from core.analysis.photos import PHOTO, UNEVEN_LIGHT, film_photo
+    from core.serving.predictor import Predictor
+    from core.serving.quality import light_on_film
+
+    rng = np.random.default_rng(0)
+    uneven = film_photo(xray_like(0, True, 512), replace(PHOTO, uneven=UNEVEN_LIGHT), rng).data
+    even = film_photo(xray_like(0, True, 512), PHOTO, rng).data
+    default = Predictor.load()
+    # Both flagged (a drawn chest with opacities), only the first with light on the film.
+    screened = [default.screen(data) for data in (uneven, even)]
+    assert [r.label for r in screened] == ["PNEUMONIA"] * 2
+    assert [bool(light_on_film(r.warnings)) for r in screened] == [True, False]
+    app = _screened(page("screen"), [("uneven.jpeg", uneven, "image/jpeg"), ("even.jpeg", even, "image/jpeg")])
+    errors = [e.value for e in app.error]
+    assert sum("take the photo again as the warning says, and refer if it is flagged again" in e for e in errors) == 1
+    assert sum("refer for clinical review" in e for e in errors) == 1
+    summary = next(m.value for m in app.markdown if "flagged" in m.value)
+    assert "(1 of them a photo with light on the film, to take again first)" in summary
+
+
 def test_screen_page_shows_the_photo_guide_with_its_pictures_once_opened():
     app = page("screen")
     guide = next(e for e in app.expander if "Photographing a film" in e.label)

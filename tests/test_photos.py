@@ -1,6 +1,7 @@
 """Photos of films and screenshots of viewers: the radiograph found, straightened and judged."""
 import io
 from dataclasses import replace
+from types import SimpleNamespace
 
 import cv2
 import numpy as np
@@ -14,13 +15,18 @@ from core.analysis.reports import split_examples
 from core.serving import archive, photo, screening
 from core.serving.imaging import DIGITAL_LAYOUT_SHARE, decode_image
 from core.serving.predictor import Predictor
+from core.serving.photo import PhotoQuality
+from core.serving.predictor import ScreeningResult
 from core.serving.quality import (
+    GLARE_WARNED,
     MAX_COLOURFULNESS,
     RETAKE,
+    UNEVEN_LIGHT_WARNED,
     NotChestXRayError,
     UnusablePhotoError,
     XrayDetector,
     check_chest_xray,
+    photo_warnings,
 )
 
 XRAY = xray_like(4, True, 512)
@@ -282,6 +288,29 @@ def test_uneven_light_across_the_film_is_warned_and_even_light_is_not(detector):
         for name in ("film on a lightbox", "film against a window", "square on a flat lightbox"):
             even = decode_image(render(XRAY, name, seed).data)
             assert not any(hint in w for w in check_chest_xray(even, detector)), (name, seed)
+
+
+def test_a_photo_flagged_under_light_on_the_film_is_taken_again_before_referral():
+    """Glare and uneven light flag healthy children: a photo flagged with either is taken again first.
+    One flagged with another warning, a flagged digital file and a photo not flagged are not."""
+    def row(name: str, label: str, quality: PhotoQuality | None = None) -> screening.ScreeningRow:
+        warnings = photo_warnings(SimpleNamespace(straightened=SimpleNamespace(quality=quality) if quality else None))
+        result = ScreeningResult(0.9 if label == "PNEUMONIA" else 0.1, label, "screening", 0.24, "m",
+                                 warnings=warnings)
+        return screening.ScreeningRow(name, "ok", "m", "; ".join(warnings), result)
+
+    sharp = PhotoQuality(glare=0.0, sharpness=1.0, moire=0.0, film_pixels=1000, keystone=1.0)
+    rows = [row("uneven.jpeg", "PNEUMONIA", replace(sharp, uneven_light=2 * UNEVEN_LIGHT_WARNED)),
+            row("glare.jpeg", "PNEUMONIA", replace(sharp, glare=2 * GLARE_WARNED)),
+            row("slant.jpeg", "PNEUMONIA", replace(sharp, keystone=1.5)),
+            row("digital.png", "PNEUMONIA"),
+            row("uneven, not flagged.jpeg", "NORMAL", replace(sharp, uneven_light=2 * UNEVEN_LIGHT_WARNED))]
+    assert [len(r.result.warnings) for r in rows] == [1, 1, 1, 0, 1]
+    assert [r.retake_first for r in rows] == [True, True, False, False, False]
+    assert screening.Triage.of(rows).summary().startswith(
+        "**4 of 5 flagged** for clinical review (2 of them photos with light on the film, to take again first), ")
+    assert "(1 of them a photo with light on the film" in screening.Triage.of(rows[:1]).summary()
+    assert "again" not in screening.Triage.of(rows[2:]).summary()
 
 
 @requires_real_data

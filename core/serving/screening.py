@@ -12,7 +12,7 @@ from pathlib import Path
 
 from core.serving.imaging import MAX_FILE_BYTES, ImageError
 from core.serving.predictor import Predictor, ScreeningResult
-from core.serving.quality import NotChestXRayError
+from core.serving.quality import NotChestXRayError, light_on_film
 from core.serving.settings import CLASS_NAMES, DEFAULT_OPERATING_POINT, IMAGE_SUFFIXES
 
 # Every row says which threshold, model file and site profile gave its label, and carries what site
@@ -61,6 +61,12 @@ class ScreeningRow:
     @property
     def flagged(self) -> bool:
         return self.label == CLASS_NAMES[1]
+
+    @property
+    def retake_first(self) -> bool:
+        """Flagged, but a photo with light on the film (core.serving.quality.RETAKE_BEFORE_REFERRAL):
+        taken again before a referral."""
+        return self.flagged and bool(light_on_film(self.result.warnings))
 
     def to_dict(self) -> dict:
         return {name: getattr(self, name) for name in ROW_FIELDS}
@@ -124,10 +130,14 @@ class Triage:
         return self.flagged + self.refused + self.clear
 
     def summary(self) -> str:
-        """ "3 of 40 flagged for clinical review, 1 refused, 2 with image-quality warnings" (Markdown)."""
+        """ "3 of 40 flagged for clinical review (1 of them a photo with light on the film, to take again
+        first), 1 refused, 2 with image-quality warnings" (Markdown)."""
         total = len(self.ordered)
         unreliable = sum(1 for r in self.flagged + self.clear if r.result.warnings)
+        retakes = sum(r.retake_first for r in self.flagged)
         text = f"**{len(self.flagged)} of {total} flagged** for clinical review"
+        photos = "a photo" if retakes == 1 else "photos"
+        text += f" ({retakes} of them {photos} with light on the film, to take again first)" if retakes else ""
         text += f", {len(self.refused)} refused" if self.refused else ""
         return text + (f", {unreliable} with image-quality warnings" if unreliable else "")
 
