@@ -367,10 +367,11 @@ def test_screen_page_asks_for_a_photo_flagged_under_uneven_light_to_be_taken_aga
     assert [bool(light_on_film(r.warnings)) for r in screened] == [True, False]
     app = _screened(page("screen"), [("uneven.jpeg", uneven, "image/jpeg"), ("even.jpeg", even, "image/jpeg")])
     errors = [e.value for e in app.error]
-    assert sum("take the photo again as the warning says, and refer if it is flagged again" in e for e in errors) == 1
+    assert sum("take the photo again as the warning says, and refer if the new photo is flagged too" in e
+               for e in errors) == 1
     assert sum("refer for clinical review" in e for e in errors) == 1
     summary = next(m.value for m in app.markdown if "flagged" in m.value)
-    assert "(1 of them a photo with light on the film, to take again first)" in summary
+    assert "(1 of them a photo with light on the film: take it again first)" in summary
 
 
 def test_screen_page_shows_the_photo_guide_with_its_pictures_once_opened():

@@ -14,9 +14,8 @@ from core.analysis.photos import PHOTO, RENDERINGS, WARM_LIGHT, film_photo, rend
 from core.analysis.reports import split_examples
 from core.serving import archive, photo, screening
 from core.serving.imaging import DIGITAL_LAYOUT_SHARE, decode_image
-from core.serving.predictor import Predictor
 from core.serving.photo import PhotoQuality
-from core.serving.predictor import ScreeningResult
+from core.serving.predictor import Predictor, ScreeningResult
 from core.serving.quality import (
     GLARE_WARNED,
     MAX_COLOURFULNESS,
@@ -307,10 +306,15 @@ def test_a_photo_flagged_under_light_on_the_film_is_taken_again_before_referral(
             row("uneven, not flagged.jpeg", "NORMAL", replace(sharp, uneven_light=2 * UNEVEN_LIGHT_WARNED))]
     assert [len(r.result.warnings) for r in rows] == [1, 1, 1, 0, 1]
     assert [r.retake_first for r in rows] == [True, True, False, False, False]
-    assert screening.Triage.of(rows).summary().startswith(
-        "**4 of 5 flagged** for clinical review (2 of them photos with light on the film, to take again first), ")
-    assert "(1 of them a photo with light on the film" in screening.Triage.of(rows[:1]).summary()
-    assert "again" not in screening.Triage.of(rows[2:]).summary()
+    summary = {tuple(r.file for r in batch): screening.Triage.of(batch).summary() for batch in (
+        rows, rows[1:], rows[:1], rows[:2], rows[2:])}
+    assert summary[tuple(r.file for r in rows)].startswith(
+        "**4 of 5 flagged** for clinical review (2 of them photos with light on the film: take them again first), ")
+    assert "(1 of them a photo with light on the film: take it again first)" in summary[tuple(r.file for r in rows[1:])]
+    assert "**1 of 1 flagged** for clinical review (a photo with light on the film: take it again first)" in summary[
+        ("uneven.jpeg",)]
+    assert "(all photos with light on the film: take them again first)" in summary[("uneven.jpeg", "glare.jpeg")]
+    assert "again" not in summary[tuple(r.file for r in rows[2:])]
 
 
 @requires_real_data

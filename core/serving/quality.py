@@ -270,12 +270,14 @@ LIGHT_AS_CAUSE = "the light may be why"  # what a refusal adds before a photo's 
 
 
 # What a photo flagged with light on the film is told. Such light flags healthy children and misses no
-# more sick ones: on the second renderer (docs/benchmarks.md, 400 validation X-rays) normal X-rays kept a
-# specificity of 0.57 under uneven light and 0.69 under glare against 0.85 as digital files, and sensitivity
-# under uneven light was 0.997 (0.990 digital). A photo is taken again in a minute; a referral can cost a
-# family a journey.
+# more sick ones. On the second renderer (docs/benchmarks.md, 400 validation X-rays) normal X-rays whose
+# uneven light was measured kept a specificity of 0.57 against 0.83 as digital files, and under glare 0.69
+# against 0.87; sensitivity under uneven light was 0.997 (0.990 for the same X-rays' digital files), under
+# the first renderer's slight glare 0.996 (0.990). A photo is taken again in a minute; a referral can cost
+# a family a journey. A second photo in the same light is flagged again, and then referred.
 RETAKE_BEFORE_REFERRAL = ("light on the film raises healthy children's scores: take the photo again as the "
-                          "warning says, and refer if it is flagged again")
+                          "warning says, and refer if the new photo is flagged too or cannot be taken in "
+                          "better light")
 
 
 def light_on_film(warnings: list[str]) -> list[str]:

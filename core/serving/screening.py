@@ -130,14 +130,17 @@ class Triage:
         return self.flagged + self.refused + self.clear
 
     def summary(self) -> str:
-        """ "3 of 40 flagged for clinical review (1 of them a photo with light on the film, to take again
+        """ "3 of 40 flagged for clinical review (1 of them a photo with light on the film: take it again
         first), 1 refused, 2 with image-quality warnings" (Markdown)."""
         total = len(self.ordered)
         unreliable = sum(1 for r in self.flagged + self.clear if r.result.warnings)
         retakes = sum(r.retake_first for r in self.flagged)
         text = f"**{len(self.flagged)} of {total} flagged** for clinical review"
-        photos = "a photo" if retakes == 1 else "photos"
-        text += f" ({retakes} of them {photos} with light on the film, to take again first)" if retakes else ""
+        if retakes:
+            one, every = retakes == 1, retakes == len(self.flagged)
+            which = "" if one and every else "all " if every else f"{retakes} of them "
+            text += (f" ({which}{'a photo' if one else 'photos'} with light on the film: "
+                     f"take {'it' if one else 'them'} again first)")
         text += f", {len(self.refused)} refused" if self.refused else ""
         return text + (f", {unreliable} with image-quality warnings" if unreliable else "")
 
