@@ -312,6 +312,19 @@ def _screen_on_device(page, files: list[tuple[str, bytes]]) -> list[dict]:
     return _results_csv(page)
 
 
+def _held_still(locator, timeout_s: float = 60) -> None:
+    """Until the element has not moved for a second: each result card's picture is drawn by its own
+    component once its script has loaded, and each one drawn pushes what lies below it down the page,
+    where a click aimed at the button's place can land beside it."""
+    boxes, deadline = [], time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        boxes = [*boxes[-3:], locator.bounding_box()]
+        if len(boxes) == 4 and boxes[0] is not None and all(box == boxes[0] for box in boxes):
+            return
+        time.sleep(0.25)
+    raise AssertionError(f"the element kept moving: {boxes}")
+
+
 def _results_csv(page) -> list[dict]:
     """The batch's rows, from its CSV download, once the page's run is over (a download button of the run
     before can still be on the page while the next one draws)."""
@@ -320,6 +333,8 @@ def _results_csv(page) -> list[dict]:
     button = page.get_by_role("button", name="Download results (CSV)")
     if not button.is_visible():
         page.get_by_text("Table and CSV download").click()
+    button.scroll_into_view_if_needed()
+    _held_still(button)
     with page.expect_download(timeout=60_000) as download:
         button.click()
     return list(csv.DictReader(io.StringIO(download.value.path().read_text())))
