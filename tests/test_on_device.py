@@ -315,11 +315,11 @@ def _screen_on_device(page, files: list[tuple[str, bytes]]) -> list[dict]:
 def _held_still(locator, timeout_s: float = 60) -> None:
     """Until the element has not moved for a second: each result card's picture is drawn by its own
     component once its script has loaded, and each one drawn pushes what lies below it down the page,
-    where a click aimed at the button's place can land beside it."""
+    where a click pressed at the button's place and released after it moved reaches no button."""
     boxes, deadline = [], time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        boxes = [*boxes[-3:], locator.bounding_box()]
-        if len(boxes) == 4 and boxes[0] is not None and all(box == boxes[0] for box in boxes):
+        boxes = [*boxes[-4:], locator.bounding_box()]
+        if len(boxes) == 5 and boxes[0] is not None and all(box == boxes[0] for box in boxes):
             return
         time.sleep(0.25)
     raise AssertionError(f"the element kept moving: {boxes}")
@@ -328,15 +328,23 @@ def _held_still(locator, timeout_s: float = 60) -> None:
 def _results_csv(page) -> list[dict]:
     """The batch's rows, from its CSV download, once the page's run is over (a download button of the run
     before can still be on the page while the next one draws)."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
+
     page.wait_for_timeout(200)
     page.locator('[data-testid="stStatusWidget"]').wait_for(state="hidden", timeout=120_000)
     button = page.get_by_role("button", name="Download results (CSV)")
     if not button.is_visible():
         page.get_by_text("Table and CSV download").click()
     button.scroll_into_view_if_needed()
-    _held_still(button)
-    with page.expect_download(timeout=60_000) as download:
-        button.click()
+    for attempt in range(3):  # a picture drawn late, after the button held still, can still move it
+        _held_still(button)
+        try:
+            with page.expect_download(timeout=20_000) as download:
+                button.click()
+            break
+        except PlaywrightTimeoutError:
+            if attempt == 2:
+                raise
     return list(csv.DictReader(io.StringIO(download.value.path().read_text())))
 
 

@@ -274,7 +274,7 @@ LIGHT_AS_CAUSE = "the light may be why"  # what a refusal adds before a photo's 
 # uneven light was measured kept a specificity of 0.57 against 0.83 as digital files, and under glare 0.69
 # against 0.87; sensitivity under uneven light was 0.997 (0.990 for the same X-rays' digital files), under
 # the first renderer's slight glare 0.996 (0.990). A photo is taken again in a minute; a referral can cost
-# a family a journey. A second photo in the same light is flagged again, and then referred.
+# a family a journey. A second photo flagged again, or one that cannot be taken in better light, is referred.
 RETAKE_BEFORE_REFERRAL = ("light on the film raises healthy children's scores: take the photo again as the "
                           "warning says, and refer if the new photo is flagged too or cannot be taken in "
                           "better light")
